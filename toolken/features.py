@@ -1,0 +1,277 @@
+"""Cached features: one frozen forward pass, then exact toolken training on the cache alone.
+
+The base model never changes and toolkens are never fed back as input, so for every labelled
+position the final hidden state h and the vocabulary's log-sum-exp A are constants. One
+``no_grad`` pass stores, per position:
+
+    h      (d,)  final hidden state (after the last norm), as the LM head sees it
+    lse    ()    logsumexp of the vocabulary logits, fp32, computed in vocabulary chunks
+    zt     ()    the target's vocabulary logit (0 when the target is a toolken)
+    vmax   ()    the largest vocabulary logit, and ``vargmax`` its id (for precision/recall)
+    label  ()    the target: a token id < V, or V + tool index
+    seq    ()    which labelled sequence the position belongs to (for dev splits)
+
+Training then minimises ``logaddexp(lse, logsumexp(h W^T + b)) - z_target``, which equals the
+cross-entropy over the full concatenated logits ``[vocab ; toolkens]`` exactly.
+
+The cache lives in ``$TOOLKEN_HOME/features/<key>`` as Arrow files (memory-mapped by
+``datasets``), keyed by a fingerprint of everything that determines it. A folder whose
+``meta.json`` is missing or disagrees with its files is treated as corrupt and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+FORMAT = 1
+
+
+@dataclass
+class Features:
+    """Cached per-position tensors (CPU, memory-mapped where possible), sorted by (seq, pos)."""
+
+    h: torch.Tensor  # (N, d)
+    lse: torch.Tensor  # (N,)
+    zt: torch.Tensor  # (N,)
+    vmax: torch.Tensor  # (N,)
+    vargmax: torch.Tensor  # (N,)
+    label: torch.Tensor  # (N,)
+    seq: torch.Tensor  # (N,)
+    vocab_size: int
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def subset(self, mask: torch.Tensor) -> "Features":
+        idx = mask.nonzero().squeeze(1)
+        return Features(self.h[idx], self.lse[idx], self.zt[idx], self.vmax[idx],
+                        self.vargmax[idx], self.label[idx], self.seq[idx], self.vocab_size, self.path)
+
+
+def cache_key(**parts) -> str:
+    """Stable hash of everything that determines the cache (sorted JSON of the parts)."""
+    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ the frozen pass
+
+
+@torch.no_grad()
+def vocab_stats(h: torch.Tensor, lm_weight: torch.Tensor, lm_bias: torch.Tensor | None,
+                target: torch.Tensor, softcap: float | None = None, chunk: int = 8192):
+    """Log-sum-exp, max, argmax and target logit of ``h @ lm_weight^T`` without [N, V] logits.
+
+    h (N, d), lm_weight (V, d), target (N,) with ids >= V meaning "no vocabulary target".
+    Products run in the weights' dtype; every reduction is fp32.
+    """
+    n, v = h.shape[0], lm_weight.shape[0]
+    lse = torch.full((n,), float("-inf"), device=h.device)
+    vmax = torch.full((n,), float("-inf"), device=h.device)
+    vargmax = torch.zeros(n, dtype=torch.long, device=h.device)
+    hw = h.to(lm_weight.dtype)
+    for s in range(0, v, chunk):
+        z = (hw @ lm_weight[s:s + chunk].T).float()  # (N, c)
+        if lm_bias is not None:
+            z += lm_bias[s:s + chunk].float()
+        if softcap:
+            z = softcap * torch.tanh(z / softcap)
+        lse = torch.logaddexp(lse, torch.logsumexp(z, dim=-1))
+        m, am = z.max(dim=-1)
+        better = m > vmax
+        vmax = torch.where(better, m, vmax)
+        vargmax = torch.where(better, am + s, vargmax)
+    is_vocab = target < v
+    t = target.clamp(max=v - 1)
+    zt = (hw.float() * lm_weight[t].float()).sum(-1)
+    if lm_bias is not None:
+        zt += lm_bias[t].float()
+    if softcap:
+        zt = softcap * torch.tanh(zt / softcap)
+    zt = torch.where(is_vocab, zt, torch.zeros_like(zt))
+    return lse, vmax, vargmax, zt
+
+
+@torch.no_grad()
+def compute_features(base, input_ids: list[list[int]], labels: list[list[int]],
+                     seq_ids: list[int] | None = None, batch_tokens: int = 8192,
+                     vocab_chunk: int = 8192, progress: bool = True) -> dict[str, np.ndarray]:
+    """Run the frozen model once over the sequences and return per-position features.
+
+    Sequences are sorted by length and packed into padded batches of about ``batch_tokens``.
+    """
+    model = base.model
+    device = base.device
+    lm = model.get_output_embeddings()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    decoder = model.base_model  # the transformer without its LM head
+    seq_ids = list(range(len(input_ids))) if seq_ids is None else seq_ids
+    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+    pad = base.tokenizer.pad_token_id or 0
+    out = {k: [] for k in ("h", "lse", "zt", "vmax", "vargmax", "label", "seq", "pos")}
+    bar = tqdm(total=sum(len(x) for x in input_ids), unit="tok", desc="features",
+               disable=not progress)
+    i = 0
+    while i < len(order):
+        width = len(input_ids[order[i]])
+        j = i
+        while j < len(order) and (j - i + 1) * max(width, len(input_ids[order[j]])) <= batch_tokens:
+            width = max(width, len(input_ids[order[j]]))
+            j += 1
+        j = max(j, i + 1)
+        batch = order[i:j]
+        width = max(len(input_ids[b]) for b in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        lab = torch.full((len(batch), width), -100, dtype=torch.long)
+        att = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, b in enumerate(batch):
+            n = len(input_ids[b])
+            ids[r, :n] = torch.tensor(input_ids[b])
+            lab[r, :n] = torch.tensor(labels[b])
+            att[r, :n] = 1
+        hidden = decoder(input_ids=ids.to(device), attention_mask=att.to(device)).last_hidden_state
+        keep = lab != -100  # (B, T)
+        h = hidden[keep.to(device)]  # (N, d)
+        target = lab[keep].to(device)
+        lse, vmax, vargmax, zt = vocab_stats(h, lm.weight, getattr(lm, "bias", None), target,
+                                             softcap, vocab_chunk)
+        rows, pos = keep.nonzero(as_tuple=True)
+        out["h"].append(h.float().cpu().numpy())
+        for k, t in (("lse", lse), ("zt", zt), ("vmax", vmax)):
+            out[k].append(t.float().cpu().numpy())
+        out["vargmax"].append(vargmax.cpu().numpy().astype(np.int32))
+        out["label"].append(target.cpu().numpy())
+        out["seq"].append(np.asarray([seq_ids[batch[r]] for r in rows.tolist()], dtype=np.int64))
+        out["pos"].append(pos.numpy().astype(np.int32))
+        bar.update(int(att.sum()))
+        i = j
+    bar.close()
+    d = model.config.hidden_size if hasattr(model.config, "hidden_size") else lm.weight.shape[1]
+    empty = {"h": np.zeros((0, d), np.float32), "vargmax": np.zeros(0, np.int32),
+             "label": np.zeros(0, np.int64), "seq": np.zeros(0, np.int64), "pos": np.zeros(0, np.int32)}
+    return {k: (np.concatenate(v) if v else empty.get(k, np.zeros(0, np.float32))) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------ storage
+
+
+def write_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write one shard as an Arrow file through ``datasets`` (atomic rename)."""
+    import pyarrow as pa
+    from datasets import Dataset
+
+    d = arrays["h"].shape[1]
+    cols = {k: pa.array(v) for k, v in arrays.items() if k != "h"}
+    cols["h"] = pa.FixedSizeListArray.from_arrays(pa.array(arrays["h"].reshape(-1)), d)
+    ds = Dataset(pa.Table.from_pydict(cols))
+    tmp = path.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def load_parts(folder: Path, vocab_size: int) -> Features:
+    """Memory-map every shard, concatenate, and order rows by (seq, pos)."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    meta = json.loads((folder / "meta.json").read_text())
+    parts = [load_from_disk(str(folder / p)) for p in meta["parts"]]
+    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if len(ds) != meta["rows"]:
+        raise ValueError(f"feature cache {folder} has {len(ds)} rows, meta.json says {meta['rows']}")
+    table = ds.data.table.combine_chunks()
+
+    def col(name):
+        return table.column(name).chunk(0) if table.column(name).num_chunks else table.column(name)
+
+    h = col("h")
+    h = torch.from_numpy(h.values.to_numpy(zero_copy_only=False).reshape(len(ds), -1))
+    arr = {k: torch.from_numpy(col(k).to_numpy(zero_copy_only=False))
+           for k in ("lse", "zt", "vmax", "vargmax", "label", "seq", "pos")}
+    order = torch.from_numpy(np.lexsort((arr["pos"].numpy(), arr["seq"].numpy())))
+    return Features(h[order], arr["lse"][order], arr["zt"][order], arr["vmax"][order],
+                    arr["vargmax"][order].long(), arr["label"][order].long(), arr["seq"][order],
+                    vocab_size, folder)
+
+
+def cache_is_valid(folder: Path, key: str) -> bool:
+    meta = folder / "meta.json"
+    if not meta.exists():
+        return False
+    try:
+        m = json.loads(meta.read_text())
+        return m.get("key") == key and all((folder / p / "dataset_info.json").exists()
+                                           for p in m["parts"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
+def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batch_tokens=8192,
+                  vocab_chunk=8192, progress=True) -> Features:
+    """Return the cached features under ``folder``, computing them (split across processes)
+    when the cache is missing, stale or corrupt."""
+    rank = accelerator.process_index if accelerator else 0
+    world = accelerator.num_processes if accelerator else 1
+    main = rank == 0
+    valid = cache_is_valid(folder, key)
+    if not valid:
+        if main:
+            if folder.exists():
+                print(f"toolken: feature cache {folder} is incomplete or corrupt: rebuilding")
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+        if accelerator:
+            accelerator.wait_for_everyone()
+        mine = list(range(rank, len(labelled.input_ids), world))
+        arrays = compute_features(base, [labelled.input_ids[i] for i in mine],
+                                  [labelled.labels[i] for i in mine], mine, batch_tokens,
+                                  vocab_chunk, progress and main)
+        write_part(folder / f"part-{rank:05d}", arrays)
+        if accelerator:
+            accelerator.wait_for_everyone()
+        if main:
+            parts = [f"part-{r:05d}" for r in range(world)]
+            from datasets import load_from_disk
+            rows = sum(len(load_from_disk(str(folder / p))) for p in parts)
+            tmp = folder / "meta.json.tmp"
+            tmp.write_text(json.dumps({"key": key, "parts": parts, "rows": rows,
+                                       "format": FORMAT}, indent=1))
+            os.replace(tmp, folder / "meta.json")
+        if accelerator:
+            accelerator.wait_for_everyone()
+    elif main and progress:
+        print(f"toolken: reusing feature cache {folder}")
+    try:
+        return load_parts(folder, base.vocab_size)
+    except Exception as e:  # noqa: BLE001 — any unreadable cache is rebuilt once
+        if valid:
+            print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
+            (folder / "meta.json").unlink(missing_ok=True)
+            return build_or_load(folder, key, base, labelled, accelerator, batch_tokens,
+                                 vocab_chunk, progress)
+        raise

@@ -1,0 +1,116 @@
+"""``ToolkenModel``: a frozen base causal LM plus a toolken head.
+
+Logits are ``cat(lm_head(h), head(h))`` of shape (B, T, V + K); id V + i is tool i.
+Saved and loaded like a PEFT adapter::
+
+    model = ToolkenModel.from_pretrained("outputs/funcqa")            # base named in the folder
+    model = ToolkenModel.from_pretrained("outputs/funcqa", base=base)  # an already loaded base
+    model.save_pretrained("outputs/copy")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .base import Base, load_base
+from .checkpoint import check_base, load_checkpoint, save_checkpoint
+from .head import ToolkenHead, base_softcap, init_from_embeddings
+
+
+class ToolkenModel(nn.Module):
+    def __init__(self, base: Base, tools: list[str], head: ToolkenHead | None = None,
+                 bias: bool = False, toolken_bias: float = 0.0, manifest: list[dict] | None = None):
+        super().__init__()
+        if len(set(tools)) != len(tools):
+            dup = sorted({t for t in tools if tools.count(t) > 1})
+            raise ValueError(f"duplicate tool names: {dup}")
+        self.base = base
+        self.tools = list(tools)
+        self.head = head or ToolkenHead(len(tools), base.hidden_size, bias=bias,
+                                        softcap=base_softcap(base.model.config))
+        self.head.to(base.device)
+        self.toolken_bias = float(toolken_bias)  # added to toolken logits at generation
+        self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
+        self.extra_config: dict = {}
+
+    # ------------------------------------------------------------------ shapes and logits
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
+
+    def toolken_id(self, tool: str) -> int:
+        return self.vocab_size + self.tools.index(tool)
+
+    def logits_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., d) final hidden states -> (..., V + K) logits, fp32."""
+        zv = self.base.model.get_output_embeddings()(h).float()
+        softcap = self.head.softcap
+        if softcap:
+            zv = softcap * torch.tanh(zv / softcap)
+        return torch.cat([zv, self.head(h)], dim=-1)
+
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, **kw):
+        """Returns (logits (B, T, V + K), past_key_values)."""
+        out = self.base.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                         past_key_values=past_key_values, use_cache=True, **kw)
+        return self.logits_from_hidden(out.last_hidden_state), out.past_key_values
+
+    def print_trainable_parameters(self) -> None:
+        trainable = sum(p.numel() for p in self.head.parameters())
+        total = trainable + sum(p.numel() for p in self.base.model.parameters())
+        print(f"trainable params: {trainable:,} || all params: {total:,} "
+              f"|| trainable%: {100 * trainable / total:.4f}")
+
+    # ------------------------------------------------------------------ tools
+    def add_tools(self, names: list[str], init: str = "random", texts: list[str] | None = None) -> range:
+        """Append rows for new tools (old rows untouched). Returns the new rows' indices."""
+        clash = sorted(set(names) & set(self.tools))
+        if clash:
+            raise ValueError(f"tools already in the checkpoint: {clash}")
+        start = len(self.tools)
+        self.head.append(len(names))
+        self.tools += list(names)
+        rows = range(start, len(self.tools))
+        if init == "embedding":
+            init_from_embeddings(self.head, self.base, texts or list(names), rows)
+        elif init != "random":
+            raise ValueError(f"init={init!r} is not one of ['random', 'embedding']")
+        return rows
+
+    # ------------------------------------------------------------------ save / load
+    def checkpoint_config(self) -> dict:
+        return {"base_model": self.base.name, "base_fingerprint": self.base.fingerprint,
+                "hidden_size": self.base.hidden_size, "vocab_size": self.vocab_size,
+                "tools": self.tools, "bias": self.head.bias is not None,
+                "toolken_bias": self.toolken_bias, "softcap": self.head.softcap,
+                "manifest": self.manifest, **self.extra_config}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        tensors = {"weight": self.head.weight}
+        if self.head.bias is not None:
+            tensors["bias"] = self.head.bias
+        return save_checkpoint(directory, tensors, self.checkpoint_config())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
+                        dtype=None, device=None) -> "ToolkenModel":
+        cfg, tensors = load_checkpoint(directory)
+        if not isinstance(base, Base):
+            base = load_base(base or cfg["base_model"], dtype=dtype, device=device)
+        check_base(cfg, base, str(directory))
+        head = ToolkenHead(len(cfg["tools"]), base.hidden_size, bias=cfg.get("bias", False),
+                           softcap=cfg.get("softcap"))
+        head.load_state_dict(tensors)
+        known = {"base_model", "base_fingerprint", "hidden_size", "vocab_size", "tools", "bias",
+                 "toolken_bias", "softcap", "manifest", "format_version", "toolken_version"}
+        model = cls(base, cfg["tools"], head, toolken_bias=cfg.get("toolken_bias", 0.0),
+                    manifest=cfg.get("manifest"))
+        model.extra_config = {k: v for k, v in cfg.items() if k not in known}
+        return model

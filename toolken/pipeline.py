@@ -1,0 +1,100 @@
+"""Setting up a training run from a config: the tool list, the model, and the labelled data."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import TrainConfig
+from .data import Record, convert, label_records
+from .features import file_digest
+from .model import ToolkenModel
+
+
+@dataclass
+class Data:
+    records: list[Record]  # train records, then dev records
+    n_train: int
+    labelled: object  # data.Labelled over all records
+    dev_seqs: np.ndarray  # record indices (= sequence ids) held out for dev
+    digest: str
+
+
+def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], list[Record] | None, str]:
+    conv = convert(cfg.train_file, cfg.data_format)
+    if verbose:
+        print(f"toolken: {cfg.train_file}: {conv.summary()}")
+    digest = file_digest(cfg.train_file)
+    dev = None
+    if cfg.dev_file:
+        dconv = convert(cfg.dev_file, cfg.data_format)
+        if verbose:
+            print(f"toolken: {cfg.dev_file}: {dconv.summary()}")
+        dev, digest = dconv.records, digest + file_digest(cfg.dev_file)
+    return conv.records, dev, hashlib.sha256(digest.encode()).hexdigest()[:16]
+
+
+def tool_list(cfg: TrainConfig, records: list[Record]) -> tuple[list[str], list[dict] | None, list[str]]:
+    """(names in row order, manifest or None, texts for description-based init)."""
+    if isinstance(cfg.tools, str):
+        from .tools import load_pack
+
+        registry = load_pack(cfg.tools, **cfg.tool_options)
+        names = list(registry.names)
+        return names, registry.manifest(), [f"{t.name}: {t.description}" for t in registry]
+    if isinstance(cfg.tools, list):
+        names = [str(t) for t in cfg.tools]
+        return names, None, names
+    if cfg.tools is not None:
+        raise ValueError(f"tools={cfg.tools!r}: give a pack path, a list of names, or nothing")
+    seen: dict[str, None] = {}
+    for r in records:
+        for c in r.calls:
+            seen.setdefault(c.tool, None)
+    return list(seen), None, list(seen)
+
+
+def prepare_model(cfg: TrainConfig, base, records: list[Record], verbose: bool = True) -> tuple[ToolkenModel, int]:
+    """The model to train and the first trainable row (0 unless train_only=new)."""
+    names, manifest, texts = tool_list(cfg, records)
+    if cfg.resume_from:
+        prev = ToolkenModel.from_pretrained(cfg.resume_from, base=base)
+        if isinstance(cfg.tools, str) and names[:len(prev.tools)] != prev.tools:
+            raise ValueError(f"the pack {cfg.tools} must list the {len(prev.tools)} tools of "
+                             f"{cfg.resume_from} first and in the same order")
+        model = prev
+        if manifest is None:
+            manifest = prev.manifest
+    else:
+        model = ToolkenModel(base, [], bias=cfg.bias)
+    new = [n for n in names if n not in model.tools]
+    new_texts = [t for n, t in zip(names, texts) if n in set(new)]
+    model.add_tools(new, init=cfg.init, texts=new_texts)
+    model.manifest = manifest
+    if not model.tools:
+        raise ValueError(f"no tools: {cfg.train_file} has no calls and the config names no tools")
+    start = len(model.tools) - len(new) if cfg.train_only == "new" else 0
+    if verbose and cfg.resume_from:
+        print(f"toolken: {len(model.tools) - len(new)} tools from {cfg.resume_from}, {len(new)} new")
+    return model, start
+
+
+def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
+                 dev: list[Record] | None, digest: str, verbose: bool = True) -> Data:
+    if dev is None:  # hold out whole records, chosen by seed; the order of records is kept
+        records = train
+        n_dev = int(round(cfg.dev_fraction * len(train)))
+        dev_records = np.random.default_rng(cfg.seed).permutation(len(train))[:n_dev]
+    else:
+        records = train + dev
+        dev_records = np.arange(len(train), len(records))
+    n_train = len(records) - len(dev_records)
+    labelled = label_records(records, base.tokenizer, tools, base.vocab_size, cfg.max_length,
+                             cfg.only_toolken_positions)
+    if verbose:
+        print(f"toolken: labelling: {labelled.report.summary()}")
+    seq_of = np.asarray(labelled.record_index)
+    dev_seqs = np.nonzero(np.isin(seq_of, dev_records))[0]
+    return Data(records, n_train, labelled, dev_seqs, digest)

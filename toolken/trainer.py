@@ -1,0 +1,271 @@
+"""Training toolkens: label the data, cache the frozen features once, fit the head on the cache.
+
+The whole loop is in ``train`` below, in one place. Only the toolken rows are trained
+(AdamW over the head's parameters; with ``train_only=new`` over the new rows alone, so the
+optimizer never sees the old ones). With accelerate, the feature pass is split across
+processes and the head is trained in DDP: every process takes its share of each global
+batch, and the loss is scaled so that the averaged gradient is that of the global batch —
+one process and several give the same toolkens.
+
+Outputs in ``output_dir``: the best epoch's checkpoint (``toolken_config.json`` +
+``toolken_model.safetensors``) and ``training/`` (``metrics.jsonl``, ``loss_curve.png``,
+``state.pt`` for resuming an interrupted run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import features as F
+from .base import load_base, resolve_device, toolken_home
+from .config import TrainConfig, to_dict
+from .loss import predict, prf, toolken_counts, toolken_loss
+from .model import ToolkenModel
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    model: ToolkenModel
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    output_dir: Path | None = None
+
+
+class TrainableRows(nn.Module):
+    """The trained part of the head: rows ``start:`` (all rows when start == 0).
+
+    Rows before ``start`` are a frozen buffer, so the optimizer never sees them and they stay
+    bit-identical. This module is what DDP wraps.
+    """
+
+    def __init__(self, model: ToolkenModel, start: int):
+        super().__init__()
+        head = model.head
+        self.softcap = head.softcap
+        self.register_buffer("frozen_w", head.weight.detach()[:start].clone())
+        self.weight = nn.Parameter(head.weight.detach()[start:].clone())  # (K_new, d)
+        self.has_bias = head.bias is not None
+        if self.has_bias:
+            self.register_buffer("frozen_b", head.bias.detach()[:start].clone())
+            self.bias = nn.Parameter(head.bias.detach()[start:].clone())
+        self.start = start
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (N, d) -> (N, K)
+        w = torch.cat([self.frozen_w, self.weight])
+        b = torch.cat([self.frozen_b, self.bias]) if self.has_bias else None
+        z = torch.nn.functional.linear(h.float(), w, b)
+        return self.softcap * torch.tanh(z / self.softcap) if self.softcap else z
+
+    @torch.no_grad()
+    def write_back(self, model: ToolkenModel) -> None:
+        model.head.weight.data[self.start:] = self.weight.data.to(model.head.weight.device)
+        if self.has_bias:
+            model.head.bias.data[self.start:] = self.bias.data.to(model.head.bias.device)
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    if cfg.report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")  # never needs the network unless set up
+    cpu = resolve_device(cfg.device) == "cpu"
+    return Accelerator(cpu=cpu, log_with="wandb" if cfg.report_to == "wandb" else None)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def scheduler_for(cfg: TrainConfig, optimizer, total_steps: int):
+    warm = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if cfg.schedule == "linear":
+            return max(0.0, 1 - t)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
+             bias: float = 0.0) -> dict:
+    """Dev loss and toolken precision / recall / F1 (argmax over vocab + toolkens)."""
+    total, counts = torch.zeros((), device=device), torch.zeros(3, dtype=torch.long, device=device)
+    for s in range(0, len(feats), chunk):
+        sl = slice(s, s + chunk)
+        z = module(feats.h[sl].to(device))
+        label = feats.label[sl].to(device)
+        total += toolken_loss(z, feats.lse[sl].to(device), feats.zt[sl].to(device), label,
+                              feats.vocab_size).sum()
+        pred = predict(z, feats.vmax[sl].to(device), feats.vargmax[sl].to(device),
+                       feats.vocab_size, bias)
+        counts += toolken_counts(pred, label, feats.vocab_size)
+    n = max(1, len(feats))
+    return {"loss": float(total) / n, **prf(counts.tolist()), "toolken_labels": int(counts[2])}
+
+
+def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
+    from .pipeline import load_records, prepare_data, prepare_model
+
+    accelerator = accelerator or make_accelerator(cfg)
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    seed_everything(cfg.seed)
+    out = Path(cfg.output_dir)
+    logdir = out / "training"
+    base = load_base(cfg.base_model, dtype=cfg.dtype, device=str(accelerator.device))
+    train_records, dev_records, digest = load_records(cfg, verbose=main)
+    model, start = prepare_model(cfg, base, train_records, verbose=main)
+    data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
+    key = F.cache_key(base=base.fingerprint, tokenizer=F.tokenizer_digest(base.tokenizer),
+                      data=data.digest, tools=model.tools, max_length=cfg.max_length,
+                      only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype))
+    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else toolken_home() / "features"
+    feats = F.build_or_load(cache_root / key, key, base, data.labelled, accelerator,
+                            cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress)
+    is_dev = torch.from_numpy(np.isin(feats.seq.numpy(), data.dev_seqs))
+    train_f, dev_f = feats.subset(~is_dev), feats.subset(is_dev)
+    if len(train_f) == 0:
+        raise TrainingError("no labelled training positions: the training set is empty after labelling")
+    if main:
+        model.print_trainable_parameters()
+        print(f"toolken: {len(train_f):,} training positions "
+              f"({int((train_f.label >= base.vocab_size).sum()):,} toolken labels), "
+              f"{len(dev_f):,} dev positions, {len(model.tools)} tools, rows {start}.. trained")
+
+    device = accelerator.device
+    rows = TrainableRows(model, start).to(device)
+    optimizer = torch.optim.AdamW(rows.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_f) / cfg.batch_size)
+    scheduler = scheduler_for(cfg, optimizer, steps_per_epoch * cfg.epochs)
+    state_path = logdir / "state.pt"
+    history: list[dict] = []
+    best: dict | None = None
+    first_epoch = 0
+    if cfg.resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["config"] != to_dict(cfg):
+            raise TrainingError(f"{state_path} belongs to a run with another config; "
+                                f"use another output_dir or resume=false")
+        rows.load_state_dict(state["rows"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, first_epoch = state["history"], state["best"], state["epoch"] + 1
+        if main:
+            print(f"toolken: resuming {out} after epoch {first_epoch}")
+    ddp_rows, optimizer = accelerator.prepare(rows, optimizer)
+    if cfg.report_to != "none":
+        accelerator.init_trackers(cfg.wandb_project, config=to_dict(cfg))
+    V = base.vocab_size
+    curve: list[tuple[float, float]] = [p for e in history for p in e.get("curve", [])]
+    for epoch in range(first_epoch, cfg.epochs):
+        perm = torch.randperm(len(train_f), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        running, seen = torch.zeros((), device=device), 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (main and cfg.progress))
+        epoch_curve = []
+        for step in bar:
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            mine = idx[rank::world]  # this process's share of the global batch
+            z = ddp_rows(train_f.h[mine].to(device))  # (n, K)
+            per = toolken_loss(z, train_f.lse[mine].to(device), train_f.zt[mine].to(device),
+                               train_f.label[mine].to(device), V)
+            loss = per.sum() * (world / len(idx))  # DDP averages: the global-batch mean
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            bad |= ~torch.isfinite(loss.detach())
+            running += per.detach().sum()
+            seen += len(mine)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
+                avg = float(running) / max(1, seen)  # one host sync per log interval
+                epoch_curve.append((epoch + (step + 1) / steps_per_epoch, avg))
+                bar.set_postfix(loss=f"{avg:.4f}")
+                running.zero_()
+                seen = 0
+        if bool(bad) or not all(math.isfinite(c[1]) for c in epoch_curve):
+            raise TrainingError(
+                f"the loss became NaN/inf in epoch {epoch + 1}; training stopped. The last good "
+                f"checkpoint in {out} is untouched. Try a smaller lr (now {cfg.lr}).")
+        curve += epoch_curve
+        dev = evaluate(rows, dev_f, device) if len(dev_f) else None
+        record = {"epoch": epoch + 1, "train_loss": epoch_curve[-1][1], "lr": scheduler.get_last_lr()[0],
+                  "curve": epoch_curve, **({f"dev_{k}": v for k, v in dev.items()} if dev else {})}
+        history.append(record)
+        improved = best is None or dev is None or (dev["f1"], -dev["loss"]) > (best["dev_f1"], -best["dev_loss"])
+        if improved:
+            best = {k: v for k, v in record.items() if k != "curve"}
+        if main:
+            summary = " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))
+            print(f"epoch {epoch + 1}: {summary}{'  (best)' if improved else ''}")
+            if improved:
+                rows.write_back(model)
+                model.extra_config = {"training": {"best": best, "config": to_dict(cfg)}}
+                model.save_pretrained(out)
+            _save_state(state_path, rows, optimizer, scheduler, cfg, history, best, epoch)
+            _write_logs(logdir, history, curve)
+            if cfg.report_to != "none":
+                accelerator.log({k: v for k, v in record.items() if k != "curve"}, step=epoch + 1)
+        accelerator.wait_for_everyone()
+    if cfg.report_to != "none":
+        accelerator.end_training()
+    final = ToolkenModel.from_pretrained(out, base=base) if (out / "toolken_config.json").exists() else model
+    return TrainResult(model=final, history=history, best=best, output_dir=out)
+
+
+def _save_state(path: Path, rows, optimizer, scheduler, cfg, history, best, epoch) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"rows": rows.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "config": to_dict(cfg), "history": history,
+                "best": best, "epoch": epoch}, tmp)
+    os.replace(tmp, path)
+
+
+def _write_logs(logdir: Path, history: list[dict], curve: list[tuple[float, float]]) -> None:
+    logdir.mkdir(parents=True, exist_ok=True)
+    with open(logdir / "metrics.jsonl.tmp", "w") as f:
+        for rec in history:
+            f.write(json.dumps({k: v for k, v in rec.items() if k != "curve"}) + "\n")
+    os.replace(logdir / "metrics.jsonl.tmp", logdir / "metrics.jsonl")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if curve:
+        ax.plot(*zip(*curve), label="train loss")
+    dev = [(r["epoch"], r["dev_loss"]) for r in history if "dev_loss" in r]
+    if dev:
+        ax.plot(*zip(*dev), "o-", label="dev loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy over [vocab ; toolkens]")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(logdir / "loss_curve.png", dpi=100)
+    plt.close(fig)
