@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def compute_features(base, input_ids: list[list[int]], labels: list[list[int]],
 
 def write_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write one shard as an Arrow file through ``datasets`` (atomic rename)."""
+    import datasets
     import pyarrow as pa
     from datasets import Dataset
 
@@ -188,6 +190,7 @@ def write_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
     cols = {k: pa.array(v) for k, v in arrays.items() if k != "h"}
     cols["h"] = pa.FixedSizeListArray.from_arrays(pa.array(arrays["h"].reshape(-1)), d)
     ds = Dataset(pa.Table.from_pydict(cols))
+    datasets.disable_progress_bars()
     tmp = path.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
@@ -209,10 +212,11 @@ def load_parts(folder: Path, vocab_size: int) -> Features:
     def col(name):
         return table.column(name).chunk(0) if table.column(name).num_chunks else table.column(name)
 
-    h = col("h")
-    h = torch.from_numpy(h.values.to_numpy(zero_copy_only=False).reshape(len(ds), -1))
-    arr = {k: torch.from_numpy(col(k).to_numpy(zero_copy_only=False))
-           for k in ("lse", "zt", "vmax", "vargmax", "label", "seq", "pos")}
+    with warnings.catch_warnings():  # read-only memory map: we never write to these tensors
+        warnings.simplefilter("ignore", UserWarning)
+        h = torch.from_numpy(col("h").values.to_numpy(zero_copy_only=False).reshape(len(ds), -1))
+        arr = {k: torch.from_numpy(col(k).to_numpy(zero_copy_only=False))
+               for k in ("lse", "zt", "vmax", "vargmax", "label", "seq", "pos")}
     order = torch.from_numpy(np.lexsort((arr["pos"].numpy(), arr["seq"].numpy())))
     return Features(h[order], arr["lse"][order], arr["zt"][order], arr["vmax"][order],
                     arr["vargmax"][order].long(), arr["label"][order].long(), arr["seq"][order],
@@ -264,7 +268,7 @@ def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batc
             os.replace(tmp, folder / "meta.json")
         if accelerator:
             accelerator.wait_for_everyone()
-    elif main and progress:
+    elif main:
         print(f"toolken: reusing feature cache {folder}")
     try:
         return load_parts(folder, base.vocab_size)

@@ -1,6 +1,6 @@
 """Train toolkens from a YAML recipe; the same as `toolken train`, for `accelerate launch`.
 
-    accelerate launch --num_processes 2 --cpu train/train_toolkens.py configs/tiny.yaml
+    accelerate launch --multi_gpu --num_processes 2 train/train_toolkens.py configs/tiny.yaml  # CPU: gloo
     python train/train_toolkens.py configs/funcqa.yaml output_dir=outputs/funcqa
 """
 

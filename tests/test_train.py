@@ -1,0 +1,135 @@
+"""Training on the tiny model: files, falling loss, resume, NaN, new rows only, cache, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from toolken.config import ConfigError, load_config
+from toolken.trainer import TrainingError, train
+from conftest import REPO
+
+
+def tiny_cfg(tmp_path, **over):
+    base = {"output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+            "train_file": str(REPO / "data/tiny/train.jsonl")}
+    base.update(over)
+    return load_config(REPO / "configs" / "tiny.yaml", base)
+
+
+def test_full_run_writes_checkpoint_and_loss_falls(tmp_path, capsys):
+    res = train(tiny_cfg(tmp_path, epochs=6))
+    out = tmp_path / "out"
+    assert (out / "toolken_config.json").exists() and (out / "toolken_model.safetensors").exists()
+    assert (out / "training" / "loss_curve.png").stat().st_size > 1000
+    lines = [json.loads(x) for x in (out / "training" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 6
+    assert lines[-1]["dev_loss"] < lines[0]["dev_loss"]
+    assert res.history[-1]["curve"][-1][1] < res.history[0]["curve"][0][1]
+    printed = capsys.readouterr().out
+    assert "trainable params: 48 || all params:" in printed
+    assert res.model.tools == ["add", "subtract", "multiply"]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    full = train(tiny_cfg(tmp_path / "a", epochs=4))
+    import toolken.trainer as T
+
+    calls = {"n": 0}
+    real = T._write_logs
+
+    def crash_after_two(*a, **k):
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "_write_logs", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tmp_path / "b", epochs=4))
+    monkeypatch.setattr(T, "_write_logs", real)
+    resumed = train(tiny_cfg(tmp_path / "b", epochs=4))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    torch.testing.assert_close(resumed.model.head.weight, full.model.head.weight, rtol=0, atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    train(tiny_cfg(tmp_path, epochs=1))
+    before = (tmp_path / "out" / "toolken_model.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match="NaN"):
+        train(tiny_cfg(tmp_path, epochs=2, lr=float("inf"), resume=False))
+    assert (tmp_path / "out" / "toolken_model.safetensors").read_bytes() == before
+
+
+def test_train_only_new_rows_leaves_old_rows_bit_identical(tmp_path):
+    _two_tool_file(tmp_path)
+    first = train(tiny_cfg(tmp_path, tools=["add", "subtract"], epochs=1,
+                           train_file=str(tmp_path / "two.jsonl")))
+    old = load_file(str(tmp_path / "out" / "toolken_model.safetensors"))["weight"]
+    res = train(tiny_cfg(tmp_path, output_dir=str(tmp_path / "out2"), resume_from=str(tmp_path / "out"),
+                         train_only="new", tools=["add", "subtract", "multiply"], epochs=2))
+    new = load_file(str(tmp_path / "out2" / "toolken_model.safetensors"))["weight"]
+    assert res.model.tools == ["add", "subtract", "multiply"]
+    assert torch.equal(new[:2], old)  # bit-identical
+    assert not torch.equal(new[2], res.model.head.weight.new_zeros(new.shape[1]))
+    assert first.model.tools == ["add", "subtract"]
+
+
+def _two_tool_file(tmp_path) -> None:
+    lines = (REPO / "data/tiny/train.jsonl").read_text().splitlines()
+    keep = [x for x in lines if '"multiply"' not in x]
+    (tmp_path / "two.jsonl").write_text("\n".join(keep) + "\n")
+
+
+def test_feature_cache_reused_rebuilt_and_repaired(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, epochs=1))
+    caches = list((tmp_path / "cache").iterdir())
+    assert len(caches) == 1
+    capsys.readouterr()
+    train(tiny_cfg(tmp_path, epochs=1, resume=False))
+    assert "reusing feature cache" in capsys.readouterr().out
+    (caches[0] / "meta.json").write_text("{corrupt")  # a crash while writing the cache
+    train(tiny_cfg(tmp_path, epochs=1, resume=False))
+    assert "corrupt" in capsys.readouterr().out
+    train(tiny_cfg(tmp_path, epochs=1, resume=False, max_length=100))  # labelling changed
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_unknown_config_key_lists_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*'epoch'.*valid keys: base_model"):
+        tiny_cfg(tmp_path, epoch=3)
+    with pytest.raises(ConfigError, match="schedule='cosin' is not one of"):
+        tiny_cfg(tmp_path, schedule="cosin")
+
+
+def test_cli_train_and_help(tmp_path):
+    env = {**os.environ, "TOOLKEN_HOME": os.environ.get("TOOLKEN_HOME", str(tmp_path / "home"))}
+    cmd = [sys.executable, "-m", "toolken.cli", "train", str(REPO / "configs/tiny.yaml"),
+           f"output_dir={tmp_path / 'cli'}", f"cache_dir={tmp_path / 'c'}", "epochs=1",
+           f"train_file={REPO / 'data/tiny/train.jsonl'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "best epoch 1" in r.stdout and (tmp_path / "cli" / "toolken_config.json").exists()
+    bad = subprocess.run(cmd + ["nonsense=1"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown key(s) ['nonsense']" in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_toolkens_as_one(tmp_path):
+    one = train(tiny_cfg(tmp_path / "one", epochs=2, batch_size=64))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(REPO / "train/train_toolkens.py"), str(REPO / "configs/tiny.yaml"),
+           f"output_dir={tmp_path / 'two' / 'out'}", f"cache_dir={tmp_path / 'two' / 'cache'}",
+           "epochs=2", "batch_size=64", f"train_file={REPO / 'data/tiny/train.jsonl'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    parts = list((tmp_path / "two" / "cache").glob("*/part-*"))
+    assert len(parts) == 2  # the feature pass was split across the two processes
+    two = load_file(str(tmp_path / "two" / "out" / "toolken_model.safetensors"))["weight"]
+    torch.testing.assert_close(two, one.model.head.weight, rtol=1e-5, atol=1e-6)

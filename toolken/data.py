@@ -1,0 +1,500 @@
+"""Tool-call data: the canonical JSONL format, converters for ToolkenGPT's released data,
+and the labelling rule that turns records into (input_ids, labels) for the toolken head.
+
+Canonical format, one JSON object per line::
+
+    {"text": "... 5572 mod 3241=2331.", "source": "optional",
+     "calls": [{"tool": "remainder", "args": [5572, 3241], "start": 87, "end": 91,
+                "result": "2331"}]}
+
+``start``/``end`` are character offsets of the tool's *result* in ``text``
+(``text[start:end] == result``); ``args`` is a list, a dict or absent when unknown. A record
+may have no call at all (a pure negative).
+
+Labelling follows ToolkenGPT (Hao et al., 2023, sec. 3.2) made exact for any tokenizer: the
+position whose next token is the first token of a result predicts the toolken
+``vocab_size + tools.index(tool)``; positions predicting the rest of the result are ignored
+(-100); every other position keeps its next-token label. The text is tokenized in segments
+cut at every result boundary, so a result always starts on a token boundary, exactly as at
+generation time, where the result is tokenized on its own and appended to the model's tokens.
+
+Whitespace rule: a single space immediately before a result belongs to the result's segment,
+so in "... is District 1011." the result's first token is " District", as a byte-level BPE
+writes it mid-sentence, and the toolken is predicted at "is". Generation must reproduce this:
+the toolken fires right after "is", so the result goes in as " District 1011", with a leading
+space wherever the training text had one (after a word, not after "=" or an opening bracket).
+Only one U+0020 is taken: newlines, tabs and further spaces stay in the text before, as BPE
+tokenizers do not merge them into the next word. Exact for tokenizers that do not add a prefix
+space to every encode call (byte-level BPE: GPT-2, LLaMA-3, SmolLM2); sentencepiece in legacy
+mode would give each segment its own prefix space.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+IGNORE = -100
+FORMATS = ("canonical", "toolkengpt-funcqa", "toolkengpt-kamel")
+
+
+class DataError(ValueError):
+    """A data file or record is malformed; the message names file:line and field."""
+
+
+@dataclass
+class ToolCall:
+    tool: str
+    start: int  # character offset of the result in the record's text
+    end: int
+    result: str
+    args: list | dict | None = None
+
+
+@dataclass
+class Record:
+    text: str
+    calls: list[ToolCall]
+    source: str | None = None
+
+    def to_json(self) -> dict:
+        calls = [{"tool": c.tool, "start": c.start, "end": c.end, "result": c.result}
+                 | ({} if c.args is None else {"args": c.args}) for c in self.calls]
+        return {"text": self.text, "calls": calls} | (
+            {} if self.source is None else {"source": self.source})
+
+    @classmethod
+    def from_json(cls, obj, where: str) -> "Record":
+        """Validate a parsed JSON object; errors read ``{where}: field 'x': ...``."""
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        _check_keys(obj, {"text", "calls"}, {"source"}, where, "")
+        text, calls = obj["text"], obj["calls"]
+        _check_type(text, str, where, "text")
+        _check_type(calls, list, where, "calls")
+        if obj.get("source") is not None:
+            _check_type(obj["source"], str, where, "source")
+        rec = cls(text, [_call_from_json(c, text, where, f"calls[{i}]")
+                         for i, c in enumerate(calls)], obj.get("source"))
+        _check_overlaps(rec, where)
+        return rec
+
+
+def _check_keys(obj: dict, required: set, optional: set, where: str, prefix: str) -> None:
+    missing, unknown = sorted(required - obj.keys()), sorted(obj.keys() - required - optional)
+    if missing:
+        raise DataError(f"{where}: field '{prefix}{missing[0]}': missing")
+    if unknown:
+        raise DataError(f"{where}: field '{prefix}{unknown[0]}': unknown field; "
+                        f"allowed: {', '.join(sorted(required | optional))}")
+
+
+def _check_type(value, types: type | tuple[type, ...], where: str, name: str) -> None:
+    types = types if isinstance(types, tuple) else (types,)
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+        want = " or ".join(t.__name__ for t in types)
+        raise DataError(f"{where}: field '{name}': expected {want}, got {type(value).__name__}")
+
+
+def _call_from_json(c, text: str, where: str, name: str) -> ToolCall:
+    _check_type(c, dict, where, name)
+    _check_keys(c, {"tool", "start", "end", "result"}, {"args"}, where, name + ".")
+    for k, t in (("tool", str), ("start", int), ("end", int), ("result", str)):
+        _check_type(c[k], t, where, f"{name}.{k}")
+    if c.get("args") is not None:
+        _check_type(c["args"], (list, dict), where, f"{name}.args")
+    start, end = c["start"], c["end"]
+    if not 0 <= start <= end <= len(text):
+        raise DataError(f"{where}: field '{name}.end': span {start}..{end} is outside the "
+                        f"text (length {len(text)})")
+    if start == end:
+        raise DataError(f"{where}: field '{name}.end': span {start}..{end} is empty")
+    if text[start:end] != c["result"]:
+        raise DataError(f"{where}: field '{name}.result': text[{start}:{end}] is "
+                        f"{text[start:end]!r} but result is {c['result']!r}")
+    return ToolCall(c["tool"], start, end, c["result"], c.get("args"))
+
+
+def _check_overlaps(rec: Record, where: str) -> None:
+    order = sorted(range(len(rec.calls)), key=lambda i: rec.calls[i].start)
+    for a, b in zip(order, order[1:]):
+        if rec.calls[b].start < rec.calls[a].end:
+            ca, cb = rec.calls[a], rec.calls[b]
+            raise DataError(f"{where}: field 'calls[{b}].start': span {cb.start}..{cb.end} "
+                            f"overlaps calls[{a}] span {ca.start}..{ca.end}")
+
+
+def _check_tool(tool: str, tools: Sequence[str], where: str) -> None:
+    if tool not in tools:
+        shown = ", ".join(list(tools)[:8]) + (", ..." if len(tools) > 8 else "")
+        raise DataError(f"{where}: unknown tool {tool!r}; allowed ({len(tools)}): {shown}")
+
+
+def load_jsonl(path: str | os.PathLike, tools: Sequence[str] | None = None) -> list[Record]:
+    """Read and validate a canonical JSONL file (blank lines skipped)."""
+    path = Path(path)
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            rec = Record.from_json(obj, where)
+            for i, c in enumerate(rec.calls):
+                if tools is not None:
+                    _check_tool(c.tool, tools, f"{where}: field 'calls[{i}].tool'")
+            records.append(rec)
+    if not records:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return records
+
+
+def save_jsonl(records: Sequence[Record], path: str | os.PathLike) -> None:
+    """Write records as canonical JSONL, atomically (temporary file, then os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- conversion
+
+
+@dataclass
+class Problem:
+    index: int  # position of the record in its source
+    reason: str  # generic, so that problems group in summaries
+    detail: str = ""  # the offending value
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def _grouped(problems: Sequence[Problem]) -> list[str]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for p in problems:
+        groups[p.reason].append(p.index)
+    out = []
+    for reason, idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        first = ", ".join(map(str, idx[:5])) + (", ..." if len(idx) > 5 else "")
+        out.append(f"  {len(idx)} x {reason} (records {first})")
+    return out
+
+
+@dataclass
+class Conversion:
+    records: list[Record]
+    problems: list[Problem]  # source records not converted, one Problem each
+    total: int  # records in the source: len(records) + len(problems)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        calls = sum(len(r.calls) for r in self.records)
+        empty = sum(not r.calls for r in self.records)
+        head = f"converted {len(self.records)}/{self.total} records, {calls} calls"
+        if empty:
+            head += f" ({empty} records without a call, kept as negatives)"
+        lines = [head, f"problems: {len(self.problems)} records not converted"]
+        lines += _grouped(self.problems) + [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
+    """Apply ``one`` (record -> calls, or raise _Skip) to each record of a JSON list file."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records ({name}), "
+                        f"got {type(data).__name__}")
+    records, problems = [], []
+    for i, ex in enumerate(data):
+        missing = [k for k in needs if not isinstance(ex, dict) or k not in ex]
+        if missing:
+            raise DataError(f"{path}: record {i}: field '{missing[0]}': missing "
+                            f"(a {name} file has fields {', '.join(needs)})")
+        try:
+            records.append(Record(ex["text"], one(ex), f"{name}#{i}"))
+        except _Skip as e:
+            problems.append(Problem(i, e.reason, e.detail))
+    return Conversion(records, problems, len(data))
+
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+FUNCQA_EQ = re.compile(r"<(\w+)>\((.*)\)\s*=\s*(.*?)<eoe>", re.S)
+
+
+def _number_or_str(s: str) -> int | float | str:
+    s = s.strip()
+    if not NUMBER.fullmatch(s):
+        return s  # an expression such as "10-3" or "8/5": kept as written, never evaluated
+    return float(s) if any(ch in s for ch in ".eE") else int(s)
+
+
+def _whole_numbers(text: str, num: str, lo: int) -> list[int]:
+    """Starts of ``num`` in ``text[lo:]`` that are not part of a longer number."""
+    def digit(i: int) -> bool:
+        return 0 <= i < len(text) and text[i].isdigit()
+    out = []
+    for m in re.finditer(re.escape(num), text[lo:]):
+        s, e = m.start() + lo, m.end() + lo
+        before = digit(s - 1) or s >= 1 and text[s - 1] == "." and digit(s - 2)
+        after = digit(e) or e < len(text) and text[e] == "." and digit(e + 1)
+        if not (before or after):
+            out.append(s)
+    return out
+
+
+def convert_funcqa(path: str | os.PathLike) -> Conversion:
+    """Convert ToolkenGPT FuncQA ``train.json``; its LLaMA token indices are ignored.
+
+    Each ``tar_number`` is searched after the previous call's result as a whole number
+    (not inside a longer one); an occurrence right after ``=`` (spaces allowed) wins, else
+    the last one. On the released data this agrees with the LLaMA token indices on every
+    locatable record. Tool = ``<op>``; args = the numbers in ``(...)`` (int or float;
+    an expression such as ``10-3`` is kept as a string, never evaluated).
+    """
+    conv = _convert_each(path, _funcqa_calls, "toolkengpt-funcqa",
+                         ("text", "tar_eq", "tar_number"))
+    markup = [r.source for r in conv.records if re.search(r"<eoe>|<\w+>\(", r.text)]
+    if markup:
+        conv.notes.append(f"{len(markup)} kept records contain raw tool markup in their "
+                          f"text: {', '.join(map(str, markup[:5]))}")
+    return conv
+
+
+def _funcqa_calls(ex: dict) -> list[ToolCall]:
+    text, calls, lo = ex["text"], [], 0
+    if len(ex["tar_eq"]) != len(ex["tar_number"]):
+        raise _Skip("tar_eq and tar_number differ in length")
+    for eq, num in zip(ex["tar_eq"], ex["tar_number"]):
+        m, num = FUNCQA_EQ.fullmatch(eq.strip()), num.strip()
+        if m is None or m.group(3).strip() != num:
+            raise _Skip("tar_eq is not '<op>(args)=tar_number<eoe>'", eq)
+        found = _whole_numbers(text, num, lo)
+        if not found:
+            raise _Skip("result not found as a whole number in the text", num)
+        after_eq = [s for s in found if re.search(r"=\s*$", text[lo:s])]
+        s = after_eq[0] if after_eq else found[-1]
+        args = [_number_or_str(a) for a in m.group(2).split(",")]
+        calls.append(ToolCall(m.group(1), s, s + len(num), num, args))
+        lo = s + len(num)
+    return calls
+
+
+KAMEL_CALL = re.compile(r'<f>\s*(\w+)\(((?:"(?:[^"\\]|\\.)*"|[^()"])*)\)\s*=\s*(.*?)</f>',
+                        re.S)
+KAMEL_ARG = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[^,]*?)\s*(?:,|$)')
+
+
+def _kamel_args(s: str) -> list:
+    out = []
+    for m in KAMEL_ARG.finditer(s):
+        item = m.group(1)
+        if item.startswith('"'):
+            out.append(item[1:-1].replace('\\"', '"'))
+        elif item:
+            out.append(_number_or_str(item))
+        if m.end() == len(s):
+            break
+    return out
+
+
+def _occurrences(text: str, needle: str, flags: int) -> list[int]:
+    """Starts of ``needle``; those not glued to a letter or digit if there are any."""
+    found = [m.start() for m in re.finditer(re.escape(needle), text, flags)]
+    def glued(s: int) -> bool:
+        e = s + len(needle)
+        return (s > 0 and needle[0].isalnum() and text[s - 1].isalnum()
+                or e < len(text) and needle[-1].isalnum() and text[e].isalnum())
+    return [s for s in found if not glued(s)] or found
+
+
+def locate_answer(text: str, answer: str) -> int | None:
+    """Start of ``answer`` in ``text`` (None if absent): the LAST occurrence, searching
+    case-sensitively, else case-insensitively, whole-word matches preferred.
+
+    KAMEL texts ask about the subject and end with the sentence that states the answer, so
+    the answer's last mention is the one to label, also when it appears earlier in the
+    question ("... a mammal or a fish? ... is a fish.") or inside the subject's name
+    ("Anas platyrhynchos ... is Anas."). Of the 579 released records with several
+    occurrences, this agrees with the reference token spans on 562; taking the first
+    occurrence when the subject is not mentioned agrees on 531 (the last occurrence after
+    the subject's mention is always the last occurrence, so that part adds nothing).
+    """
+    found = _occurrences(text, answer, 0) or _occurrences(text, answer, re.I)
+    return found[-1] if found else None
+
+
+def convert_kamel(path: str | os.PathLike) -> Conversion:
+    """Convert ToolkenGPT KAMEL ``train_clean.json``: tool = relation id, args = the call's
+    arguments (subject first), result = the answer as the text writes it (locate_answer).
+
+    Every ``<f>...</f>`` in every string of ``call`` becomes a call (the released file has
+    exactly one per record). A multi-valued answer (``="A", "B"``) keeps its inner quotes,
+    as the text does.
+    """
+    return _convert_each(path, _kamel_calls, "toolkengpt-kamel", ("text", "call"))
+
+
+def _kamel_calls(ex: dict) -> list[ToolCall]:
+    text, strings, out = ex["text"], ex.get("call") or [], []
+    for string in [strings] if isinstance(strings, str) else strings:
+        matches = list(KAMEL_CALL.finditer(string))
+        if not matches:
+            raise _Skip("call is not '<f>Pxxx(args)=\"answer\"</f>'", string)
+        for m in matches:
+            tool, args, answer = m.group(1), _kamel_args(m.group(2)), m.group(3).strip()
+            if len(answer) >= 2 and answer[0] == answer[-1] == '"':
+                answer = answer[1:-1].replace('\\"', '"')
+            s = locate_answer(text, answer) if answer else None
+            if s is None:
+                raise _Skip("answer contains the relation id (corrupted in the source)"
+                            if tool in answer else "answer not found in the text", answer)
+            out.append(ToolCall(tool, s, s + len(answer), text[s:s + len(answer)], args))
+    out.sort(key=lambda c: c.start)
+    if any(b.start < a.end for a, b in zip(out, out[1:])):
+        raise _Skip("answers of two calls overlap in the text")
+    return out
+
+
+def convert(path: str | os.PathLike, fmt: str) -> Conversion:
+    """Read ``path`` in format ``fmt`` (one of FORMATS) as canonical records."""
+    if fmt == "canonical":
+        records = load_jsonl(path)
+        return Conversion(records, [], len(records))
+    if fmt == "toolkengpt-funcqa":
+        return convert_funcqa(path)
+    if fmt == "toolkengpt-kamel":
+        return convert_kamel(path)
+    raise DataError(f"unknown data format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+
+
+# ---------------------------------------------------------------- labelling
+
+
+@dataclass
+class LabelReport:
+    records: int = 0  # records labelled (truncated ones included)
+    calls: int = 0
+    toolken_labels: int = 0
+    vocab_labels: int = 0
+    truncated: int = 0
+    skipped: list[Problem] = field(default_factory=list)
+    calls_by_tool: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        total = self.records + len(self.skipped)
+        tools = ", ".join(f"{t} {n}" for t, n in Counter(self.calls_by_tool).most_common(10))
+        more = ", ..." if len(self.calls_by_tool) > 10 else ""
+        lines = [f"labelled {self.records}/{total} records ({self.truncated} truncated, "
+                 f"{len(self.skipped)} skipped), {self.calls} calls",
+                 f"labels: {self.toolken_labels} toolken, {self.vocab_labels} vocabulary",
+                 f"calls by tool ({len(self.calls_by_tool)} tools): {tools}{more}"]
+        return "\n".join(lines + _grouped(self.skipped))
+
+
+@dataclass
+class Labelled:
+    input_ids: list[list[int]]
+    labels: list[list[int]]  # labels[b][t] = target of position t (the token at t+1)
+    record_index: list[int]  # the record each row came from
+    report: LabelReport
+
+
+def _segments(rec: Record) -> list[tuple[int, int, int]]:
+    """(start, end, call index or -1) covering the text, cut at every result boundary; a
+    result's segment takes the one space right before it (module docstring)."""
+    out, pos = [], 0
+    for k, c in sorted(enumerate(rec.calls), key=lambda kc: kc[1].start):
+        s = c.start - 1 if c.start - 1 >= pos and rec.text[c.start - 1] == " " else c.start
+        if s > pos:
+            out.append((pos, s, -1))
+        out.append((s, c.end, k))
+        pos = c.end
+    if pos < len(rec.text):
+        out.append((pos, len(rec.text), -1))
+    return out
+
+
+def bos_id(tokenizer) -> int | None:
+    """The BOS id if the tokenizer puts one in front of a plain encode call, else None."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("x")["input_ids"] if bos is not None else []
+    return bos if ids and ids[0] == bos else None
+
+
+def label_records(records: Sequence[Record], tokenizer, tools: Sequence[str], vocab_size: int,
+                  max_length: int, only_toolken_positions: bool = False) -> Labelled:
+    """Tokenize records and label them by the ToolkenGPT rule (module docstring).
+
+    A record longer than ``max_length`` tokens is truncated if all its results end within
+    the first ``max_length`` tokens, else skipped; both are counted in the report.
+    """
+    tool_id = {t: vocab_size + i for i, t in enumerate(tools)}
+    if len(tool_id) != len(tools):
+        dup = sorted(t for t in tool_id if list(tools).count(t) > 1)
+        raise DataError(f"tools must be distinct; repeated: {', '.join(dup)}")
+    for i, r in enumerate(records):
+        for j, c in enumerate(r.calls):
+            _check_tool(c.tool, tools, f"record {i}, calls[{j}]")
+    segs = [_segments(r) for r in records]
+    pieces = [r.text[s:e] for r, ss in zip(records, segs) for s, e, _ in ss]
+    encoded = iter(tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else [])
+    bos = bos_id(tokenizer)
+    out = Labelled([], [], [], LabelReport())
+    rep = out.report
+    for i, (r, ss) in enumerate(zip(records, segs)):
+        ids, spans = [] if bos is None else [bos], []
+        for _, _, k in ss:
+            t = next(encoded)
+            if k >= 0:
+                spans.append((len(ids), len(ids) + len(t), tool_id[r.calls[k].tool]))
+            ids += t
+        try:
+            labels = _label(ids, spans, max_length, only_toolken_positions)
+        except _Skip as e:
+            rep.skipped.append(Problem(i, e.reason, e.detail))
+            continue
+        rep.truncated += len(ids) > max_length
+        out.input_ids.append(ids[:max_length])
+        out.labels.append(labels)
+        out.record_index.append(i)
+        rep.records, rep.calls = rep.records + 1, rep.calls + len(r.calls)
+        rep.toolken_labels += len(spans)
+        rep.vocab_labels += len(labels) - labels.count(IGNORE) - len(spans)
+        for c in r.calls:
+            rep.calls_by_tool[c.tool] = rep.calls_by_tool.get(c.tool, 0) + 1
+    return out
+
+
+def _label(ids: list[int], spans: list[tuple[int, int, int]], max_length: int,
+           only: bool) -> list[int]:
+    """Labels of one record, truncated to max_length; spans are (first token, end token,
+    toolken id) of its results."""
+    if len(ids) > max_length and any(e > max_length for _, e, _ in spans):
+        raise _Skip("a result ends after max_length tokens", f"{len(ids)} tokens")
+    ids = ids[:max_length]
+    if len(ids) < 2:
+        raise _Skip("fewer than two tokens")
+    labels = [IGNORE] * len(ids) if only else ids[1:] + [IGNORE]
+    for p, e, toolken in spans:
+        if p == 0:
+            raise _Skip("a result starts at the first token (no position to predict it)")
+        if e == p:
+            raise _Skip("a result tokenizes to nothing")
+        labels[p - 1] = toolken
+        labels[p:e - 1] = [IGNORE] * (e - 1 - p)
+    return labels
