@@ -172,13 +172,14 @@ TINY_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
 
 def build_tiny_tokenizer():
     """Character-level fast tokenizer (offsets supported), 3 specials + printable ASCII."""
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for c in TINY_CHARS:
         vocab[c] = len(vocab)
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.decoder = decoders.Fuse()  # characters join without spaces
     return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>", pad_token="</s>")
 

@@ -35,6 +35,7 @@ class ToolkenModel(nn.Module):
         self.toolken_bias = float(toolken_bias)  # added to toolken logits at generation
         self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
         self.extra_config: dict = {}
+        self.registry = None  # the tools' callables (attach_tools)
 
     # ------------------------------------------------------------------ shapes and logits
     @property
@@ -84,6 +85,27 @@ class ToolkenModel(nn.Module):
             raise ValueError(f"init={init!r} is not one of ['random', 'embedding']")
         return rows
 
+    def attach_tools(self, pack) -> "ToolkenModel":
+        """Attach callables from a pack (a path, module or ToolRegistry) whose tools are this
+        checkpoint's, in the same order; a pack that differs is refused, naming the tools."""
+        from .registry import ToolRegistry, load_pack
+
+        registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack)
+        registry.check_same(self.tools, what="the checkpoint")
+        self.registry = registry
+        return self
+
+    def generate(self, prompt, **kw):
+        """Generate with tools; see toolken.generate.stream for the options."""
+        from .generate import generate
+
+        return generate(self, prompt, **kw)
+
+    def stream(self, prompt, **kw):
+        from .generate import stream
+
+        return stream(self, prompt, **kw)
+
     # ------------------------------------------------------------------ save / load
     def checkpoint_config(self) -> dict:
         return {"base_model": self.base.name, "base_fingerprint": self.base.fingerprint,
@@ -100,7 +122,7 @@ class ToolkenModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
-                        dtype=None, device=None) -> "ToolkenModel":
+                        dtype=None, device=None, tools=None) -> "ToolkenModel":
         cfg, tensors = load_checkpoint(directory)
         if not isinstance(base, Base):
             base = load_base(base or cfg["base_model"], dtype=dtype, device=device)
@@ -113,4 +135,6 @@ class ToolkenModel(nn.Module):
         model = cls(base, cfg["tools"], head, toolken_bias=cfg.get("toolken_bias", 0.0),
                     manifest=cfg.get("manifest"))
         model.extra_config = {k: v for k, v in cfg.items() if k not in known}
+        if tools is not None:
+            model.attach_tools(tools)
         return model

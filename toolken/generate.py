@@ -1,0 +1,275 @@
+"""Generation with tools: reasoning mode, tool mode, and back (ToolkenGPT sec. 3.3).
+
+Reasoning mode is a manual decode loop over the frozen model with a KV cache; the next token
+is chosen among ``[vocab ; toolkens + bias]``. When a toolken wins, tool mode writes that
+tool's arguments: the tool's own prompt (its description and demos, the question, the answer
+so far and ``<name>(``) is prefilled on a per-tool cache that holds the tool's fixed prefix,
+decoding is constrained to the argument schema, and the per-tool cache is rolled back to its
+prefix afterwards. The tool runs with a timeout; only its result tokens are appended to the
+reasoning cache, which is never re-encoded. If anything in tool mode fails, the trace records
+the error and reasoning continues with the best non-toolken token (the paper's fallback).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+
+from .constrain import make_constraint, parse_arguments
+
+
+@dataclass
+class CallTrace:
+    tool: str
+    arguments: list | None = None  # parsed, typed arguments
+    argument_text: str = ""  # what the model wrote in tool mode
+    result: str | None = None  # the text inserted into the answer
+    error: str | None = None
+    start: int | None = None  # character offsets of the result in Generation.text
+    end: int | None = None
+    seconds_arguments: float = 0.0
+    seconds_tool: float = 0.0
+
+
+@dataclass
+class Generation:
+    text: str
+    calls: list[CallTrace] = field(default_factory=list)
+    prefilled_tokens: int = 0  # prompt + tool-mode prompts + inserted results
+    decoded_tokens: int = 0  # tokens chosen by the model (reasoning + arguments)
+    seconds: float = 0.0
+    stop_reason: str = ""
+    token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
+    next_logits: torch.Tensor | None = field(default=None, repr=False)  # (V + K) after the last token
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("next_logits")
+        return d
+
+
+@dataclass
+class Event:
+    """A streaming event: kind is "text", "tool_call" (tool chosen) or "tool_result"."""
+
+    kind: str
+    text: str = ""
+    call: CallTrace | None = None
+
+
+class GenerationError(ValueError):
+    pass
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.base.model.config)
+
+
+def _step(model, ids: list[int], cache) -> torch.Tensor:
+    """Feed ids onto the cache; return the last position's (V + K) logits."""
+    x = torch.tensor([ids], device=model.base.device)
+    logits, _ = model(x, past_key_values=cache)
+    return logits[0, -1]
+
+
+def _pick(z: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
+    if not do_sample:
+        return int(z.argmax())
+    p = torch.softmax(z / max(temperature, 1e-6), dim=-1)
+    if top_p < 1.0:
+        sp, si = p.sort(descending=True)
+        keep = sp.cumsum(0) - sp < top_p
+        p = torch.zeros_like(p).scatter(0, si[keep], sp[keep])
+    return int(torch.multinomial(p / p.sum(), 1, generator=gen))
+
+
+def result_join(before: str, result: str) -> str:
+    """The whitespace rule of labelling (toolken.data): a result after a word gets one space."""
+    if before and (before[-1].isalnum() or before[-1] in ".,;:!?%)\"'"):
+        return " " + result
+    return result
+
+
+class ToolMode:
+    """Per-tool prefix caches and constrained argument decoding."""
+
+    def __init__(self, model, registry, backend: str = "xgrammar", max_arg_tokens: int = 48):
+        self.model, self.registry, self.backend = model, registry, backend
+        self.max_arg_tokens = max_arg_tokens
+        self.prefix: dict[str, tuple[object, int]] = {}  # tool -> (cache, prefix length)
+
+    def split_prompt(self, tool) -> tuple[str, str]:
+        """(fixed prefix, text after the question) of the tool's tool-mode prompt."""
+        if tool.prompt and "[QUESTION]" in tool.prompt:
+            head, tail = tool.prompt.split("[QUESTION]", 1)
+            return head, tail
+        demos = "\n\n".join(tool.demos)
+        return f"{tool.description}\n\n{demos}\n\nQ: ".lstrip(), "\nA:"
+
+    def _prefix_cache(self, tool):
+        if tool.name not in self.prefix:
+            head, _ = self.split_prompt(tool)
+            ids = self.model.tokenizer(head, add_special_tokens=True)["input_ids"]
+            cache = _new_cache(self.model)
+            with torch.no_grad():
+                _step(self.model, ids, cache)
+            self.prefix[tool.name] = (cache, len(ids))
+        return self.prefix[tool.name]
+
+    @torch.no_grad()
+    def write_arguments(self, tool, question: str, answer_so_far: str, sample, stats) -> tuple[str, list]:
+        cache, n_prefix = self._prefix_cache(tool)
+        _, tail = self.split_prompt(tool)
+        answer = answer_so_far if answer_so_far.startswith((" ", "\n")) else " " + answer_so_far
+        text = f"{question}{tail}{answer}<{tool.name}>("
+        ids = self.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        V = self.model.vocab_size
+        constraint = make_constraint(tool.parameters, self.model.tokenizer, vocab_size=V,
+                                     backend=self.backend)
+        written: list[int] = []
+        try:
+            z = _step(self.model, ids, cache)
+            stats["prefilled"] += len(ids)
+            while not constraint.is_done():
+                if len(written) >= self.max_arg_tokens:
+                    raise GenerationError(f"arguments longer than {self.max_arg_tokens} tokens")
+                z = constraint.apply(z[:V].clone())
+                tok = sample(z)
+                constraint.advance(tok)
+                written.append(tok)
+                stats["decoded"] += 1
+                if not constraint.is_done():
+                    z = _step(self.model, [tok], cache)
+        finally:
+            cache.crop(n_prefix - cache.get_seq_length())  # roll back to the tool's prefix
+        arg_text = self.model.tokenizer.decode(written)
+        return arg_text, parse_arguments(arg_text, tool.parameters)
+
+
+def stream(model, prompt, *, registry=None, question: str | None = None, max_new_tokens: int = 128,
+           do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+           toolken_bias: float | None = None, max_tool_calls: int = 8, tool_timeout: float = 5.0,
+           stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
+           seed: int | None = None, tool_mode: ToolMode | None = None) -> Iterator[Event | Generation]:
+    """Yield events as they happen; the last item is the finished ``Generation``."""
+    t0 = time.perf_counter()
+    registry = registry if registry is not None else model.registry
+    if registry is None:
+        raise GenerationError("no tools attached: pass registry= or model.attach_tools(pack)")
+    tok = model.tokenizer
+    prompt_text, question = _prompt_text(tok, prompt, question)
+    prompt_ids = tok(prompt_text, add_special_tokens=True)["input_ids"]
+    limit = getattr(model.base.model.config, "max_position_embeddings", None)
+    if limit and len(prompt_ids) + max_new_tokens > limit:
+        raise GenerationError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens={max_new_tokens} "
+                              f"exceeds the model's context of {limit} tokens")
+    V = model.vocab_size
+    bias = model.toolken_bias if toolken_bias is None else toolken_bias
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def sample(z):
+        return _pick(z, do_sample, temperature, top_p, gen)
+
+    eos = {i for i in [tok.eos_token_id, *(_list(model.base.model.generation_config.eos_token_id))]
+           if i is not None}
+    tool_mode = tool_mode or ToolMode(model, registry, backend)
+    stats = {"prefilled": len(prompt_ids), "decoded": 0}
+    cache = _new_cache(model)
+    out_ids: list[int] = []
+    text = ""
+    calls: list[CallTrace] = []
+    stop_reason = "max_new_tokens"
+    z = None
+    with torch.no_grad():
+        z = _step(model, prompt_ids, cache)
+        for _ in range(max_new_tokens):
+            zz = z.clone()
+            zz[V:] += bias
+            if len(calls) >= max_tool_calls:
+                zz[V:] = float("-inf")
+            choice = sample(zz)
+            new_ids = [choice]
+            if choice >= V:  # a toolken: tool mode
+                trace = CallTrace(tool=registry[choice - V].name)
+                yield Event("tool_call", call=trace)
+                result = _call_tool(tool_mode, registry[choice - V], question, text, sample, stats,
+                                    trace, tool_timeout, max_result_chars)
+                calls.append(trace)
+                if result is None:  # the paper's fallback: best non-toolken token
+                    new_ids = [sample(zz[:V])]
+                else:
+                    inserted = result_join(text, result)
+                    new_ids = tok(inserted, add_special_tokens=False)["input_ids"]
+                    stats["prefilled"] += len(new_ids)
+            else:
+                stats["decoded"] += 1
+            out_ids += new_ids
+            new_text = tok.decode(out_ids, skip_special_tokens=True)
+            if choice >= V and trace.result is not None:
+                trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
+                yield Event("tool_result", text=new_text[len(text):], call=trace)
+            elif new_text[len(text):]:
+                yield Event("text", text=new_text[len(text):])
+            text = new_text
+            if new_ids[-1] in eos:
+                stop_reason = "eos"
+                break
+            if stop and any(s in text for s in stop):
+                cut = min(text.index(s) for s in stop if s in text)
+                text, stop_reason = text[:cut], "stop"
+                break
+            z = _step(model, new_ids, cache)
+            if len(prompt_ids) + len(out_ids) >= (limit or float("inf")):
+                stop_reason = "context"
+                break
+    yield Generation(text=text, calls=calls, prefilled_tokens=stats["prefilled"],
+                     decoded_tokens=stats["decoded"], seconds=time.perf_counter() - t0,
+                     stop_reason=stop_reason, token_ids=prompt_ids + out_ids,
+                     next_logits=z if stop_reason in ("max_new_tokens", "context") else None)
+
+
+def generate(model, prompt, **kw) -> Generation:
+    """Run ``stream`` to the end and return the ``Generation`` (text and trace)."""
+    for item in stream(model, prompt, **kw):
+        if isinstance(item, Generation):
+            return item
+    raise AssertionError("stream ended without a Generation")
+
+
+def _call_tool(tool_mode, tool, question, text, sample, stats, trace, timeout, max_chars) -> str | None:
+    t = time.perf_counter()
+    try:
+        trace.argument_text, trace.arguments = tool_mode.write_arguments(tool, question, text, sample, stats)
+    except Exception as e:  # noqa: BLE001 — a tool never crashes a generation
+        trace.error = f"arguments: {e}"
+        return None
+    finally:
+        trace.seconds_arguments = time.perf_counter() - t
+    res = tool.call(trace.arguments, timeout=timeout, max_chars=max_chars)
+    trace.seconds_tool = res.seconds
+    if not res.ok:
+        trace.error = res.error
+        return None
+    trace.result = res.text
+    return res.text
+
+
+def _prompt_text(tok, prompt, question: str | None) -> tuple[str, str]:
+    if isinstance(prompt, list):  # chat messages
+        if not prompt:
+            raise GenerationError("empty message list")
+        users = [m["content"] for m in prompt if m.get("role") == "user"]
+        text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return text, question or (users[-1] if users else "")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise GenerationError("the prompt is empty")
+    return prompt, question or prompt
+
+
+def _list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
