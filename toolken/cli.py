@@ -21,6 +21,58 @@ def _train(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    calibrate(args.toolkens, C.parse_overrides(args.overrides))
+    return 0
+
+
+def _load_for_generation(args):
+    from .model import ToolkenModel
+
+    model = ToolkenModel.from_pretrained(args.toolkens)
+    pack = args.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+    if not isinstance(pack, str):
+        raise ValueError(f"give the tool pack with --tools PACK.py ({args.toolkens} names none)")
+    return model.attach_tools(pack)
+
+
+def _generate(args) -> int:
+    import json
+
+    from .generate import Event, Generation
+
+    model = _load_for_generation(args)
+    template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
+    for question in args.question:
+        prompt = template.replace("[QUESTION]", question)
+        kw = dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                  temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
+                  max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
+                  stop=args.stop or ["\nQ:", "\n\n"], seed=args.seed)
+        if args.json:
+            print(json.dumps({"question": question, **model.generate(prompt, **kw).to_dict()}))
+            continue
+        print(f"Q: {question}\nA:", end="", flush=True)
+        for item in model.stream(prompt, **kw):
+            if isinstance(item, Generation):
+                print(f"\n  [{len(item.calls)} tool call(s), {item.decoded_tokens} decoded tokens, "
+                      f"{item.seconds:.2f} s]")
+            elif item.kind == "text":
+                print(item.text, end="", flush=True)
+            elif item.kind == "tool_result":
+                c = item.call
+                args_text = ", ".join(map(str, c.arguments))
+                print(f"\u27e8{c.tool}({args_text}) = {c.result}\u27e9", end="", flush=True)
+            elif item.kind == "tool_call":
+                pass
+        for c in (item.calls if isinstance(item, Generation) else []):
+            if c.error:
+                print(f"  [{c.tool}: {c.error}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toolken", description="Teach a frozen causal LM to use tools "
                                 "with one learned output embedding per tool (ToolkenGPT).")
@@ -31,6 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML recipe, e.g. configs/funcqa.yaml")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. output_dir=outputs/x epochs=5")
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("calibrate", help="fit the toolken bias on the dev split, store it",
+                       description="Choose the toolken bias that maximises dev toolken F1 on the "
+                       "training run's dev split (never a test set) and store it in the checkpoint.")
+    c.add_argument("--toolkens", required=True, help="checkpoint folder")
+    c.add_argument("overrides", nargs="*", metavar="key=value", help="override the training config")
+    c.set_defaults(func=_calibrate)
+
+    g = sub.add_parser("generate", help="answer questions, calling tools",
+                       description="Generate with tools: the model chooses when to call which "
+                       "tool, writes its arguments under the schema, and continues from the result.")
+    g.add_argument("question", nargs="+", help="one or more questions")
+    g.add_argument("--toolkens", required=True, help="checkpoint folder")
+    g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
+    g.add_argument("--template", help="prompt file with [QUESTION] (e.g. the paper's llama_general.txt)")
+    g.add_argument("--json", action="store_true", help="print the full trace as JSON lines")
+    g.add_argument("--max-new-tokens", type=int, default=96)
+    g.add_argument("--do-sample", action="store_true")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--bias", type=float, default=None, help="toolken bias (default: the calibrated one)")
+    g.add_argument("--max-tool-calls", type=int, default=8)
+    g.add_argument("--tool-timeout", type=float, default=5.0, help="seconds")
+    g.add_argument("--stop", action="append", help="stop string (repeatable); default: \\nQ: and a blank line")
+    g.add_argument("--seed", type=int, default=None)
+    g.set_defaults(func=_generate)
     return p
 
 

@@ -296,20 +296,13 @@ def _funcqa_calls(ex: dict) -> list[ToolCall]:
 
 KAMEL_CALL = re.compile(r'<f>\s*(\w+)\(((?:"(?:[^"\\]|\\.)*"|[^()"])*)\)\s*=\s*(.*?)</f>',
                         re.S)
-KAMEL_ARG = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[^,]*?)\s*(?:,|$)')
+KAMEL_ARG = re.compile(r'"(?:[^"\\]|\\.)*"|[^,"]+')  # a quoted string or a bare item
 
 
 def _kamel_args(s: str) -> list:
-    out = []
-    for m in KAMEL_ARG.finditer(s):
-        item = m.group(1)
-        if item.startswith('"'):
-            out.append(item[1:-1].replace('\\"', '"'))
-        elif item:
-            out.append(_number_or_str(item))
-        if m.end() == len(s):
-            break
-    return out
+    items = [x.strip() for x in KAMEL_ARG.findall(s)]
+    return [x[1:-1].replace('\\"', '"') if x.startswith('"') else _number_or_str(x)
+            for x in items if x]
 
 
 def _occurrences(text: str, needle: str, flags: int) -> list[int]:

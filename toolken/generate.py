@@ -202,6 +202,7 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                 calls.append(trace)
                 if result is None:  # the paper's fallback: best non-toolken token
                     new_ids = [sample(zz[:V])]
+                    stats["decoded"] += 1
                 else:
                     inserted = result_join(text, result)
                     new_ids = tok(inserted, add_special_tokens=False)["input_ids"]
@@ -210,18 +211,20 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                 stats["decoded"] += 1
             out_ids += new_ids
             new_text = tok.decode(out_ids, skip_special_tokens=True)
-            if choice >= V and trace.result is not None:
+            hit = [new_text.index(s, max(0, len(text) - len(s))) for s in stop or ()
+                   if s in new_text[max(0, len(text) - len(s)):]]
+            if hit:  # a stop string: cut it, and never stream it
+                new_text, stop_reason = new_text[:min(hit)], "stop"
+            if choice >= V and trace.result is not None and not hit:
                 trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
                 yield Event("tool_result", text=new_text[len(text):], call=trace)
             elif new_text[len(text):]:
                 yield Event("text", text=new_text[len(text):])
             text = new_text
+            if hit:
+                break
             if new_ids[-1] in eos:
                 stop_reason = "eos"
-                break
-            if stop and any(s in text for s in stop):
-                cut = min(text.index(s) for s in stop if s in text)
-                text, stop_reason = text[:cut], "stop"
                 break
             z = _step(model, new_ids, cache)
             if len(prompt_ids) + len(out_ids) >= (limit or float("inf")):

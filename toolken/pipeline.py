@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import TrainConfig
 from .data import Record, convert, label_records
+from . import features as F
+from .base import toolken_home
 from .features import file_digest
 from .model import ToolkenModel
 
@@ -98,3 +102,15 @@ def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
     seq_of = np.asarray(labelled.record_index)
     dev_seqs = np.nonzero(np.isin(seq_of, dev_records))[0]
     return Data(records, n_train, labelled, dev_seqs, digest)
+
+
+def split_features(cfg: TrainConfig, base, tools: list[str], data: Data, accelerator=None):
+    """(train, dev) cached features: built once, reused while nothing they depend on changes."""
+    key = F.cache_key(base=base.fingerprint, tokenizer=F.tokenizer_digest(base.tokenizer),
+                      data=data.digest, tools=tools, max_length=cfg.max_length,
+                      only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype))
+    root = Path(cfg.cache_dir) if cfg.cache_dir else toolken_home() / "features"
+    feats = F.build_or_load(root / key, key, base, data.labelled, accelerator,
+                            cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress)
+    is_dev = torch.from_numpy(np.isin(feats.seq.numpy(), data.dev_seqs))
+    return feats.subset(~is_dev), feats.subset(is_dev)

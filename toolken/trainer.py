@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import features as F
-from .base import load_base, resolve_device, toolken_home
+from .base import load_base, resolve_device
 from .config import TrainConfig, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
 from .model import ToolkenModel
@@ -127,7 +127,7 @@ def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
 
 
 def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
-    from .pipeline import load_records, prepare_data, prepare_model
+    from .pipeline import load_records, prepare_data, prepare_model, split_features
 
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process
@@ -139,14 +139,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
-    key = F.cache_key(base=base.fingerprint, tokenizer=F.tokenizer_digest(base.tokenizer),
-                      data=data.digest, tools=model.tools, max_length=cfg.max_length,
-                      only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype))
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else toolken_home() / "features"
-    feats = F.build_or_load(cache_root / key, key, base, data.labelled, accelerator,
-                            cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress)
-    is_dev = torch.from_numpy(np.isin(feats.seq.numpy(), data.dev_seqs))
-    train_f, dev_f = feats.subset(~is_dev), feats.subset(is_dev)
+    train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
         raise TrainingError("no labelled training positions: the training set is empty after labelling")
     if main:
