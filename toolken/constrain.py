@@ -13,9 +13,11 @@ This module turns a tool's JSON-schema parameters into
 Argument syntax: arguments separated by ``,`` plus an optional single space, then ``)``.
 integer ``-?[0-9]{1,20}``; number ``-?[0-9]{1,15}(\\.[0-9]{1,8})?%?`` (``4%`` means 0.04);
 string: double-quoted, no raw newline, escapes ``\\"`` and ``\\\\``, at most ``max_string``
-characters; boolean ``true|false``; a variadic array (``"x-variadic": true``) is one or more
-items (``minItems``/``maxItems`` respected) and must be the last parameter. Parameters follow
-``x-order`` (else the order of ``properties``); optional ones may be left off the end.
+characters; boolean ``true|false``; a variadic array (``"x-variadic": true``, like ``*args``)
+is one or more bare items and must be the last parameter; any other array is a list
+``[a, b]``; ``minItems``/``maxItems`` are respected; ``["integer", "null"]`` reads as integer
+(null is never written). Parameters follow ``x-order`` (else the order of ``properties``);
+optional ones may be left off the end.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ _RULES = {
 }
 _INT_RE = re.compile(r"-?[0-9]+")
 _NUM_RE = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?)(%?)")
-_BARE_RE = re.compile(r"[^,\s\"]+")
+# one value, then ',' or the end: "string" (escapes \" \\, no raw newline), [list], bare word
+_STR = r'"(?:[^"\\\n]|\\["\\])*"'
+_VALUE_RE = re.compile(rf' *(?:({_STR})|\[((?:{_STR}|[^\]"])*)\]|([^,\s"\[\]]+)) *(,|\Z)')
+_UNESCAPE_RE = re.compile(r'\\(["\\])')
 
 
 # ---------------------------------------------------------------- schema -> positional params
@@ -55,11 +60,15 @@ class Param:
     """One positional parameter as the argument syntax sees it."""
 
     name: str
-    type: str  # one of SCALAR_TYPES (for a variadic: the type of its items)
-    variadic: bool = False
-    min_items: int = 1  # variadic only
-    max_items: int | None = None  # variadic only
+    type: str  # one of SCALAR_TYPES (for an array: the type of its items)
+    shape: str = "scalar"  # or "variadic" (*args: items in place) or "list" ([a, b])
+    min_items: int = 0  # arrays only
+    max_items: int | None = None  # arrays only
     enum: tuple | None = None  # allowed values, if the schema lists them
+
+    @property
+    def variadic(self) -> bool:
+        return self.shape == "variadic"
 
 
 def positional_params(schema: dict) -> tuple[list[Param], int]:
@@ -74,7 +83,7 @@ def positional_params(schema: dict) -> tuple[list[Param], int]:
         p = _param(name, props[name])
         if p.variadic and i != len(order) - 1:
             raise ValueError(f"variadic parameter {name!r} must be the last one in {order}")
-        if name in required and not (p.variadic and p.min_items == 0):
+        if name in required and not (p.variadic and p.min_items == 0):  # *args may be empty
             min_args = i + 1  # an optional param before a required one cannot be left out
         params.append(p)
     return params, min_args
@@ -82,13 +91,18 @@ def positional_params(schema: dict) -> tuple[list[Param], int]:
 
 def _param(name: str, spec: dict) -> Param:
     kind = spec.get("type")
-    if kind == "array" and spec.get("x-variadic"):
-        item = _param(name, spec.get("items", {"type": "number"}))
-        return Param(name, item.type, True, int(spec.get("minItems", 1)), spec.get("maxItems"),
-                     item.enum)
+    if isinstance(kind, list) and len([k for k in kind if k != "null"]) == 1:
+        kind = next(k for k in kind if k != "null")  # Optional[int]; null is never written
+    if kind == "array":
+        item = _param(name, spec.get("items", {}))
+        if item.shape != "scalar":
+            raise ValueError(f"parameter {name!r}: arrays of arrays are not supported")
+        shape = "variadic" if spec.get("x-variadic") else "list"
+        lo = int(spec.get("minItems", 1 if shape == "variadic" else 0))
+        return Param(name, item.type, shape, lo, spec.get("maxItems"), item.enum)
     if kind not in SCALAR_TYPES:
         raise ValueError(f"parameter {name!r} has type {kind!r}; supported: {list(SCALAR_TYPES)}"
-                         " or an array with 'x-variadic': true")
+                         " and arrays of those")
     enum = spec.get("enum")
     return Param(name, kind, enum=tuple(enum) if enum is not None else None)
 
@@ -98,6 +112,8 @@ def _param(name: str, spec: dict) -> Param:
 
 def call_grammar(schema: dict, max_string: int = 200) -> str:
     """EBNF grammar (xgrammar dialect, ``root ::= ...``) for ``arg, arg, ...)``."""
+    if not isinstance(max_string, int) or max_string < 0:
+        raise ValueError(f"max_string must be an int >= 0, got {max_string!r}")
     return _grammar(json.dumps(schema), max_string)  # key order kept: properties order matters
 
 
@@ -112,30 +128,52 @@ def _grammar(schema_json: str, max_string: int) -> str:
         sep = "sep " if k > 0 else ""
         tail = f"({sep}{items[k]}{' ' + tail if tail else ''})?"
     lines = ["root ::= " + " ".join(x for x in (body, tail, '")"') if x)]
-    if len(params) > 1 or any(p.variadic for p in params):
+    if "sep" in lines[0]:
         rules["sep"] = '"," " "?'
-    lines += [f"{name} ::= {rules[name]}" for name in sorted(rules)]
+    lines += [f"{name} ::= {body}" for name, body in rules.items()]
     return "\n".join(lines) + "\n"
 
 
 def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int) -> str:
-    """The grammar expression for parameter i (a rule name, or a repetition for a variadic)."""
+    """The grammar expression for parameter i (a rule name, or a sequence for a variadic)."""
     if p.enum is not None:
         name = f"enum{i}"
-        rules[name] = " | ".join(_ebnf_literal(_format_value(v, p.type)) for v in p.enum)
-    elif p.type == "string":  # "...", no raw newline, escapes \" and \\ count as one char
+        rules[name] = " | ".join(_ebnf_literal(_format_scalar(v, p.type)) for v in p.enum)
+    elif p.type == "string":
         name = "string"
-        rules[name] = f'"\\"" ([^"\\\\\\n\\r] | "\\\\" ["\\\\]){{0,{max_string}}} "\\""'
+        if name not in rules:
+            _add_string_rules(rules, max_string)
     else:
         name = p.type
         rules[name] = _RULES[name]
-    if not p.variadic:
+    if p.shape == "scalar":
         return name
-    lo, hi = max(p.min_items, 1) - 1, None if p.max_items is None else p.max_items - 1
+    lo, hi = max(p.min_items, 1), p.max_items  # a variadic that is written has >= 1 item
     if hi is not None and hi < lo:
-        raise ValueError(f"parameter {p.name!r}: maxItems {p.max_items} < minItems {p.min_items}")
-    reps = ("*" if lo == 0 else f"{{{lo},}}") if hi is None else f"{{{lo},{hi}}}"
-    return f"({name} (sep {name}){reps})"
+        raise ValueError(f"parameter {p.name!r}: maxItems {hi} < minItems {p.min_items}")
+    more = _repeat(f"sep {name}", lo - 1, None if hi is None else hi - 1)
+    seq = f"{name} {more}" if more else name
+    if p.variadic:
+        return f"({seq})"
+    return f'("[" {seq} "]")' if p.min_items else f'("[" ({seq})? "]")'
+
+
+def _add_string_rules(rules: dict[str, str], max_string: int) -> None:
+    """At most max_string chars as a chain of rules (charsN: up to N more chars). xgrammar
+    precomputes a mask for each rule, while its {0,N} repetition costs ~10 ms per step."""
+    rules["string"] = f'"\\"" chars{max_string} "\\""' if max_string else '"\\"" "\\""'
+    for n in range(max_string, 0, -1):
+        rules[f"chars{n}"] = f'"" | char chars{n - 1}' if n > 1 else '"" | char'
+    if max_string:
+        rules["char"] = '[^"\\\\\\n\\r] | "\\\\" ["\\\\]'  # escapes: \" and \\
+
+
+def _repeat(x: str, lo: int, hi: int | None) -> str:
+    """``x`` lo to hi times (hi None: unbounded), unrolled: xgrammar's {m,n} is slow to match."""
+    tail = f"({x})*" if hi is None else ""
+    for _ in range(0 if hi is None else hi - lo):
+        tail = f"({x}{' ' + tail if tail else ''})?"
+    return " ".join([x] * lo + ([tail] if tail else []))
 
 
 def _ebnf_literal(text: str) -> str:
@@ -164,85 +202,65 @@ def parse_arguments(text: str, schema: dict) -> list:
     """
     params, min_args = positional_params(schema)
     try:
-        raw = _split_arguments(text)
-        if len(raw) < min_args or (len(raw) > len(params) and not (params and params[-1].variadic)):
-            n = f"{min_args}" if min_args == len(params) else f"{min_args} to {len(params)}"
-            raise ValueError(f"expected {n}{'+' if params and params[-1].variadic else ''} "
-                             f"arguments, got {len(raw)}")
-        p_last = params[-1] if params else None
-        if p_last is not None and p_last.variadic and len(raw) >= len(params):
-            k = len(raw) - len(params) + 1
-            if k < p_last.min_items or (p_last.max_items is not None and k > p_last.max_items):
-                raise ValueError(f"{p_last.name!r} takes {p_last.min_items} to "
-                                 f"{p_last.max_items or 'any'} items, got {k}")
-        return [_typed(tok, params[min(i, len(params) - 1)]) for i, tok in enumerate(raw)]
+        s = text.rstrip()
+        raw = _split_arguments(s[:-1] if s.endswith(")") else s)
+        n, last = len(raw), params[-1] if params else None
+        if last is not None and last.variadic and n >= len(params):  # variadic present
+            k, lo, hi = n - len(params) + 1, max(last.min_items, 1), last.max_items
+            if k < lo or (hi is not None and k > hi):
+                raise ValueError(f"{last.name!r} takes {lo} to {hi or 'any'} items, got {k}")
+        elif not min_args <= n <= len(params):
+            raise ValueError(f"expected {min_args} to {len(params)} arguments, got {n}")
+        return [_typed(r, params[min(i, len(params) - 1)]) for i, r in enumerate(raw)]
     except ValueError as e:
         raise ValueError(f"cannot parse arguments {text!r}: {e}") from None
 
 
-def _split_arguments(text: str) -> list[tuple[str, bool]]:
-    """``'1, "a,b")'`` -> [('1', False), ('a,b', True)]: (value text, was quoted)."""
-    s = text.rstrip()
-    s = s[:-1] if s.endswith(")") else s
-    out: list[tuple[str, bool]] = []
-    i, n = 0, len(s)
-    while True:
-        while i < n and s[i] == " ":
-            i += 1
-        if i == n and not out:
-            return out  # no arguments at all
-        if i < n and s[i] == '"':
-            value, i = _scan_string(s, i)
-            out.append((value, True))
+def _split_arguments(s: str) -> list[tuple[str, Any]]:
+    """``'1, "a,b", [2]'`` -> [('bare', '1'), ('quoted', 'a,b'), ('list', [('bare', '2')])]."""
+    out: list[tuple[str, Any]] = []
+    i = 0
+    while out or s.strip():  # an empty text is a call without arguments
+        m = _VALUE_RE.match(s, i)
+        if m is None:
+            raise ValueError(f"no value (number, true/false, \"string\" or [list]) at "
+                             f"{s[i:i + 20]!r}")
+        quoted, inner, bare, comma = m.groups()
+        if quoted is not None:
+            out.append(("quoted", _UNESCAPE_RE.sub(r"\1", quoted[1:-1])))
         else:
-            m = _BARE_RE.match(s, i)
-            if m is None:
-                raise ValueError(f"expected a value at position {i}")
-            out.append((m.group(), False))
-            i = m.end()
-        while i < n and s[i] == " ":
-            i += 1
-        if i == n:
-            return out
-        if s[i] != ",":
-            raise ValueError(f"expected ',' or ')' at position {i}, found {s[i]!r}")
-        i += 1
+            out.append(("list", _split_arguments(inner)) if bare is None else ("bare", bare))
+        i = m.end()
+        if not comma:
+            break
+    return out
 
 
-def _scan_string(s: str, i: int) -> tuple[str, int]:
-    chars, i = [], i + 1
-    while i < len(s):
-        c = s[i]
-        if c == '"':
-            return "".join(chars), i + 1
-        if c == "\n":
-            raise ValueError("raw newline inside a string")
-        if c == "\\":
-            if i + 1 >= len(s) or s[i + 1] not in '"\\':
-                raise ValueError(f"bad escape at position {i} (only \\\" and \\\\)")
-            i += 1
-            c = s[i]
-        chars.append(c)
-        i += 1
-    raise ValueError("unterminated string")
+def _typed(raw: tuple[str, Any], p: Param) -> Any:
+    if (raw[0] == "list") != (p.shape == "list"):
+        raise ValueError(f"{p.name!r} expects {'a [list] of ' if p.shape == 'list' else 'a '}"
+                         f"{p.type}, got {raw[1]!r}")
+    if raw[0] != "list":
+        return _scalar(raw, p)
+    if len(raw[1]) < p.min_items or (p.max_items is not None and len(raw[1]) > p.max_items):
+        raise ValueError(f"{p.name!r} takes {p.min_items} to {p.max_items or 'any'} items")
+    return [_scalar(r, p) for r in raw[1]]
 
 
-def _typed(tok: tuple[str, bool], p: Param) -> Any:
-    text, quoted = tok
-    if quoted != (p.type == "string"):
+def _scalar(raw: tuple[str, Any], p: Param) -> Any:
+    kind, text = raw
+    if (kind == "quoted") != (p.type == "string"):
         raise ValueError(f"{p.name!r} expects a {p.type}, got {text!r}")
-    if p.type == "integer":
-        if not _INT_RE.fullmatch(text):
-            raise ValueError(f"{p.name!r} expects an integer, got {text!r}")
+    if p.type == "integer" and _INT_RE.fullmatch(text):
         value: Any = int(text)
     elif p.type == "number":
         value = parse_number(text)
-    elif p.type == "boolean":
-        if text not in ("true", "false"):
-            raise ValueError(f"{p.name!r} expects true or false, got {text!r}")
+    elif p.type == "boolean" and text in ("true", "false"):
         value = text == "true"
-    else:
+    elif p.type == "string":
         value = text
+    else:
+        raise ValueError(f"{p.name!r} expects a {p.type}, got {text!r}")
     if p.enum is not None and value not in p.enum:
         raise ValueError(f"{p.name!r} must be one of {list(p.enum)}, got {value!r}")
     return value
@@ -251,11 +269,15 @@ def _typed(tok: tuple[str, bool], p: Param) -> Any:
 def format_arguments(values: list, schema: dict) -> str:
     """Inverse of parse_arguments: ``[311, 112]`` -> ``'311, 112)'``."""
     params, _ = positional_params(schema)
-    kinds = [params[min(i, len(params) - 1)].type for i in range(len(values))]
-    return ", ".join(_format_value(v, k) for v, k in zip(values, kinds)) + ")"
+    out = []
+    for i, v in enumerate(values):
+        p = params[min(i, len(params) - 1)]
+        out.append("[" + ", ".join(_format_scalar(x, p.type) for x in v) + "]"
+                   if p.shape == "list" else _format_scalar(v, p.type))
+    return ", ".join(out) + ")"
 
 
-def _format_value(v: Any, kind: str) -> str:
+def _format_scalar(v: Any, kind: str) -> str:
     if kind == "string":
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
     if kind == "boolean":
@@ -282,11 +304,12 @@ class _Vocab:
                     if getattr(t, "special", False)}
         keep[[i for i in special if i < vocab_size]] = False  # EOS, <|im_start|>, ... never
         self.keep = keep  # (32 * words,) bool
-        self.keep_bits = torch.from_numpy(np.packbits(keep, bitorder="little").view(np.int32))
+        self.keep_bits = np.packbits(keep, bitorder="little").view(np.int32)  # (words,)
         self.backend: dict[str, Any] = {}  # backend name -> tokenizer info / compiler
         self.compiled: dict[tuple[str, str], Any] = {}  # (backend, grammar) -> compiled
 
 
+_NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)
 _CACHE: dict[tuple[int, int], _Vocab] = {}
 _LOCK = threading.Lock()
 
@@ -303,32 +326,37 @@ def _vocab_for(tokenizer, vocab_size: int) -> _Vocab:
 
 
 def _compile(v: _Vocab, tokenizer, backend: str, grammar: str) -> Any:
+    """Compiled grammar (xgrammar) or template matcher (llguidance), cached in ``v``."""
     with _LOCK:
-        if (backend, grammar) in v.compiled:
-            return v.compiled[backend, grammar]
-        if backend == "xgrammar":
-            import xgrammar as xgr
+        if (backend, grammar) not in v.compiled:
+            if backend not in v.backend:  # the tokenizer's side, once per tokenizer
+                v.backend[backend] = _backend_tokenizer(tokenizer, backend, v.vocab_size)
+            if backend == "xgrammar":
+                compiled = v.backend[backend].compile_grammar(grammar)
+            else:
+                import llguidance
 
-            if backend not in v.backend:
-                info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=v.vocab_size)
-                v.backend[backend] = xgr.GrammarCompiler(info)
-            compiled = v.backend[backend].compile_grammar(grammar)
-        else:
-            import llguidance
-            import llguidance.hf
+                lark = llguidance.grammar_from("ebnf", grammar)
+                compiled = llguidance.LLMatcher(v.backend[backend], lark, log_level=0)
+                if compiled.is_error():
+                    raise ValueError(f"llguidance rejected the grammar: {compiled.get_error()}")
+            v.compiled[backend, grammar] = compiled
+        return v.compiled[backend, grammar]
 
-            if backend not in v.backend:
-                try:
-                    v.backend[backend] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=v.vocab_size)
-                except ValueError as e:
-                    raise ValueError(f"llguidance cannot use this tokenizer ({e}); "
-                                     "try backend='xgrammar'") from e
-            compiled = llguidance.LLMatcher(v.backend[backend],
-                                            llguidance.grammar_from("ebnf", grammar), log_level=0)
-            if compiled.is_error():
-                raise ValueError(f"llguidance rejected the grammar: {compiled.get_error()}")
-        v.compiled[backend, grammar] = compiled
-        return compiled
+
+def _backend_tokenizer(tokenizer, backend: str, vocab_size: int) -> Any:
+    if backend == "xgrammar":
+        import xgrammar as xgr
+
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        return xgr.GrammarCompiler(info)
+    import llguidance.hf
+
+    try:
+        return llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
+    except ValueError as e:
+        raise ValueError(f"llguidance cannot use this tokenizer ({e}); "
+                         "try backend='xgrammar'") from e
 
 
 class ArgumentConstraint:
@@ -342,37 +370,44 @@ class ArgumentConstraint:
         self.vocab, self.backend, self.matcher = vocab, backend, matcher
         self.tokens: list[int] = []  # accepted so far
         self._bits = torch.zeros(1, vocab.words, dtype=torch.int32)  # (1, ceil(V/32))
-        self._mask: torch.Tensor | None = None  # (V,) bool for the current state
+        self._ban: np.ndarray | None = None  # (V,) bool, True = banned in the current state
 
-    def _current(self) -> torch.Tensor:
-        if self._mask is None:
+    def _banned(self) -> np.ndarray:
+        """(V,) bool, True = not allowed in the current state (computed once per state)."""
+        if self._ban is None:
             if self.backend == "xgrammar":
                 self.matcher.fill_next_token_bitmask(self._bits)
             else:
                 self.matcher.unsafe_compute_mask_ptr(self._bits.data_ptr(), self.vocab.words * 4)
-            self._bits &= self.vocab.keep_bits
-            bits = np.unpackbits(self._bits.numpy().view(np.uint8), bitorder="little")
-            self._mask = torch.from_numpy(bits[: self.vocab.vocab_size]).bool()
-        return self._mask
+            words = ~(self._bits.numpy() & self.vocab.keep_bits)  # set bit = banned
+            bits = np.unpackbits(words.view(np.uint8), bitorder="little")  # little-endian words
+            self._ban = bits[: self.vocab.vocab_size].view(np.bool_)
+        return self._ban
 
     def allowed_mask(self, total_vocab: int) -> torch.Tensor:
         """(total_vocab,) bool, True = allowed now."""
-        if total_vocab < self.vocab.vocab_size:
-            raise ValueError(f"total_vocab {total_vocab} < vocab_size {self.vocab.vocab_size}")
+        n = self.vocab.vocab_size
+        if total_vocab < n:
+            raise ValueError(f"total_vocab {total_vocab} < vocab_size {n}")
         out = torch.zeros(total_vocab, dtype=torch.bool)
-        out[: self.vocab.vocab_size] = self._current()
+        np.logical_not(self._banned(), out=out.numpy()[:n])
         return out
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Set disallowed logits to -inf in place and return them; (V_total,) or (1, V_total)."""
-        if logits.dim() not in (1, 2) or (logits.dim() == 2 and logits.shape[0] != 1):
-            raise ValueError(f"logits must be (V_total,) or (1, V_total), got {tuple(logits.shape)}")
         n = self.vocab.vocab_size
-        if logits.shape[-1] < n:
-            raise ValueError(f"logits have {logits.shape[-1]} columns < vocab_size {n}")
-        mask = self._current().to(logits.device, non_blocking=True)
+        if logits.dim() not in (1, 2) or (logits.dim() == 2 and logits.shape[0] != 1) \
+                or logits.shape[-1] < n:
+            raise ValueError(f"logits must be (V_total,) or (1, V_total) with V_total >= {n}, "
+                             f"got {tuple(logits.shape)}")
         logits[..., n:] = float("-inf")  # toolkens and padding rows
-        logits[..., :n].masked_fill_(~mask, float("-inf"))
+        if logits.device.type == "cpu" and logits.dtype in _NUMPY_FLOATS \
+                and logits.is_contiguous() and not logits.requires_grad:
+            # numpy: no intra-op thread pool, which costs milliseconds on a busy CPU
+            np.putmask(logits.numpy().reshape(-1)[:n], self._banned(), -np.inf)
+        else:
+            ban = torch.from_numpy(self._banned()).to(logits.device, non_blocking=True)
+            logits[..., :n].masked_fill_(ban, float("-inf"))
         return logits
 
     def advance(self, token_id: int) -> None:
@@ -382,12 +417,13 @@ class ArgumentConstraint:
         if ok and self.backend == "xgrammar":
             ok = self.matcher.accept_token(token_id)
         elif ok:  # llguidance enters a permanent error state on a bad token: check first
-            ok = self.matcher.validate_tokens([token_id]) == 1 and self.matcher.consume_token(token_id)
+            m = self.matcher
+            ok = m.validate_tokens([token_id]) == 1 and m.consume_token(token_id)
         if not ok:
             raise ValueError(f"token {token_id} ({self._piece(token_id)!r}) is not allowed after "
                              f"{self._piece(*self.tokens)!r}")
         self.tokens.append(token_id)
-        self._mask = None
+        self._ban = None
 
     def is_done(self) -> bool:
         if self.backend == "xgrammar":
@@ -401,13 +437,12 @@ class ArgumentConstraint:
         if n:
             self.matcher.rollback(n)
             del self.tokens[-n:]
-            self._mask = None
+            self._ban = None
 
     def _piece(self, *ids: int) -> str:
         tok = self.vocab.tokenizer()
-        if tok is None or any(not 0 <= i < self.vocab.vocab_size for i in ids):
-            return " ".join(map(str, ids))
-        return tok.decode(list(ids))
+        ok = tok is not None and all(0 <= i < self.vocab.vocab_size for i in ids)
+        return tok.decode(list(ids)) if ok else " ".join(map(str, ids))
 
 
 def make_constraint(schema: dict, tokenizer, *, vocab_size: int, backend: str = "xgrammar",
