@@ -107,3 +107,28 @@ def test_sampling_is_seeded(tiny_base):
     a = m.generate("Q: hi A:", max_new_tokens=8, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
     b = m.generate("Q: hi A:", max_new_tokens=8, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
     assert a.text == b.text
+
+
+def test_batched_generation_equals_one_by_one(tiny_base):
+    from toolken.batch import generate_batch
+
+    m = model_with(tiny_base, add)
+    prompts = ["Q: 2 and 3? A:", "Q: what is 10 plus 20? A: ", "Q: x"]
+    for bias in (1e4, 0.0):
+        kw = dict(max_new_tokens=7, toolken_bias=bias, max_tool_calls=2, stop=["Q"])
+        batch = generate_batch(m, prompts, batch_size=3, **kw)
+        single = [m.generate(p, **kw) for p in prompts]
+        for b, s in zip(batch, single):
+            assert b.text == s.text and b.token_ids == s.token_ids
+            assert [(c.tool, c.arguments, c.result, c.start, c.end) for c in b.calls] == \
+                   [(c.tool, c.arguments, c.result, c.start, c.end) for c in s.calls]
+            assert b.stop_reason == s.stop_reason
+
+
+def test_reencoding_gives_the_same_text(tiny_base):
+    m = model_with(tiny_base, add)
+    kw = dict(max_new_tokens=8, toolken_bias=1e4, max_tool_calls=2)
+    ours = m.generate("Q: 5 and 6? A:", **kw)
+    paper = m.generate("Q: 5 and 6? A:", reencode=True, **kw)
+    assert ours.text == paper.text and len(ours.calls) == 2
+    assert paper.prefilled_tokens > ours.prefilled_tokens

@@ -98,9 +98,11 @@ def result_join(before: str, result: str) -> str:
 class ToolMode:
     """Per-tool prefix caches and constrained argument decoding."""
 
-    def __init__(self, model, registry, backend: str = "xgrammar", max_arg_tokens: int = 48):
+    def __init__(self, model, registry, backend: str = "xgrammar", max_arg_tokens: int = 48,
+                 reuse_prefix: bool = True):
         self.model, self.registry, self.backend = model, registry, backend
         self.max_arg_tokens = max_arg_tokens
+        self.reuse_prefix = reuse_prefix  # False: encode the whole tool prompt at every call
         self.prefix: dict[str, tuple[object, int]] = {}  # tool -> (cache, prefix length)
 
     def split_prompt(self, tool) -> tuple[str, str]:
@@ -112,7 +114,7 @@ class ToolMode:
         return f"{tool.description}\n\n{demos}\n\nQ: ".lstrip(), "\nA:"
 
     def _prefix_cache(self, tool):
-        if tool.name not in self.prefix:
+        if tool.name not in self.prefix or not self.reuse_prefix:
             head, _ = self.split_prompt(tool)
             ids = self.model.tokenizer(head, add_special_tokens=True)["input_ids"]
             cache = _new_cache(self.model)
@@ -155,8 +157,13 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
            do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
            toolken_bias: float | None = None, max_tool_calls: int = 8, tool_timeout: float = 5.0,
            stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
-           seed: int | None = None, tool_mode: ToolMode | None = None) -> Iterator[Event | Generation]:
-    """Yield events as they happen; the last item is the finished ``Generation``."""
+           seed: int | None = None, tool_mode: ToolMode | None = None,
+           reencode: bool = False, ignore_eos: bool = False) -> Iterator[Event | Generation]:
+    """Yield events as they happen; the last item is the finished ``Generation``.
+
+    ``reencode=True`` is the paper's strategy, kept for comparison: after every tool call the
+    whole context is encoded again, and every tool prompt is encoded in full.
+    """
     t0 = time.perf_counter()
     registry = registry if registry is not None else model.registry
     if registry is None:
@@ -177,7 +184,7 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
 
     eos = {i for i in [tok.eos_token_id, *(_list(model.base.model.generation_config.eos_token_id))]
            if i is not None}
-    tool_mode = tool_mode or ToolMode(model, registry, backend)
+    tool_mode = tool_mode or ToolMode(model, registry, backend, reuse_prefix=not reencode)
     stats = {"prefilled": len(prompt_ids), "decoded": 0}
     cache = _new_cache(model)
     out_ids: list[int] = []
@@ -223,10 +230,15 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
             text = new_text
             if hit:
                 break
-            if new_ids[-1] in eos:
+            if new_ids[-1] in eos and not ignore_eos:
                 stop_reason = "eos"
                 break
-            z = _step(model, new_ids, cache)
+            if reencode and choice >= V:  # the paper: encode everything again after a call
+                cache = _new_cache(model)
+                z = _step(model, prompt_ids + out_ids, cache)
+                stats["prefilled"] += len(prompt_ids) + len(out_ids) - len(new_ids)
+            else:
+                z = _step(model, new_ids, cache)
             if len(prompt_ids) + len(out_ids) >= (limit or float("inf")):
                 stop_reason = "context"
                 break
