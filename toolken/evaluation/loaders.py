@@ -1,0 +1,289 @@
+"""Loaders for the published benchmark files, in their own formats.
+
+Each loader returns ``(examples, skipped)``: the well-formed records as :class:`Example`
+and one :class:`toolken.data.Problem` per malformed record. Nothing is dropped silently; the
+caller counts and reports ``skipped``.
+
+    from toolken.evaluation import load_benchmark
+    examples, skipped = load_benchmark("funcqa-oh", "funcqa_oh.json")
+
+Formats (see ``../shared/benchmarks/README.md`` and its ``format_sample_*`` files):
+
+- ``funcqa-oh`` (ToolkenGPT, Hao et al., 2023): ``{"question", "answer": number,
+  "func": "<op>(args)=result"}``; gold = the answer as a float, ``meta["tool"]`` = op.
+- ``funcqa-mh``: ``{"question", "answer": str or number, "calculation": ["<op>(..)=..", ...]}``;
+  ``meta["tools"]`` = the ops in order.
+- ``kamel``: ``{"question", "answer": [{"chosen", "alternative", "rdf"}], "api": "P241"}``;
+  gold = the relation id; ``meta["answers"]`` = every accepted answer string.
+- ``gsm8k-xl``: JSON lines; ``{v_i}`` in ``question`` is replaced by ``enhanced_v[i-1]``
+  (an integral value is written without ".0": 98304.0 -> "98304"); gold = ``enhanced_result``.
+- ``apibench-*`` (Gorilla, Patil et al., 2023): JSON lines ``{"code", "api_call", "provider",
+  "api_data"}``. ``code`` is either TorchHub's ``"{'Instruction': ..., 'Output': {...}}"``
+  (the instruction is usually unquoted, so it is cut out with a regex, not literal_eval'd)
+  or HuggingFace's ``"###Instruction: ...\\n###Output: ..."``; both layouts are accepted for
+  every provider. Question = the instruction; gold = ``{"api_call", "api_name", "domain"}``
+  of the gold record; the whole ``api_data`` is in ``meta["api_data"]``.
+
+Either container is accepted for every benchmark: a JSON list (the file starts with ``[``)
+or JSON lines. Positions: in a JSON-lines file ``Problem.index`` and ``Example.id`` are the
+record's 1-based line number; in a JSON list, its 0-based position (``data[i]``). Each
+``Problem.detail`` starts with ``"line N: "`` or ``"record i: "`` so that it reads alone.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import DataError, Problem
+
+__all__ = ["Example", "BENCHMARKS", "load_benchmark", "load_funcqa_oh", "load_funcqa_mh",
+           "load_kamel", "load_gsm8k_xl", "load_apibench", "read_records"]
+
+BENCHMARKS = ("funcqa-oh", "funcqa-mh", "kamel", "gsm8k-xl", "apibench-torchhub",
+              "apibench-huggingface", "apibench-tensorflowhub")
+
+
+@dataclass
+class Example:
+    id: str  # line number (JSON lines) or list position (JSON list) in the source file
+    question: str
+    gold: Any
+    meta: dict = field(default_factory=dict)
+
+
+class _Bad(Exception):
+    """One record is malformed: a generic reason (groups in summaries) and the bad value."""
+
+    def __init__(self, reason: str, value: Any = ""):
+        super().__init__(reason)
+        self.reason, self.value = reason, value
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[Problem], bool]:
+    """Raw records of a JSON list or JSON-lines file: ``([(index, obj)], problems, jsonl)``.
+
+    Lines that are not JSON become problems; a JSON list that does not parse as a whole is
+    an error (no record can be located), as is an empty file.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"{path}: no records (the file is empty)")
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: invalid JSON list ({e.msg} at line {e.lineno}, "
+                            f"column {e.colno})") from None
+        return list(enumerate(data)), [], False
+    records, problems = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            problems.append(Problem(n, "invalid JSON", f"line {n}: {e.msg} at column {e.colno}"))
+    return records, problems, True
+
+
+def _load(path, one: Callable[[dict], tuple[str, Any, dict]]):
+    records, skipped, jsonl = read_records(path)
+    examples = []
+    for i, obj in records:
+        where = f"line {i}" if jsonl else f"record {i}"
+        try:
+            if not isinstance(obj, dict):
+                raise _Bad("record is not a JSON object", type(obj).__name__)
+            question, gold, meta = one(obj)
+        except _Bad as e:
+            skipped.append(Problem(i, e.reason, f"{where}: {_short(e.value)}"))
+            continue
+        examples.append(Example(str(i), question, gold, meta))
+    skipped.sort(key=lambda p: p.index)
+    return examples, skipped
+
+
+def _short(value: Any, n: int = 80) -> str:
+    s = value if isinstance(value, str) else repr(value)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _field(obj: dict, key: str) -> Any:
+    if key not in obj:
+        raise _Bad(f"field '{key}' missing", sorted(obj))
+    return obj[key]
+
+
+def _text(obj: dict, key: str) -> str:
+    v = _field(obj, key)
+    if not isinstance(v, str) or not v.strip():
+        raise _Bad(f"field '{key}' is not a non-empty string", v)
+    return v
+
+
+def _number(obj: dict, key: str) -> float:
+    """A finite number, given as a JSON number or a numeric string ("1,234" allowed)."""
+    v = _field(obj, key)
+    x = None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        x = float(v)
+    elif isinstance(v, str):
+        try:
+            x = float(v.strip().replace(",", ""))
+        except ValueError:
+            pass
+    if x is None or not math.isfinite(x):
+        raise _Bad(f"field '{key}' is not a number", v)
+    return x
+
+
+# ---------------------------------------------------------------- ToolkenGPT
+
+_OP = re.compile(r"<(\w+)>\s*\(")
+
+
+def _funcqa_oh(obj: dict):
+    question, gold = _text(obj, "question"), _number(obj, "answer")
+    func = _field(obj, "func")
+    m = _OP.match(func.strip()) if isinstance(func, str) else None
+    if m is None:
+        raise _Bad("field 'func' is not '<op>(args)=result'", func)
+    return question, gold, {"tool": m.group(1), "func": func}
+
+
+def _funcqa_mh(obj: dict):
+    question, gold = _text(obj, "question"), _number(obj, "answer")
+    steps = _field(obj, "calculation")
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise _Bad("field 'calculation' is not a list of strings", steps)
+    tools = [m.group(1) for s in steps for m in _OP.finditer(s)]
+    return question, gold, {"tools": tools, "calculation": steps}
+
+
+def _kamel(obj: dict):
+    question = _text(obj, "question")
+    api = _field(obj, "api")
+    if not isinstance(api, str) or not api.strip() or len(api.split()) != 1:
+        raise _Bad("field 'api' is not a relation id", api)
+    answers = _field(obj, "answer")
+    if not isinstance(answers, list) or not answers:
+        raise _Bad("field 'answer' is not a non-empty list", answers)
+    names: list[str] = []
+    for a in answers:
+        if not isinstance(a, dict) or not isinstance(a.get("chosen"), str):
+            raise _Bad("field 'answer' has an entry without a 'chosen' string", a)
+        alternatives = a.get("alternative") or []
+        if not isinstance(alternatives, list):
+            raise _Bad("field 'answer' has an 'alternative' that is not a list", a)
+        for s in [a["chosen"], a.get("rdf"), *alternatives]:
+            if isinstance(s, str) and s and s not in names:
+                names.append(s)
+    return question, api.strip(), {"answers": names}
+
+
+_PLACEHOLDER = re.compile(r"\{v_(\d+)\}")
+
+
+def _plain(v: float | int) -> str:
+    """98304.0 -> "98304", 2.5 -> "2.5" (shortest round-trip form)."""
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _gsm8k_xl(obj: dict):
+    template = _text(obj, "question")
+    values = _field(obj, "enhanced_v")
+    ok = isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in values)
+    if not ok:
+        raise _Bad("field 'enhanced_v' is not a list of numbers", values)
+    gold = _number(obj, "enhanced_result")
+
+    def fill(m: re.Match) -> str:
+        i = int(m.group(1))
+        if not 1 <= i <= len(values):
+            raise _Bad("placeholder {v_i} out of range of 'enhanced_v'", m.group(0))
+        return _plain(values[i - 1])
+
+    question = _PLACEHOLDER.sub(fill, template)
+    return question, gold, {"values": values, "process": obj.get("enhanced_process")}
+
+
+# ---------------------------------------------------------------- APIBench
+
+_TORCHHUB_CODE = re.compile(r"\{\s*'Instruction'\s*:\s*(.*?)\s*,\s*'Output'\s*:", re.S)
+_HF_CODE = re.compile(r"###\s*Instruction\s*:\s*(.*?)\s*(?:###\s*Output\s*:|$)", re.S)
+
+
+def instruction(code: str) -> str | None:
+    """The instruction in an APIBench ``code`` field (either layout), or None."""
+    m = _TORCHHUB_CODE.match(code.strip())
+    if m:
+        text = m.group(1)
+        if text[:1] in "'\"" and text[-1:] == text[:1]:  # a quoted one (a few records)
+            try:
+                text = ast.literal_eval(text)  # a string literal from the data file
+            except (ValueError, SyntaxError):
+                text = text[1:-1]
+        return (text.strip() or None) if isinstance(text, str) else None
+    m = _HF_CODE.search(code)
+    return (m.group(1).strip() or None) if m else None
+
+
+def _apibench(obj: dict):
+    code = _text(obj, "code")
+    question = instruction(code)
+    if question is None:
+        raise _Bad("field 'code' has no instruction", code)
+    api_call = _text(obj, "api_call")
+    data = _field(obj, "api_data")
+    if not isinstance(data, dict) or not isinstance(data.get("domain"), str):
+        raise _Bad("field 'api_data' is not an object with a 'domain'", data)
+    gold = {"api_call": api_call, "api_name": data.get("api_name"), "domain": data["domain"]}
+    return question, gold, {"provider": obj.get("provider"), "api_data": data}
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def load_funcqa_oh(path):
+    return _load(path, _funcqa_oh)
+
+
+def load_funcqa_mh(path):
+    return _load(path, _funcqa_mh)
+
+
+def load_kamel(path):
+    return _load(path, _kamel)
+
+
+def load_gsm8k_xl(path):
+    return _load(path, _gsm8k_xl)
+
+
+def load_apibench(path):
+    return _load(path, _apibench)
+
+
+_LOADERS = {"funcqa-oh": load_funcqa_oh, "funcqa-mh": load_funcqa_mh, "kamel": load_kamel,
+            "gsm8k-xl": load_gsm8k_xl, "apibench-torchhub": load_apibench,
+            "apibench-huggingface": load_apibench, "apibench-tensorflowhub": load_apibench}
+
+
+def load_benchmark(bench: str, path: str | os.PathLike) -> tuple[list[Example], list[Problem]]:
+    """Load a benchmark file by benchmark name; see the module docstring for the formats."""
+    if bench not in _LOADERS:
+        raise ValueError(f"unknown benchmark {bench!r}; choose one of: {', '.join(BENCHMARKS)}")
+    return _LOADERS[bench](path)

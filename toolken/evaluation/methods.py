@@ -1,0 +1,119 @@
+"""The methods ``toolken eval`` compares, all on the same frozen base model.
+
+Each method takes the model (a ``ToolkenModel`` with a tool registry attached; for the
+prompting baselines it may have no toolken rows), the examples and the options, and returns
+one prediction dict per example: ``{"id", "prediction", "text", "calls"}``.
+
+- ``toolken``: this project's generation (reasoning mode with toolkens, tool mode, results).
+- ``cot``: the same prompt, toolkens masked: reasoning without tools.
+- ``icl``: the paper's in-context baseline: the prompt lists every tool's syntax with demos;
+  the model writes ``<op>(args)=`` itself; the call is parsed (never evaluated), run with the
+  same tool runtime, and its result inserted before decoding goes on.
+- ``zero-shot`` / ``retrieval`` (APIBench): the model is asked for the ``api_call``; with
+  retrieval, the most similar API document (BM25) is put in the prompt first (Gorilla's setting).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..batch import generate_batch
+from ..generate import CallTrace, generate
+
+OPEN_RE = re.compile(r"<([A-Za-z_][A-Za-z0-9_.\-]*)>\(([^()<>]*)$")  # "<add>(3, 4" before ")="
+
+
+def fill(template: str, question: str) -> str:
+    return template.replace("[QUESTION]", question)
+
+
+def _record(ex, text: str, calls: list, prediction) -> dict:
+    return {"id": ex.id, "prediction": prediction, "text": text,
+            "calls": [c.__dict__ if isinstance(c, CallTrace) else c for c in calls]}
+
+
+def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens: int,
+                batch_size: int, read, first_call_only: bool = False, mask_tools: bool = False) -> list[dict]:
+    """toolken (and cot when mask_tools): batched generation; ``read(text, calls)`` gives the
+    prediction (a final number, the first tool chosen, ...)."""
+    prompts = [fill(template, ex.question) for ex in examples]
+    gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
+                          max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
+                          max_tool_calls=0 if mask_tools else (1 if first_call_only else 8))
+    return [_record(ex, g.text, g.calls, read(g.text, g.calls)) for ex, g in zip(examples, gens)]
+
+
+def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int, read,
+            max_calls: int = 4, tool_timeout: float = 5.0) -> list[dict]:
+    """The in-context baseline: the model writes ``<op>(args)=``; we run the call and insert it."""
+    registry = model.registry
+    out = []
+    for ex in examples:
+        prompt = fill(template, ex.question)
+        text, calls, budget = "", [], max_new_tokens
+        while budget > 0:
+            g = generate(model, prompt + text, question=ex.question, max_new_tokens=budget,
+                         stop=stop + [")="], max_tool_calls=0)
+            budget -= max(1, g.decoded_tokens)
+            text += g.text
+            m = OPEN_RE.search(text) if g.stop_reason == "stop" else None
+            if m is None or len(calls) >= max_calls:
+                break
+            trace = CallTrace(tool=m.group(1), argument_text=m.group(2))
+            calls.append(trace)
+            text += ")="
+            if trace.tool not in registry:
+                trace.error = f"unknown tool {trace.tool!r}"
+                continue
+            res = registry[trace.tool].call(m.group(2), timeout=tool_timeout, max_chars=200)
+            if not res.ok:
+                trace.error = res.error
+                continue
+            trace.result = res.text
+            trace.start, trace.end = len(text), len(text) + len(res.text)
+            text += res.text
+        out.append(_record(ex, text, calls, read(text, calls)))
+    return out
+
+
+def bm25_index(docs: list[str]):
+    """A small BM25 (k1=1.5, b=0.75) over whitespace/punctuation tokens; returns a search fn."""
+    import math
+    from collections import Counter
+
+    tok = lambda s: re.findall(r"[a-z0-9]+", s.lower())  # noqa: E731
+    toks = [tok(d) for d in docs]
+    avg = sum(map(len, toks)) / max(1, len(toks))
+    df = Counter(w for t in toks for w in set(t))
+    tfs = [Counter(t) for t in toks]
+    n = len(docs)
+
+    def search(query: str, k: int = 1) -> list[int]:
+        q = tok(query)
+        scores = []
+        for i, tf in enumerate(tfs):
+            s = 0.0
+            for w in q:
+                if w in tf:
+                    idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+                    s += idf * tf[w] * 2.5 / (tf[w] + 1.5 * (0.25 + 0.75 * len(toks[i]) / avg))
+            scores.append(s)
+        return sorted(range(n), key=lambda i: -scores[i])[:k]
+
+    return search
+
+
+def template_path(shared: Path, bench: str, method: str) -> Path:
+    """The paper's prompt for (benchmark, method)."""
+    tk = shared / "toolkengpt"
+    name = {"icl": "llama_func.txt", "cot": "llama_general.txt", "toolken": "llama_general.txt"}
+    if bench == "funcqa-oh":
+        return tk / "funcqa" / "template_oh" / name[method]
+    if bench == "funcqa-mh":
+        return tk / "funcqa" / "template_mh" / name[method]
+    if bench == "gsm8k-xl":
+        return tk / "gsm8k-xl" / "template" / name[method]
+    if bench == "kamel":
+        return tk / "kamel" / "template" / ("kamel_first_30.txt" if method == "icl" else "kamel_general.txt")
+    raise ValueError(f"no paper prompt for {bench} / {method}")
