@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PAPER_LR = 1e-3  # the reference loop: AdamW, lr 1e-3 constant, batch 1 (one record per step)
 FUNCQA = REPO.parent / "shared/benchmarks/toolkengpt/funcqa/train.json"
 TOOLS = ["add", "subtract", "multiply", "divide", "power", "sqrt", "log", "ln", "lcm", "gcd",
          "remainder", "choose", "permutate"]
@@ -88,7 +89,7 @@ def run_paper(args, out: str) -> dict:
     dev = set(data.dev_seqs.tolist())
     train_idx = [i for i in range(len(data.labelled.input_ids)) if i not in dev]
     head = model.head
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(head.parameters(), lr=PAPER_LR)
     lm_head = base.model.get_output_embeddings()
     t0 = time.perf_counter()
     epoch_times = []

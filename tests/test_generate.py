@@ -93,7 +93,7 @@ def test_bad_input_errors(tiny_base):
     with pytest.raises(GenerationError, match="empty"):
         m.generate("   ")
     with pytest.raises(GenerationError, match="context"):
-        m.generate("x" * 600, max_new_tokens=4)
+        m.generate("x" * 9000, max_new_tokens=4)
     bare = ToolkenModel(tiny_base, [])
     bare.add_tools(["add"])
     with pytest.raises(GenerationError, match="no tools attached"):

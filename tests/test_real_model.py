@@ -27,3 +27,22 @@ def test_short_funcqa_run_beats_chance(tmp_path, smol_base):
     assert dev["dev_toolken_labels"] >= 30
     assert dev["dev_f1"] > 0.3, dev
     assert res.model.base.name == "SmolLM2-135M-Instruct"
+
+
+def test_generate_calls_a_tool_with_valid_arguments(tmp_path, smol_base):
+    """Tool mode on the real model: the paper's per-tool prompt, schema-constrained arguments."""
+    from toolken.model import ToolkenModel
+    from toolken.registry import ToolRegistry, load_pack
+
+    add = load_pack(REPO / "tools" / "funcqa.py")["add"]
+    model = ToolkenModel(smol_base, [])
+    model.add_tools(["add"])
+    model.attach_tools(ToolRegistry([add]))  # with a huge bias, "add" fires at once
+    q = "A store sells 311 apples and 112 oranges. How many fruits are sold in total?"
+    g = model.generate(f"Q: {q}\nA: The store sells 311+112=", question=q, max_new_tokens=3,
+                       toolken_bias=1e3, max_tool_calls=1)
+    call = g.calls[0]
+    assert call.tool == "add" and call.error is None, call
+    assert all(isinstance(a, (int, float)) for a in call.arguments)
+    assert float(call.result) == sum(call.arguments)
+    assert g.text[call.start:call.end] == call.result

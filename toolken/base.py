@@ -191,7 +191,7 @@ def build_tiny(seed: int = 0, hidden_size: int = 16, layers: int = 2):
     tok = build_tiny_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=32,
                          num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                         max_position_embeddings=8192, bos_token_id=1, eos_token_id=2,
                          pad_token_id=2, tie_word_embeddings=False)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)

@@ -73,6 +73,20 @@ def _generate(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from .evaluation.run import EvalConfig, evaluate, summary
+
+    cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
+                     tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
+                     template=args.template, shared=args.shared, batch_size=args.batch_size,
+                     max_new_tokens=args.max_new_tokens, api_docs=args.api_docs)
+    report = evaluate(cfg)
+    print(summary(report))
+    if args.out:
+        print(f"toolken: report in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toolken", description="Teach a frozen causal LM to use tools "
                                 "with one learned output embedding per tool (ToolkenGPT).")
@@ -109,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", help="stop string (repeatable); default: \\nQ: and a blank line")
     g.add_argument("--seed", type=int, default=None)
     g.set_defaults(func=_generate)
+
+    from .evaluation.run import METHODS
+
+    e = sub.add_parser("eval", help="score a method on a benchmark with the papers' metrics",
+                       description="Evaluate toolkens (or a prompting baseline on the same frozen "
+                       "base model) on a published benchmark file; write the JSON report.")
+    e.add_argument("bench", choices=sorted(METHODS))
+    e.add_argument("--data", required=True, help="the benchmark file, in its published format")
+    e.add_argument("--method", default="toolken", help="toolken | icl | cot | zero-shot | retrieval "
+                   "(which apply: " + "; ".join(f"{b}: {'/'.join(m)}" for b, m in METHODS.items()) + ")")
+    e.add_argument("--toolkens", help="checkpoint folder (needed for method toolken)")
+    e.add_argument("--tools", help="tool pack; default: the checkpoint's")
+    e.add_argument("--base-model", help="base model for the baselines (default SmolLM2-135M-Instruct)")
+    e.add_argument("--limit", type=int, help="only the first N examples")
+    e.add_argument("--out", help="write the JSON report here")
+    e.add_argument("--template", help="prompt file with [QUESTION]; default: the paper's for the method")
+    e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
+    e.set_defaults(func=_eval)
     return p
 
 

@@ -1,0 +1,62 @@
+"""`toolken eval` end to end on the tiny model: every benchmark x method writes the contract."""
+
+import json
+
+import pytest
+
+from toolken.evaluation.run import METHODS, EvalConfig, evaluate
+from toolken.model import ToolkenModel
+from toolken.registry import load_pack
+from conftest import REPO, SHARED, shared_path
+
+DATA = {"funcqa-oh": ("toolkengpt", "funcqa", "format_sample_oh.json"),
+        "funcqa-mh": ("toolkengpt", "funcqa", "format_sample_mh.json"),
+        "gsm8k-xl": ("toolkengpt", "gsm8k-xl", "format_sample_test.json"),
+        "kamel": ("toolkengpt", "kamel", "dev_first_30.json"),
+        "apibench-torchhub": ("apibench", "apibench", "torchhub_train.json"),
+        "apibench-huggingface": ("apibench", "format_sample_huggingface_eval.json")}
+PACKS = {"funcqa-oh": "funcqa", "funcqa-mh": "funcqa", "gsm8k-xl": "funcqa", "kamel": "kamel"}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tiny_base):
+    out = {}
+    for name in ("funcqa", "kamel"):
+        pack = str(REPO / "tools" / f"{name}.py")
+        m = ToolkenModel(tiny_base, [])
+        m.add_tools(load_pack(pack).names)
+        m.extra_config = {"training": {"config": {"tools": pack}}}
+        path = tmp_path_factory.mktemp(name)
+        m.save_pretrained(path)
+        out[name] = str(path)
+    return out
+
+
+CASES = [(b, m) for b, ms in METHODS.items() for m in ms
+         if b in DATA and not (b.startswith("apibench") and m == "toolken")]
+
+
+@pytest.mark.parametrize("bench,method", CASES)
+def test_every_benchmark_and_method_writes_the_contract(bench, method, checkpoints, tmp_path):
+    data = shared_path(*DATA[bench])
+    pack = PACKS.get(bench)
+    cfg = EvalConfig(bench=bench, data=str(data), method=method, limit=2, max_new_tokens=6,
+                     base_model="tiny-random-llama", out=str(tmp_path / "r.json"), shared=str(SHARED),
+                     toolkens=checkpoints[pack] if method == "toolken" else None,
+                     tools=str(REPO / "tools" / f"{pack}.py") if pack and method == "icl" else None)
+    report = evaluate(cfg)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert list(written)[:10] == ["benchmark", "method", "n", "metrics", "base_model", "toolkens",
+                                  "config", "predictions", "skipped", "wall_seconds"]
+    assert written["n"] == 2 == len(written["predictions"])
+    assert set(written["metrics"]) == set(report["metrics"]) and written["metrics"]
+    for p in written["predictions"]:
+        assert {"id", "prediction", "gold", "correct", "calls"} <= set(p)
+    assert (written["toolkens"] is not None) == (method == "toolken")
+
+
+def test_method_that_does_not_apply_is_refused():
+    with pytest.raises(ValueError, match="does not apply to kamel"):
+        evaluate(EvalConfig(bench="kamel", data="x", method="cot"))
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        evaluate(EvalConfig(bench="mmlu", data="x"))

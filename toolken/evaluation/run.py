@@ -1,0 +1,169 @@
+"""``toolken eval``: one benchmark x one method on the frozen base model, scored with the
+papers' metrics and written as the JSON contract of ``metrics.write_report``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .loaders import BENCHMARKS, load_benchmark
+from .methods import bm25_index, run_icl, run_toolken, template_path
+from .metrics import aggregate, final_number, first_tool, score, write_report
+
+METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
+           "gsm8k-xl": ("toolken", "icl", "cot"), "kamel": ("toolken", "icl"),
+           **{f"apibench-{p}": ("toolken", "zero-shot", "retrieval")
+              for p in ("torchhub", "huggingface", "tensorflowhub")}}
+STOPS = {"kamel": ["\nQuestion:", "\n"], "apibench": ["\n###", "\n\n"]}
+
+
+@dataclass
+class EvalConfig:
+    bench: str
+    data: str
+    method: str = "toolken"
+    toolkens: str | None = None
+    tools: str | None = None
+    base_model: str | None = None
+    limit: int | None = None
+    out: str | None = None
+    template: str | None = None
+    shared: str = "../shared/benchmarks"
+    batch_size: int = 8
+    max_new_tokens: int = 128
+    api_docs: str | None = None  # <provider>_api.jsonl for APIBench scoring / retrieval
+
+
+def check(cfg: EvalConfig) -> None:
+    if cfg.bench not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {cfg.bench!r}; choose one of: {', '.join(BENCHMARKS)}")
+    if cfg.method not in METHODS[cfg.bench]:
+        raise ValueError(f"method {cfg.method!r} does not apply to {cfg.bench}; "
+                         f"choose one of: {', '.join(METHODS[cfg.bench])}")
+    if cfg.method == "toolken" and not cfg.toolkens:
+        raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
+
+
+def load_model(cfg: EvalConfig):
+    """The checkpoint's model (toolken) or the bare base model with the pack (baselines)."""
+    from ..base import DEFAULT_BASE_MODEL, load_base
+    from ..model import ToolkenModel
+    from ..registry import ToolRegistry, load_pack
+
+    if cfg.toolkens:
+        model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
+        pack = cfg.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+        if cfg.method == "toolken":
+            if not isinstance(pack, str):
+                raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")
+            return model.attach_tools(pack)
+        base = model.base
+    else:
+        base = load_base(cfg.base_model or DEFAULT_BASE_MODEL)
+        pack = cfg.tools
+    if cfg.method == "icl" and not pack:
+        raise ValueError("method icl runs the tools the model writes: give --tools PACK.py")
+    model = ToolkenModel(base, [])
+    model.registry = load_pack(pack) if pack else ToolRegistry([])
+    return model
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    check(cfg)
+    t0 = time.perf_counter()
+    examples, skipped = load_benchmark(cfg.bench, cfg.data)
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    if not examples:
+        raise ValueError(f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} skipped)")
+    model = load_model(cfg)
+    family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
+    apis = None
+    if family == "apibench":
+        from .api_match import ApiIndex
+
+        provider = cfg.bench.removeprefix("apibench-")
+        docs = cfg.api_docs or str(Path(cfg.shared) / "apibench" / "api" / f"{provider}_api.jsonl")
+        apis = ApiIndex.from_file(docs, provider)
+    preds = _predict(cfg, family, model, examples, apis)
+    records = []
+    for ex, p in zip(examples, preds):
+        if family == "apibench":
+            s = score(cfg.bench, p["prediction"], ex.gold, apis=apis)
+        else:
+            s = score(cfg.bench, p["text"], ex.gold, calls=p["calls"])
+        records.append({"id": ex.id, "prediction": p["prediction"], "gold": ex.gold,
+                        **s, "calls": p["calls"], "text": p["text"]})
+    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
+              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
+              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
+              "config": asdict(cfg), "predictions": records, "skipped": skipped,
+              "wall_seconds": round(time.perf_counter() - t0, 2)}
+    if cfg.out:
+        write_report(cfg.out, report)
+    return report
+
+
+def _predict(cfg, family, model, examples, apis) -> list[dict]:
+    if family == "apibench":
+        return _apibench(cfg, model, examples, apis)
+    template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
+    if family == "kamel":
+        read = lambda text, calls: first_tool(calls, text)  # noqa: E731
+        stop, n = STOPS["kamel"], min(cfg.max_new_tokens, 32)
+    else:
+        read = lambda text, calls: final_number(text)  # noqa: E731
+        stop, n = ["\nQ:", "\nQuestion:", "\n\n"], cfg.max_new_tokens
+    if cfg.method == "icl":
+        return run_icl(model, examples, template, stop, n, read)
+    return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
+                       first_call_only=family == "kamel", mask_tools=cfg.method == "cot")
+
+
+def _apibench(cfg, model, examples, apis) -> list[dict]:
+    """toolken: the first toolken chosen stands for its documented api_call (it cannot name
+    an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
+    if cfg.method == "toolken":
+        prompts = [f"###Instruction: {ex.question}\n###Output: <<<api_call>>>:" for ex in examples]
+        from ..batch import generate_batch
+
+        gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
+                              max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size)
+        out = []
+        for ex, g in zip(examples, gens):
+            call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
+            out.append({"id": ex.id, "prediction": call, "text": g.text,
+                        "calls": [c.__dict__ for c in g.calls]})
+        return out
+    docs = [f"{r.get('api_name', '')} {r.get('functionality', '')} {r.get('description', '')} "
+            f"{r.get('api_call', '')}" for r in apis.records]
+    search = bm25_index(docs) if cfg.method == "retrieval" else None
+    prompts = []
+    for ex in examples:
+        head = ""
+        if search:
+            r = apis.records[search(ex.question, 1)[0]]
+            head = (f"Use this API documentation for reference: api_call: {r.get('api_call')}; "
+                    f"{r.get('description', '')}\n")
+        prompts.append(f"{head}###Instruction: {ex.question}\n###Output: <<<api_call>>>:")
+    from ..batch import generate_batch
+
+    gens = generate_batch(model, prompts, max_new_tokens=min(cfg.max_new_tokens, 64),
+                          max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size)
+    return [{"id": ex.id, "prediction": g.text.strip(), "text": g.text, "calls": []}
+            for ex, g in zip(examples, gens)]
+
+
+def _fingerprint(directory: str | None) -> str | None:
+    if not directory:
+        return None
+    from ..features import file_digest
+
+    return file_digest(Path(directory) / "toolken_model.safetensors")[:16]
+
+
+def summary(report: dict) -> str:
+    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items())
+    return (f"{report['benchmark']} / {report['method']}: n={report['n']} "
+            f"(skipped {len(report['skipped'])}): {m} in {report['wall_seconds']} s")
