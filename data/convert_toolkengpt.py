@@ -5,12 +5,13 @@
     python data/convert_toolkengpt.py kamel $B/kamel/train_clean.json kamel_train.jsonl
 
 Prints what was converted and every record that could not be (with its index and reason).
-The rules live in toolken.data (convert_funcqa, convert_kamel).
+The rules live in toolken.convert (convert_funcqa, convert_kamel).
 """
 
 import argparse
 
-from toolken.data import convert, save_jsonl
+from toolken.convert import convert
+from toolken.data import save_jsonl
 
 FORMATS = {"funcqa": "toolkengpt-funcqa", "kamel": "toolkengpt-kamel"}
 

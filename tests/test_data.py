@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from toolken.base import build_tiny_tokenizer
-from toolken.data import (IGNORE, DataError, Record, ToolCall, convert,
-                          convert_funcqa, convert_kamel, label_records, load_jsonl,
-                          save_jsonl)
+from toolken.convert import convert, convert_funcqa, convert_kamel
+from toolken.data import IGNORE, DataError, Record, ToolCall, label_records, load_jsonl, save_jsonl
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "toolkengpt"
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data absent: {BENCH}")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import Record, convert, label_records
+from .convert import convert
+from .data import Record, label_records
 from . import features as F
 from .base import toolken_home
 from .features import file_digest
