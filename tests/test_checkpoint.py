@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from toolken.base import build_tiny, load_base
+from toolken.base import build_tiny
 from toolken.checkpoint import CheckpointError, load_checkpoint
 from toolken.model import ToolkenModel
 

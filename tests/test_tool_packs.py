@@ -6,24 +6,15 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from toolken.tools import PackError, load_pack
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "benchmarks"
+from conftest import REPO, shared_path as shared
+
 FUNCQA_ORDER = ["add", "subtract", "multiply", "divide", "power", "sqrt", "log", "ln", "lcm",
                 "gcd", "remainder", "choose", "permutate"]
-
-
-def shared(*parts: str) -> Path:
-    """A path under ../shared/benchmarks, or skip saying it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"benchmark data {path} is not present")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def _load_for_generation(args):
 def _generate(args) -> int:
     import json
 
-    from .generate import Event, Generation
+    from .generate import Generation
 
     model = _load_for_generation(args)
     template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
