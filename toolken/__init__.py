@@ -14,7 +14,9 @@ _EXPORTS = {
     "TrainConfig": "config", "load_config": "config",
     "train": "trainer", "TrainResult": "trainer",
     "Record": "data", "ToolCall": "data", "load_jsonl": "data", "label_records": "data",
-    "Tool": "tools", "tool": "tools", "ToolRegistry": "tools", "load_pack": "tools",
+    "Tool": "tools", "tool": "tools", "ToolRegistry": "registry", "load_pack": "registry",
+    "HFModelTool": "hf_tools", "load_catalog": "catalog",
+    "generate_batch": "batch", "calibrate": "calibrate",
 }
 
 __all__ = sorted(_EXPORTS)
