@@ -86,12 +86,16 @@ def prepare_model(cfg: TrainConfig, base, records: list[Record], verbose: bool =
     return model, start
 
 
+def dev_indices(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The records held out for dev: the same for training, calibration and dev-set builders."""
+    return np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))]
+
+
 def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
                  dev: list[Record] | None, digest: str, verbose: bool = True) -> Data:
     if dev is None:  # hold out whole records, chosen by seed; the order of records is kept
         records = train
-        n_dev = int(round(cfg.dev_fraction * len(train)))
-        dev_records = np.random.default_rng(cfg.seed).permutation(len(train))[:n_dev]
+        dev_records = dev_indices(len(train), cfg.dev_fraction, cfg.seed)
     else:
         records = train + dev
         dev_records = np.arange(len(train), len(records))
