@@ -20,6 +20,7 @@ PACKS = {"funcqa-oh": "funcqa", "funcqa-mh": "funcqa", "gsm8k-xl": "funcqa", "ka
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, tiny_base):
+    shared_path("toolkengpt", "kamel", "api_desc.json")  # the packs read the papers' files
     out = {}
     for name in ("funcqa", "kamel"):
         pack = str(REPO / "tools" / f"{name}.py")
