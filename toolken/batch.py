@@ -28,8 +28,11 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
                    top_p: float = 1.0, toolken_bias: float | None = None, max_tool_calls: int = 8,
                    tool_timeout: float = 5.0, stop: list[str] | None = None,
                    max_result_chars: int = 200, backend: str = "xgrammar",
-                   seed: int | None = None, batch_size: int = 8) -> list[Generation]:
+                   seed: int | None = None, batch_size: int = 8,
+                   progress: bool = False) -> list[Generation]:
     """Generate for every prompt, ``batch_size`` rows at a time; same options as ``generate``."""
+    from tqdm.auto import tqdm
+
     registry = registry if registry is not None else model.registry
     if registry is None:
         from .generate import GenerationError
@@ -37,11 +40,14 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
     tool_mode = ToolMode(model, registry, backend)
     questions = questions or [None] * len(prompts)
     out: list[Generation] = []
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
     for s in range(0, len(prompts), batch_size):
         out += _one_batch(model, registry, tool_mode, prompts[s:s + batch_size],
                           questions[s:s + batch_size], max_new_tokens, do_sample, temperature,
                           top_p, toolken_bias, max_tool_calls, tool_timeout, stop,
                           max_result_chars, seed)
+        bar.update(len(prompts[s:s + batch_size]))
+    bar.close()
     return out
 
 

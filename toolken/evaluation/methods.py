@@ -40,16 +40,19 @@ def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens:
     prompts = [fill(template, ex.question) for ex in examples]
     gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
                           max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
-                          max_tool_calls=0 if mask_tools else (1 if first_call_only else 8))
+                          max_tool_calls=0 if mask_tools else (1 if first_call_only else 8),
+                          progress=True)
     return [_record(ex, g.text, g.calls, read(g.text, g.calls)) for ex, g in zip(examples, gens)]
 
 
 def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int, read,
             max_calls: int = 4, tool_timeout: float = 5.0) -> list[dict]:
     """The in-context baseline: the model writes ``<op>(args)=``; we run the call and insert it."""
+    from tqdm.auto import tqdm
+
     registry = model.registry
     out = []
-    for ex in examples:
+    for ex in tqdm(examples, desc="icl", unit="question"):
         prompt = fill(template, ex.question)
         text, calls, budget = "", [], max_new_tokens
         while budget > 0:

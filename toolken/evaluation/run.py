@@ -86,7 +86,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         provider = cfg.bench.removeprefix("apibench-")
         docs = cfg.api_docs or str(Path(cfg.shared) / "apibench" / "api" / f"{provider}_api.jsonl")
         apis = ApiIndex.from_file(docs, provider)
-    preds = _predict(cfg, family, model, examples, apis)
+    preds = _predict(cfg, family, model, examples, apis, progress)
     records = []
     for ex, p in zip(examples, preds):
         if family == "apibench":
@@ -105,9 +105,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     return report
 
 
-def _predict(cfg, family, model, examples, apis) -> list[dict]:
+def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[dict]:
     if family == "apibench":
-        return _apibench(cfg, model, examples, apis)
+        return _apibench(cfg, model, examples, apis, progress)
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
     if family == "kamel":
         read = lambda text, calls: first_tool(calls, text)  # noqa: E731
@@ -121,7 +121,7 @@ def _predict(cfg, family, model, examples, apis) -> list[dict]:
                        first_call_only=family == "kamel", mask_tools=cfg.method == "cot")
 
 
-def _apibench(cfg, model, examples, apis) -> list[dict]:
+def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
     """toolken: the first toolken chosen stands for its documented api_call (it cannot name
     an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
     if cfg.method == "toolken":
@@ -129,7 +129,8 @@ def _apibench(cfg, model, examples, apis) -> list[dict]:
         from ..batch import generate_batch
 
         gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
-                              max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size)
+                              max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size,
+                              progress=progress)
         out = []
         for ex, g in zip(examples, gens):
             call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
@@ -150,7 +151,8 @@ def _apibench(cfg, model, examples, apis) -> list[dict]:
     from ..batch import generate_batch
 
     gens = generate_batch(model, prompts, max_new_tokens=min(cfg.max_new_tokens, 64),
-                          max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size)
+                          max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size,
+                          progress=progress)
     return [{"id": ex.id, "prediction": g.text.strip(), "text": g.text, "calls": []}
             for ex, g in zip(examples, gens)]
 
