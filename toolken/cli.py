@@ -87,6 +87,37 @@ def _eval(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    import fnmatch
+
+    from .data import load_jsonl, save_jsonl
+    from .synth import synthesize
+    from .tools import load_pack
+
+    pack = load_pack(args.tools, **C.parse_overrides(args.tool_option or []))
+    tools = list(pack)
+    if args.only:
+        patterns = [p.strip() for p in args.only.split(",") if p.strip()]
+        unmatched = [p for p in patterns if not fnmatch.filter(pack.names, p)]
+        if unmatched:
+            raise ValueError(f"--only {unmatched} match no tool of {args.tools}")
+        tools = [t for t in pack if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
+    base = None
+    if args.method != "template":
+        from .base import load_base
+
+        base = load_base(args.base_model)
+    avoid = [r for path in args.avoid or [] for r in load_jsonl(path)]
+    records, report = synthesize(tools, args.per_tool, method=args.method, base=base,
+                                 seed=args.seed, avoid=avoid)
+    print(report.summary(), file=sys.stderr)
+    if not records:
+        raise ValueError(f"no record was kept for any of the {len(tools)} tools; nothing written")
+    save_jsonl(records, args.out)
+    print(f"toolken: wrote {len(records)} records to {args.out}")
+    return 1 if report.empty else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toolken", description="Teach a frozen causal LM to use tools "
                                 "with one learned output embedding per tool (ToolkenGPT).")
@@ -123,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", help="stop string (repeatable); default: \\nQ: and a blank line")
     g.add_argument("--seed", type=int, default=None)
     g.set_defaults(func=_generate)
+
+    s = sub.add_parser("synth", help="write training data for tools that have none",
+                       description="Generate canonical training JSONL for the tools of a pack from "
+                       "their descriptions, schemas and demos (templates and/or questions sampled "
+                       "from the base model), run each tool for its result, filter, and report "
+                       "per tool. Exit status 1 when some tool got no record (it is listed).")
+    s.add_argument("--tools", required=True, help="tool pack (.py file or module)")
+    s.add_argument("--per-tool", type=int, required=True, help="records wanted per tool")
+    s.add_argument("--out", required=True, help="canonical JSONL to write")
+    s.add_argument("--method", choices=("template", "model", "both"), default="template",
+                   help="template (no model), model (self-instruct) or both (half each)")
+    s.add_argument("--base-model", default=C.DEFAULT_BASE_MODEL,
+                   help="for --method model/both (default %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--only", help="comma-separated tool names or patterns, e.g. 'hf.*,tfhub.*'")
+    s.add_argument("--avoid", action="append", help="existing canonical JSONL whose texts new "
+                   "records must not duplicate (repeatable)")
+    s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
+                   help="option for the pack's build() (repeatable)")
+    s.set_defaults(func=_synth)
 
     from .evaluation.run import METHODS
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from .base import DEFAULT_BASE_MODEL
+from .data import FORMATS
 
 
 @dataclass
@@ -23,7 +24,7 @@ class TrainConfig:
     device: str = "auto"
     # data
     train_file: str = ""  # training data
-    data_format: str = "canonical"  # canonical | toolkengpt-funcqa | toolkengpt-kamel
+    data_format: str = "canonical"  # canonical | toolkengpt-funcqa | toolkengpt-kamel | apibench
     dev_file: str | None = None  # a separate dev file (same format); else dev_fraction
     dev_fraction: float = 0.1  # share of training records held out for dev (by record)
     tools: Any = None  # a pack path (tools/funcqa.py), a list of names, or None = from data
@@ -56,7 +57,7 @@ class TrainConfig:
     progress: bool = True
 
 
-CHOICES = {"data_format": ("canonical", "toolkengpt-funcqa", "toolkengpt-kamel"),
+CHOICES = {"data_format": FORMATS,
            "init": ("random", "embedding"), "schedule": ("cosine", "linear", "constant"),
            "train_only": ("all", "new"), "report_to": ("none", "wandb")}
 

@@ -1,4 +1,5 @@
-"""Converters from ToolkenGPT's released training files to the canonical format.
+"""Converters from ToolkenGPT's (and Gorilla APIBench's) released training files to the
+canonical format.
 
 Record by record: a call that cannot be located is reported (``Problem``: record index and
 reason) and counted in the summary; nothing is dropped silently. The location rules are in
@@ -184,8 +185,83 @@ def _kamel_calls(ex: dict) -> list[ToolCall]:
     return out
 
 
-def convert(path: str | os.PathLike, fmt: str) -> Conversion:
-    """Read ``path`` in format ``fmt`` (one of FORMATS) as canonical records."""
+def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
+    """Convert Gorilla's APIBench training file (``torchhub_train.json``: JSON lines, or a
+    JSON list, of ``{"code", "api_call", "api_data"}``) against a tool catalogue.
+
+    Each record becomes ``###Instruction: <instruction>\\n###Output: <<<api_call>>>:
+    <api_call>`` (the layout ``toolken eval apibench-*`` prompts with), one call whose span
+    is the api_call and whose tool is the catalogue tool (any iterable of ``Tool``, e.g.
+    ``load_pack("tools/apibench.py")``) with ``meta["api_call"]`` equal to it, whitespace
+    normalised. The instruction is read as the evaluation reads it
+    (``toolken.evaluation.loaders.instruction``). When several tools share the api_call the
+    first is used and the records are counted in a note; a record without instruction or
+    api_call, or whose api_call names no catalogue tool, is a Problem.
+    """
+    from .evaluation.loaders import instruction
+
+    by_call: dict[str, list[str]] = {}
+    for t in catalog:
+        if isinstance(t.meta.get("api_call"), str):
+            by_call.setdefault(" ".join(t.meta["api_call"].split()), []).append(t.name)
+    if not by_call:
+        raise DataError("data format 'apibench' needs a catalogue of tools with "
+                        "meta['api_call'] (e.g. tools: tools/apibench.py); none given")
+    records, problems, shared = [], [], 0
+    raw = _json_records(path)
+    for i, (where, ex) in enumerate(raw):
+        if not isinstance(ex, dict):
+            problems.append(Problem(i, "not a JSON object", where))
+            continue
+        call, code = ex.get("api_call"), ex.get("code")
+        instr = instruction(code) if isinstance(code, str) else None
+        names = by_call.get(" ".join(call.split())) if isinstance(call, str) else None
+        if instr is None or not isinstance(call, str) or not call.strip():
+            problems.append(Problem(i, "no instruction in 'code' or no 'api_call'", where))
+        elif not names:
+            problems.append(Problem(i, "api_call matches no catalogue tool", call))
+        else:
+            shared += len(names) > 1
+            head = f"###Instruction: {instr}\n###Output: <<<api_call>>>: "
+            call = call.strip()
+            records.append(Record(head + call, [ToolCall(names[0], len(head), len(head) +
+                                                         len(call), call)], f"apibench#{i}"))
+    conv = Conversion(records, problems, len(raw))
+    if shared:
+        conv.notes.append(f"{shared} records' api_call belongs to several catalogue tools; "
+                          f"the first was used")
+    return conv
+
+
+def _json_records(path: str | os.PathLike) -> list[tuple[str, object]]:
+    """``[(where, record)]`` of a JSON list or JSON-lines file; a line that is not JSON is
+    kept as ``None`` (a Problem for the converter), an empty file is an error."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            return [(f"record {i}", r) for i, r in enumerate(json.loads(text))]
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: invalid JSON list ({e.msg} at line {e.lineno})") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                out.append((f"line {n}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                out.append((f"line {n}: invalid JSON ({e.msg})", None))
+    if not out:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return out
+
+
+NEEDS_TOOLS = ("apibench",)  # formats whose converter maps calls to tools by the tool pack
+
+
+def convert(path: str | os.PathLike, fmt: str, tools=None) -> Conversion:
+    """Read ``path`` in format ``fmt`` (one of FORMATS) as canonical records; ``tools`` (a
+    ToolRegistry) is needed by the formats in NEEDS_TOOLS."""
+    if fmt == "apibench":
+        return convert_apibench(path, tools or [])
     if fmt == "canonical":
         records = load_jsonl(path)
         return Conversion(records, [], len(records))

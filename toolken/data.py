@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 IGNORE = -100
-FORMATS = ("canonical", "toolkengpt-funcqa", "toolkengpt-kamel")
+FORMATS = ("canonical", "toolkengpt-funcqa", "toolkengpt-kamel", "apibench")
 
 
 class DataError(ValueError):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .convert import convert
+from .convert import NEEDS_TOOLS, convert
 from .data import Record, label_records
 from . import features as F
 from .base import toolken_home
@@ -28,13 +28,18 @@ class Data:
 
 
 def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], list[Record] | None, str]:
-    conv = convert(cfg.train_file, cfg.data_format)
+    pack = None  # formats that map calls to tools by the pack (apibench) get it
+    if cfg.data_format in NEEDS_TOOLS and isinstance(cfg.tools, str):
+        from .tools import load_pack
+
+        pack = load_pack(cfg.tools, **cfg.tool_options)
+    conv = convert(cfg.train_file, cfg.data_format, pack)
     if verbose:
         print(f"toolken: {cfg.train_file}: {conv.summary()}")
     digest = file_digest(cfg.train_file)
     dev = None
     if cfg.dev_file:
-        dconv = convert(cfg.dev_file, cfg.data_format)
+        dconv = convert(cfg.dev_file, cfg.data_format, pack)
         if verbose:
             print(f"toolken: {cfg.dev_file}: {dconv.summary()}")
         dev, digest = dconv.records, digest + file_digest(cfg.dev_file)
