@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from .generate import CallTrace, Generation, ToolMode, _call_tool, _list, _new_cache, _pick, _prompt_text, result_join
+from .generate import (CallTrace, Generation, ToolMode, _call_tool, _list, _new_cache, _pick,
+                       _prompt_text, result_join, stop_at)
 
 
 def _forward(model, ids, mask, pos, cache) -> torch.Tensor:
@@ -135,10 +136,9 @@ def _update_text(tok, r, stop, eos, last) -> None:
         trace, _ = r["pending"]
         trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
         r["pending"] = None
-    hit = [new_text.index(s, max(0, len(before) - len(s))) for s in stop or ()
-           if s in new_text[max(0, len(before) - len(s)):]]
-    if hit:
-        new_text, r["reason"], r["done"] = new_text[:min(hit)], "stop", True
+    hit = stop_at(before, new_text, stop)
+    if hit is not None:
+        new_text, r["reason"], r["done"] = new_text[:hit], "stop", True
     elif last in eos and not r["queue"]:
         r["reason"], r["done"] = "eos", True
     r["text"] = new_text

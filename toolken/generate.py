@@ -88,6 +88,13 @@ def _pick(z: torch.Tensor, do_sample: bool, temperature: float, top_p: float, ge
     return int(torch.multinomial(p / p.sum(), 1, generator=gen))
 
 
+def stop_at(before: str, text: str, stop: list[str] | None) -> int | None:
+    """Where the first stop string that the newest text completed begins, or None."""
+    hits = [text.index(s, max(0, len(before) - len(s))) for s in stop or ()
+            if s in text[max(0, len(before) - len(s)):]]
+    return min(hits) if hits else None
+
+
 def result_join(before: str, result: str) -> str:
     """The whitespace rule of labelling (toolken.data): a result after a word gets one space."""
     if before and (before[-1].isalnum() or before[-1] in ".,;:!?%)\"'"):
@@ -218,17 +225,16 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                 stats["decoded"] += 1
             out_ids += new_ids
             new_text = tok.decode(out_ids, skip_special_tokens=True)
-            hit = [new_text.index(s, max(0, len(text) - len(s))) for s in stop or ()
-                   if s in new_text[max(0, len(text) - len(s)):]]
-            if hit:  # a stop string: cut it, and never stream it
-                new_text, stop_reason = new_text[:min(hit)], "stop"
-            if choice >= V and trace.result is not None and not hit:
+            hit = stop_at(text, new_text, stop)
+            if hit is not None:  # a stop string: cut it, and never stream it
+                new_text, stop_reason = new_text[:hit], "stop"
+            if choice >= V and trace.result is not None and hit is None:
                 trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
                 yield Event("tool_result", text=new_text[len(text):], call=trace)
             elif new_text[len(text):]:
                 yield Event("text", text=new_text[len(text):])
             text = new_text
-            if hit:
+            if hit is not None:
                 break
             if new_ids[-1] in eos and not ignore_eos:
                 stop_reason = "eos"
