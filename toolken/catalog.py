@@ -37,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from .data import json_lines
 from .hf_tools import SUPPORTED_TASKS, HFModelTool, task_parameters
 from .registry import ToolRegistry
 from .tools import Tool, ToolError, ToolResult
@@ -100,14 +101,10 @@ def read_catalog(path: str | os.PathLike, on_bad_line: str = "raise",
         raise CatalogError(f"catalogue file not found: {path}")
     records, bad = [], []
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+        for lineno, record in json_lines(f):
             where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad.append(f"{where}: not valid JSON ({e.msg} at column {e.colno})")
+            if isinstance(record, json.JSONDecodeError):
+                bad.append(f"{where}: not valid JSON ({record.msg} at column {record.colno})")
                 continue
             if not isinstance(record, dict) or not all(
                     isinstance(record.get(k), str) and record[k].strip()

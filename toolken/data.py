@@ -36,7 +36,7 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 IGNORE = -100
 FORMATS = ("canonical", "toolkengpt-funcqa", "toolkengpt-kamel", "apibench")
@@ -134,19 +134,27 @@ def _check_tool(tool: str, tools: Sequence[str], where: str) -> None:
         raise DataError(f"{where}: unknown tool {tool!r}; allowed ({len(tools)}): {shown}")
 
 
+def json_lines(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) per non-blank line; a line that is not JSON yields its
+    ``json.JSONDecodeError`` instead, so that each caller applies its own error policy."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            yield n, e
+
+
 def load_jsonl(path: str | os.PathLike, tools: Sequence[str] | None = None) -> list[Record]:
     """Read and validate a canonical JSONL file (blank lines skipped)."""
     path = Path(path)
     records = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+        for n, obj in json_lines(f):
             where = f"{path.name}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if isinstance(obj, json.JSONDecodeError):
+                raise DataError(f"{where}: invalid JSON ({obj.msg} at column {obj.colno})")
             rec = Record.from_json(obj, where)
             for i, c in enumerate(rec.calls):
                 if tools is not None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data import DataError, Problem
+from ..data import DataError, Problem, json_lines
 
 __all__ = ["Example", "BENCHMARKS", "load_benchmark", "load_funcqa_oh", "load_funcqa_mh",
            "load_kamel", "load_gsm8k_xl", "load_apibench", "read_records"]
@@ -87,13 +87,11 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
                             f"column {e.colno})") from None
         return list(enumerate(data)), [], False
     records, problems = [], []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((n, json.loads(line)))
-        except json.JSONDecodeError as e:
-            problems.append(Problem(n, "invalid JSON", f"line {n}: {e.msg} at column {e.colno}"))
+    for n, obj in json_lines(text.splitlines()):
+        if isinstance(obj, json.JSONDecodeError):
+            problems.append(Problem(n, "invalid JSON", f"line {n}: {obj.msg} at column {obj.colno}"))
+        else:
+            records.append((n, obj))
     return records, problems, True
 
 
