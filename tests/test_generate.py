@@ -132,3 +132,55 @@ def test_reencoding_gives_the_same_text(tiny_base):
     paper = m.generate("Q: 5 and 6? A:", reencode=True, **kw)
     assert ours.text == paper.text and len(ours.calls) == 2
     assert paper.prefilled_tokens > ours.prefilled_tokens
+
+
+def test_prompt_prefix_reuse_is_exact(tiny_base):
+    m = model_with(tiny_base, add)
+    template = "Answer with tools. Q: 1 and 2? A: 3.\nQ: "
+    kw = dict(max_new_tokens=6, toolken_bias=1e4, max_tool_calls=1)
+    m.prefix_store.clear()
+    first = m.generate(template + "4 and 4? A:", **kw)
+    second = m.generate(template + "5 and 9? A:", **kw)
+    cold = m.generate(template + "5 and 9? A:", reuse_prompt=False, **kw)
+    assert second.text == cold.text and second.token_ids == cold.token_ids
+    assert second.prefilled_tokens <= cold.prefilled_tokens - len(template) + 1
+    assert first.calls and m.prefix_store.hits == 1
+    fresh, _ = m(torch.tensor([second.token_ids]))
+    torch.testing.assert_close(second.next_logits, fresh[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_batch_shares_its_prompt_prefix(tiny_base):
+    from toolken.batch import generate_batch
+
+    m = model_with(tiny_base, add)
+    template = "Use the add tool when asked.\nQ: "
+    prompts = [template + q for q in ("2 and 3? A:", "what is 10 plus 20? A: ", "x")]
+    kw = dict(max_new_tokens=7, toolken_bias=1e4, max_tool_calls=2, stop=["Q"])
+    m.prefix_store.clear()
+    batch = generate_batch(m, prompts, batch_size=3, **kw)
+    single = [m.generate(p, reuse_prompt=False, **kw) for p in prompts]
+    for b, s in zip(batch, single):
+        assert b.text == s.text and b.token_ids == s.token_ids
+    shared = len(m.tokenizer(template, add_special_tokens=True)["input_ids"])  # no BOS here
+    assert sum(b.prefilled_tokens for b in batch) == \
+        sum(s.prefilled_tokens for s in single) - 2 * shared  # the prefix is encoded once
+
+
+def test_prefix_store_bounds_and_partial_reuse(tiny_base):
+    from toolken.prefix import PrefixStore
+
+    m = model_with(tiny_base, add)
+    store = PrefixStore(max_tokens=30, min_reuse=4)
+    ids = list(range(5, 25))
+    cache, n = store.start(m, ids)
+    assert n == 0
+    m.base.model.base_model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+    store.remember(m, ids, cache)
+    c2, n = store.start(m, ids[:12] + [99, 98])
+    assert n == 12 and c2.get_seq_length() == 12
+    _, n = store.start(m, ids)  # never the whole prompt: its last token must be fed
+    assert n == len(ids) - 1
+    store.remember(m, ids + [1, 2], cache)  # extends the first: replaces it
+    assert list(map(len, store.entries)) == [22]
+    store.remember(m, list(range(100, 115)), cache)  # 22 + 15 > 30 tokens: the oldest goes
+    assert list(map(len, store.entries)) == [15]

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .generate import (CallTrace, Generation, ToolMode, _call_tool, _list, _new_cache, _pick,
+from .generate import (CallTrace, Generation, _call_tool, _list, _new_cache, _pick,
                        _prompt_text, result_join, stop_at)
 
 
@@ -38,7 +38,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
     if registry is None:
         from .generate import GenerationError
         raise GenerationError("no tools attached: pass registry= or model.attach_tools(pack)")
-    tool_mode = ToolMode(model, registry, backend)
+    tool_mode = model.tool_mode(registry, backend)
     questions = questions or [None] * len(prompts)
     out: list[Generation] = []
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
@@ -59,18 +59,20 @@ def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, d
     tok, V, dev = model.tokenizer, model.vocab_size, model.base.device
     texts_q = [_prompt_text(tok, p, q) for p, q in zip(prompts, questions)]
     ids = [tok(t, add_special_tokens=True)["input_ids"] for t, _ in texts_q]
-    B, W = len(ids), max(map(len, ids))
+    B = len(ids)
+    cache, P, computed = _shared_prefix(model, ids)  # [prefix][left padding][row's own tokens]
+    W = max(len(r) - P for r in ids)
     pad = tok.pad_token_id or 0
-    x = torch.tensor([[pad] * (W - len(r)) + r for r in ids], device=dev)
-    mask = torch.tensor([[0] * (W - len(r)) + [1] * len(r) for r in ids], device=dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = _new_cache(model)
+    x = torch.tensor([[pad] * (W - len(r) + P) + r[P:] for r in ids], device=dev)
+    mask = torch.tensor([[1] * P + [0] * (W - len(r) + P) + [1] * (len(r) - P) for r in ids], device=dev)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, P:]
     z = _forward(model, x, mask, pos, cache)
     bias = model.toolken_bias if toolken_bias is None else toolken_bias
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)] if i is not None}
     rows = [{"out": [], "text": "", "calls": [], "queue": [], "done": False, "reason": "max_new_tokens",
-             "stats": {"prefilled": len(r), "decoded": 0}, "steps": 0, "pending": None} for r in ids]
+             "stats": {"prefilled": len(r) - P + (computed if b == 0 else 0), "decoded": 0},
+             "steps": 0, "pending": None} for b, r in enumerate(ids)]
     next_pos = pos[:, -1] + 1
     while not all(r["done"] for r in rows):
         feed = []
@@ -98,6 +100,24 @@ def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, d
     return [Generation(text=r["text"], calls=r["calls"], prefilled_tokens=r["stats"]["prefilled"],
                        decoded_tokens=r["stats"]["decoded"], seconds=wall, stop_reason=r["reason"],
                        token_ids=ids[b] + r["out"]) for b, r in enumerate(rows)]
+
+
+def _shared_prefix(model, ids: list[list[int]]):
+    """(cache, P, computed): a cache holding the rows' common first P tokens for every row,
+    taken from ``model.prefix_store`` where it has them; ``computed`` of them were encoded now."""
+    P = min(len(r) for r in ids) - 1
+    for r in ids[1:]:
+        P = next((i for i in range(P) if r[i] != ids[0][i]), P)
+    store = model.prefix_store
+    if P < store.min_reuse:
+        return _new_cache(model), 0, 0
+    cache, n = store.start(model, ids[0][:P + 1], limit=P)
+    if n < P:
+        model.base.model.base_model(input_ids=torch.tensor([ids[0][n:P]], device=model.base.device),
+                                    past_key_values=cache, use_cache=True)
+        store.remember(model, ids[0][:P], cache)
+    cache.batch_repeat_interleave(len(ids))
+    return cache, P, P - n
 
 
 def _choose(model, registry, tool_mode, r, z, question, V, bias, max_tool_calls, do_sample,

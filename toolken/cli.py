@@ -38,39 +38,76 @@ def _load_for_generation(args):
     return model.attach_tools(pack)
 
 
+def _options(args, question: str, stop_default) -> dict:
+    return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
+                max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
+                stop=args.stop or stop_default, seed=args.seed)
+
+
+def _show_stream(model, prompt, kw):
+    """Print the answer as it comes, tool calls marked; return the finished Generation."""
+    from .generate import Generation
+
+    for item in model.stream(prompt, **kw):
+        if isinstance(item, Generation):
+            print(f"\n  [{len(item.calls)} tool call(s), {item.decoded_tokens} decoded tokens, "
+                  f"{item.seconds:.2f} s]")
+            for c in item.calls:
+                if c.error:
+                    print(f"  [{c.tool}: {c.error}]")
+            return item
+        if item.kind == "text":
+            print(item.text, end="", flush=True)
+        elif item.kind == "tool_result":
+            c = item.call
+            print(f"\u27e8{c.tool}({', '.join(map(str, c.arguments))}) = {c.result}\u27e9", end="", flush=True)
+    raise AssertionError("stream ended without a Generation")
+
+
 def _generate(args) -> int:
     import json
-
-    from .generate import Generation
 
     model = _load_for_generation(args)
     template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
     for question in args.question:
         prompt = template.replace("[QUESTION]", question)
-        kw = dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                  temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
-                  max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
-                  stop=args.stop or ["\nQ:", "\n\n"], seed=args.seed)
+        kw = _options(args, question, ["\nQ:", "\n\n"])
         if args.json:
             print(json.dumps({"question": question, **model.generate(prompt, **kw).to_dict()}))
             continue
         print(f"Q: {question}\nA:", end="", flush=True)
-        for item in model.stream(prompt, **kw):
-            if isinstance(item, Generation):
-                print(f"\n  [{len(item.calls)} tool call(s), {item.decoded_tokens} decoded tokens, "
-                      f"{item.seconds:.2f} s]")
-            elif item.kind == "text":
-                print(item.text, end="", flush=True)
-            elif item.kind == "tool_result":
-                c = item.call
-                args_text = ", ".join(map(str, c.arguments))
-                print(f"\u27e8{c.tool}({args_text}) = {c.result}\u27e9", end="", flush=True)
-            elif item.kind == "tool_call":
-                pass
-        for c in (item.calls if isinstance(item, Generation) else []):
-            if c.error:
-                print(f"  [{c.tool}: {c.error}]")
+        _show_stream(model, prompt, kw)
     return 0
+
+
+def _chat(args) -> int:
+    model = _load_for_generation(args)
+    template = open(args.template).read() if args.template else None
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("toolken chat: a question per line; /reset forgets the conversation, /quit or Ctrl-D ends.")
+    history: list[dict] = []
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/quit":
+            return 0
+        question = line.strip()
+        if not question:
+            continue
+        if question == "/reset":
+            history = []
+            print("(conversation forgotten)")
+            continue
+        if template:  # every question on its own, in the template
+            prompt, stop = template.replace("[QUESTION]", question), ["\nQ:", "\n\n"]
+        else:  # a conversation in the base model's chat template
+            prompt, stop = history + [{"role": "user", "content": question}], None
+        g = _show_stream(model, prompt, _options(args, question, stop))
+        if not template:
+            history = prompt + [{"role": "assistant", "content": g.text.strip()}]
 
 
 def _eval(args) -> int:
@@ -118,6 +155,21 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _generation_arguments(g, template_help: str, stop_help: str) -> None:
+    g.add_argument("--toolkens", required=True, help="checkpoint folder")
+    g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
+    g.add_argument("--template", help=template_help)
+    g.add_argument("--max-new-tokens", type=int, default=96)
+    g.add_argument("--do-sample", action="store_true")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--bias", type=float, default=None, help="toolken bias (default: the calibrated one)")
+    g.add_argument("--max-tool-calls", type=int, default=8)
+    g.add_argument("--tool-timeout", type=float, default=5.0, help="seconds")
+    g.add_argument("--stop", action="append", help="stop string (repeatable); " + stop_help)
+    g.add_argument("--seed", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toolken", description="Teach a frozen causal LM to use tools "
                                 "with one learned output embedding per tool (ToolkenGPT).")
@@ -140,20 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate with tools: the model chooses when to call which "
                        "tool, writes its arguments under the schema, and continues from the result.")
     g.add_argument("question", nargs="+", help="one or more questions")
-    g.add_argument("--toolkens", required=True, help="checkpoint folder")
-    g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
-    g.add_argument("--template", help="prompt file with [QUESTION] (e.g. the paper's llama_general.txt)")
     g.add_argument("--json", action="store_true", help="print the full trace as JSON lines")
-    g.add_argument("--max-new-tokens", type=int, default=96)
-    g.add_argument("--do-sample", action="store_true")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--bias", type=float, default=None, help="toolken bias (default: the calibrated one)")
-    g.add_argument("--max-tool-calls", type=int, default=8)
-    g.add_argument("--tool-timeout", type=float, default=5.0, help="seconds")
-    g.add_argument("--stop", action="append", help="stop string (repeatable); default: \\nQ: and a blank line")
-    g.add_argument("--seed", type=int, default=None)
+    _generation_arguments(g, "prompt file with [QUESTION] (e.g. the paper's llama_general.txt)",
+                          "default: \\nQ: and a blank line")
     g.set_defaults(func=_generate)
+
+    h = sub.add_parser("chat", help="an interactive loop: questions from stdin, tool calls shown",
+                       description="Read questions line by line (stdin; /reset, /quit) and answer "
+                       "each with tools, streaming. Without --template the turns form one "
+                       "conversation in the base model's chat template.")
+    _generation_arguments(h, "prompt file with [QUESTION]: each question answered on its own",
+                          "default: none with the chat template, else \\nQ: and a blank line")
+    h.set_defaults(func=_chat)
 
     s = sub.add_parser("synth", help="write training data for tools that have none",
                        description="Generate canonical training JSONL for the tools of a pack from "

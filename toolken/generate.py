@@ -73,8 +73,8 @@ def _new_cache(model):
 def _step(model, ids: list[int], cache) -> torch.Tensor:
     """Feed ids onto the cache; return the last position's (V + K) logits."""
     x = torch.tensor([ids], device=model.base.device)
-    logits, _ = model(x, past_key_values=cache)
-    return logits[0, -1]
+    out = model.base.model.base_model(input_ids=x, past_key_values=cache, use_cache=True)
+    return model.logits_from_hidden(out.last_hidden_state[0, -1])  # only the last position's
 
 
 def _pick(z: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
@@ -110,7 +110,7 @@ class ToolMode:
         self.model, self.registry, self.backend = model, registry, backend
         self.max_arg_tokens = max_arg_tokens
         self.reuse_prefix = reuse_prefix  # False: encode the whole tool prompt at every call
-        self.prefix: dict[str, tuple[object, int]] = {}  # tool -> (cache, prefix length)
+        self.prefix: dict[tuple, tuple[object, int]] = {}  # (tool, prompt head) -> (cache, length)
 
     def split_prompt(self, tool) -> tuple[str, str]:
         """(fixed prefix, text after the question) of the tool's tool-mode prompt."""
@@ -121,14 +121,15 @@ class ToolMode:
         return f"{tool.description}\n\n{demos}\n\nQ: ".lstrip(), "\nA:"
 
     def _prefix_cache(self, tool):
-        if tool.name not in self.prefix or not self.reuse_prefix:
-            head, _ = self.split_prompt(tool)
+        head, _ = self.split_prompt(tool)
+        key = (tool.name, head)
+        if key not in self.prefix or not self.reuse_prefix:
             ids = self.model.tokenizer(head, add_special_tokens=True)["input_ids"]
             cache = _new_cache(self.model)
             with torch.no_grad():
                 _step(self.model, ids, cache)
-            self.prefix[tool.name] = (cache, len(ids))
-        return self.prefix[tool.name]
+            self.prefix[key] = (cache, len(ids))
+        return self.prefix[key]
 
     @torch.no_grad()
     def write_arguments(self, tool, question: str, answer_so_far: str, sample, stats) -> tuple[str, list]:
@@ -165,11 +166,14 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
            toolken_bias: float | None = None, max_tool_calls: int = 8, tool_timeout: float = 5.0,
            stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
            seed: int | None = None, tool_mode: ToolMode | None = None,
-           reencode: bool = False, ignore_eos: bool = False) -> Iterator[Event | Generation]:
+           reencode: bool = False, ignore_eos: bool = False,
+           reuse_prompt: bool = True) -> Iterator[Event | Generation]:
     """Yield events as they happen; the last item is the finished ``Generation``.
 
-    ``reencode=True`` is the paper's strategy, kept for comparison: after every tool call the
-    whole context is encoded again, and every tool prompt is encoded in full.
+    ``reuse_prompt``: start from the model's stored cache of the longest prompt prefix seen
+    before (``model.prefix_store``), so a shared few-shot template is encoded once.
+    ``reencode=True`` is the paper's strategy, kept for comparison: no prefix is reused, after
+    every tool call the whole context is encoded again, and every tool prompt in full.
     """
     t0 = time.perf_counter()
     registry = registry if registry is not None else model.registry
@@ -191,16 +195,21 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
 
     eos = {i for i in [tok.eos_token_id, *(_list(model.base.model.generation_config.eos_token_id))]
            if i is not None}
-    tool_mode = tool_mode or ToolMode(model, registry, backend, reuse_prefix=not reencode)
-    stats = {"prefilled": len(prompt_ids), "decoded": 0}
-    cache = _new_cache(model)
+    if tool_mode is None:
+        tool_mode = (ToolMode(model, registry, backend, reuse_prefix=False) if reencode
+                     else model.tool_mode(registry, backend))
+    store = model.prefix_store if reuse_prompt and not reencode else None
+    cache, reused = store.start(model, prompt_ids) if store else (_new_cache(model), 0)
+    stats = {"prefilled": len(prompt_ids) - reused, "decoded": 0}
     out_ids: list[int] = []
     text = ""
     calls: list[CallTrace] = []
     stop_reason = "max_new_tokens"
     z = None
     with torch.no_grad():
-        z = _step(model, prompt_ids, cache)
+        z = _step(model, prompt_ids[reused:], cache)
+        if store:
+            store.remember(model, prompt_ids, cache)
         for _ in range(max_new_tokens):
             zz = z.clone()
             zz[V:] += bias

@@ -36,6 +36,10 @@ class ToolkenModel(nn.Module):
         self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
         self.extra_config: dict = {}
         self.registry = None  # the tools' callables (attach_tools)
+        from .prefix import PrefixStore
+
+        self.prefix_store = PrefixStore()  # recent prompts' KV caches (the base is frozen)
+        self._tool_modes: dict = {}
 
     # ------------------------------------------------------------------ shapes and logits
     @property
@@ -94,6 +98,16 @@ class ToolkenModel(nn.Module):
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
         return self
+
+    def tool_mode(self, registry=None, backend: str = "xgrammar"):
+        """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry."""
+        from .generate import ToolMode
+
+        registry = registry if registry is not None else self.registry
+        key = (id(registry), backend)
+        if key not in self._tool_modes or self._tool_modes[key].registry is not registry:
+            self._tool_modes[key] = ToolMode(self, registry, backend)
+        return self._tool_modes[key]
 
     def generate(self, prompt, **kw):
         """Generate with tools; see toolken.generate.stream for the options."""

@@ -1,0 +1,65 @@
+"""`toolken generate` and `toolken chat` on a tiny checkpoint with a forced toolken."""
+
+import io
+import json
+
+import pytest
+import torch
+
+from toolken.cli import main
+from toolken.model import ToolkenModel
+from toolken.registry import load_pack
+
+PACK = '''
+from toolken import tool
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+TOOLS = [add]
+'''
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_base, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "pack.py").write_text(PACK)
+    torch.manual_seed(0)
+    m = ToolkenModel(tiny_base, [])
+    m.add_tools(["add"])
+    m.attach_tools(load_pack(root / "pack.py"))
+    m.save_pretrained(root / "ckpt")
+    return root
+
+
+def args(root, *extra):
+    return ["--toolkens", str(root / "ckpt"), "--tools", str(root / "pack.py"), "--bias", "10000",
+            "--max-new-tokens", "4", "--max-tool-calls", "1", *extra]
+
+
+def test_generate_marks_calls_and_prints_json(checkpoint, capsys):
+    assert main(["generate", *args(checkpoint), "2 and 3?"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Q: 2 and 3?\nA:") and "\u27e8add(" in out and "1 tool call(s)" in out
+    assert main(["generate", *args(checkpoint, "--json"), "2 and 3?", "4 and 4?"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [d["question"] for d in lines] == ["2 and 3?", "4 and 4?"]
+    c = lines[0]["calls"][0]
+    assert c["tool"] == "add" and c["result"] == str(sum(c["arguments"]))
+
+
+def test_chat_reads_questions_until_quit(checkpoint, capsys, monkeypatch, tmp_path):
+    template = tmp_path / "t.txt"
+    template.write_text("Q: [QUESTION]\nA:")
+    monkeypatch.setattr("sys.stdin", io.StringIO("2 and 3?\n\n/reset\n7 and 1?\n/quit\nnever read\n"))
+    assert main(["chat", *args(checkpoint, "--template", str(template))]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\u27e8add(") == 2 and "(conversation forgotten)" in out
+
+
+def test_chat_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["chat", "--help"])
+    assert e.value.code == 0 and "/reset" in capsys.readouterr().out
