@@ -184,3 +184,28 @@ def test_prefix_store_bounds_and_partial_reuse(tiny_base):
     assert list(map(len, store.entries)) == [22]
     store.remember(m, list(range(100, 115)), cache)  # 22 + 15 > 30 tokens: the oldest goes
     assert list(map(len, store.entries)) == [15]
+
+
+def test_lookup_draft():
+    from toolken.generate import lookup_draft
+
+    ids = [1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 2, 3]
+    assert lookup_draft(ids, 2) == [4, 7]  # the latest earlier "2 3", longest n-gram first
+    assert lookup_draft(ids + [4], 3) == [7, 2, 3]  # "2 3 4" -> what followed it last time
+    assert lookup_draft([1, 2, 3], 4) == []  # no repeat: no draft
+    assert lookup_draft([5, 5, 5], 2) == [5]
+
+
+@pytest.mark.parametrize("bias", [0.0, 1e4])
+def test_prompt_lookup_keeps_greedy_text(tiny_base, bias):
+    m = model_with(tiny_base, add)
+    prompt = "Q: 2 and 3 and 2 and 3 and 2 and 3? A: 2 and 3 and 2 and"
+    kw = dict(max_new_tokens=24, toolken_bias=bias, max_tool_calls=2, ignore_eos=True)
+    plain = m.generate(prompt, **kw)
+    fast = m.generate(prompt, prompt_lookup=3, **kw)
+    assert fast.text == plain.text and fast.token_ids == plain.token_ids
+    assert [(c.tool, c.arguments, c.result) for c in fast.calls] == \
+           [(c.tool, c.arguments, c.result) for c in plain.calls]
+    assert 0 < fast.accepted_drafts < fast.drafted_tokens and plain.drafted_tokens == 0  # both paths
+    fresh, _ = m(torch.tensor([fast.token_ids]))
+    torch.testing.assert_close(fast.next_logits, fresh[0, -1], rtol=1e-4, atol=1e-4)

@@ -42,7 +42,7 @@ def _options(args, question: str, stop_default) -> dict:
     return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                 temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
                 max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
-                stop=args.stop or stop_default, seed=args.seed)
+                stop=args.stop or stop_default, seed=args.seed, prompt_lookup=args.prompt_lookup)
 
 
 def _show_stream(model, prompt, kw):
@@ -168,6 +168,9 @@ def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--tool-timeout", type=float, default=5.0, help="seconds")
     g.add_argument("--stop", action="append", help="stop string (repeatable); " + stop_help)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--prompt-lookup", type=int, default=0, metavar="K",
+                   help="greedy only: speculative decoding with K-token drafts looked up in the "
+                   "context (same text; 2 is a good value on a CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

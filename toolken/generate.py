@@ -40,6 +40,8 @@ class Generation:
     calls: list[CallTrace] = field(default_factory=list)
     prefilled_tokens: int = 0  # prompt + tool-mode prompts + inserted results
     decoded_tokens: int = 0  # tokens chosen by the model (reasoning + arguments)
+    drafted_tokens: int = 0  # prompt_lookup: draft tokens verified ...
+    accepted_drafts: int = 0  # ... and how many of them the model chose
     seconds: float = 0.0
     stop_reason: str = ""
     token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
@@ -72,9 +74,27 @@ def _new_cache(model):
 
 def _step(model, ids: list[int], cache) -> torch.Tensor:
     """Feed ids onto the cache; return the last position's (V + K) logits."""
+    return _step_all(model, ids, cache, 1)[0]
+
+
+def _step_all(model, ids: list[int], cache, n: int) -> torch.Tensor:
+    """Feed ids onto the cache; return the (n, V + K) logits of the last n positions."""
     x = torch.tensor([ids], device=model.base.device)
     out = model.base.model.base_model(input_ids=x, past_key_values=cache, use_cache=True)
-    return model.logits_from_hidden(out.last_hidden_state[0, -1])  # only the last position's
+    return model.logits_from_hidden(out.last_hidden_state[0, -n:])
+
+
+def lookup_draft(ids: list[int], k: int, max_ngram: int = 3, min_ngram: int = 2) -> list[int]:
+    """Prompt-lookup drafting: the k tokens that followed the latest earlier occurrence of the
+    context's last n-gram (longest n first), or [] when the context has no such repeat."""
+    for n in range(max_ngram, min_ngram - 1, -1):
+        if len(ids) <= n:
+            continue
+        tail = ids[-n:]
+        for start in range(len(ids) - n - 1, -1, -1):
+            if ids[start:start + n] == tail:
+                return ids[start + n:start + n + k]
+    return []
 
 
 def _pick(z: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
@@ -167,8 +187,13 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
            stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
            seed: int | None = None, tool_mode: ToolMode | None = None,
            reencode: bool = False, ignore_eos: bool = False,
-           reuse_prompt: bool = True) -> Iterator[Event | Generation]:
+           reuse_prompt: bool = True, prompt_lookup: int = 0) -> Iterator[Event | Generation]:
     """Yield events as they happen; the last item is the finished ``Generation``.
+
+    ``prompt_lookup=k`` (greedy only): speculative decoding with drafts looked up in the
+    context (the k tokens that followed the latest earlier occurrence of its last 2-3 tokens),
+    verified in one forward pass against ``[vocab ; toolkens + bias]``; a draft token is kept
+    only where it is the argmax, so the text is that of plain greedy decoding.
 
     ``reuse_prompt``: start from the model's stored cache of the longest prompt prefix seen
     before (``model.prefix_store``), so a shared few-shot template is encoded once.
@@ -200,12 +225,14 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                      else model.tool_mode(registry, backend))
     store = model.prefix_store if reuse_prompt and not reencode else None
     cache, reused = store.start(model, prompt_ids) if store else (_new_cache(model), 0)
-    stats = {"prefilled": len(prompt_ids) - reused, "decoded": 0}
+    stats = {"prefilled": len(prompt_ids) - reused, "decoded": 0, "drafted": 0, "accepted": 0}
     out_ids: list[int] = []
     text = ""
     calls: list[CallTrace] = []
     stop_reason = "max_new_tokens"
     z = None
+    lookahead = prompt_lookup if not do_sample and not reencode else 0
+    drafts: list[tuple[int, torch.Tensor]] = []  # fed ahead on the cache, not yet accepted
     with torch.no_grad():
         z = _step(model, prompt_ids[reused:], cache)
         if store:
@@ -217,6 +244,13 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                 zz[V:] = float("-inf")
             choice = sample(zz)
             new_ids = [choice]
+            accepted = None
+            if drafts and choice == drafts[0][0]:
+                accepted = drafts.pop(0)[1]  # the logits after this token are already there
+                stats["accepted"] += 1
+            elif drafts:  # a draft token lost: forget it and those after it
+                cache.crop(-len(drafts))
+                drafts = []
             if choice >= V:  # a toolken: tool mode
                 trace = CallTrace(tool=registry[choice - V].name)
                 yield Event("tool_call", call=trace)
@@ -252,13 +286,20 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                 cache = _new_cache(model)
                 z = _step(model, prompt_ids + out_ids, cache)
                 stats["prefilled"] += len(prompt_ids) + len(out_ids) - len(new_ids)
+            elif accepted is not None:
+                z = accepted
             else:
-                z = _step(model, new_ids, cache)
+                room = (limit or float("inf")) - len(prompt_ids) - len(out_ids) - 1
+                draft = lookup_draft(prompt_ids + out_ids, int(min(lookahead, room))) if lookahead else []
+                zs = _step_all(model, new_ids + draft, cache, 1 + len(draft))
+                z, drafts = zs[0], list(zip(draft, zs[1:]))
+                stats["drafted"] += len(draft)
             if len(prompt_ids) + len(out_ids) >= (limit or float("inf")):
                 stop_reason = "context"
                 break
     yield Generation(text=text, calls=calls, prefilled_tokens=stats["prefilled"],
-                     decoded_tokens=stats["decoded"], seconds=time.perf_counter() - t0,
+                     decoded_tokens=stats["decoded"], drafted_tokens=stats["drafted"],
+                     accepted_drafts=stats["accepted"], seconds=time.perf_counter() - t0,
                      stop_reason=stop_reason, token_ids=prompt_ids + out_ids,
                      next_logits=z if stop_reason in ("max_new_tokens", "context") else None)
 
