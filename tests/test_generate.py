@@ -209,3 +209,18 @@ def test_prompt_lookup_keeps_greedy_text(tiny_base, bias):
     assert 0 < fast.accepted_drafts < fast.drafted_tokens and plain.drafted_tokens == 0  # both paths
     fresh, _ = m(torch.tensor([fast.token_ids]))
     torch.testing.assert_close(fast.next_logits, fresh[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_streamed_text_never_includes_a_stop_string(tiny_base):
+    from toolken.generate import _held
+
+    assert _held("ab\n", ["\n\n"]) == 1 and _held("ab", ["\n\n"]) == 0 and _held("xQ", ["\nQ:", "Q:"]) == 1
+    m = model_with(tiny_base, add)
+    kw = dict(max_new_tokens=12, toolken_bias=-1e4, ignore_eos=True)
+    full = m.generate("Q: hi A:", **kw).text
+    stop = full[5:7]
+    assert stop[0] not in full[:5], "pick another prompt: the stop string must start at 5"
+    items = list(m.stream("Q: hi A:", stop=[stop], **kw))
+    final = items[-1]
+    assert final.text == full[:5] and final.stop_reason == "stop"
+    assert "".join(i.text for i in items[:-1]) == final.text

@@ -115,6 +115,12 @@ def stop_at(before: str, text: str, stop: list[str] | None) -> int | None:
     return min(hits) if hits else None
 
 
+def _held(text: str, stop: list[str] | None) -> int:
+    """Length of the longest end of text that is a proper beginning of a stop string."""
+    return max((n for s in stop or () for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])),
+               default=0)
+
+
 def result_join(before: str, result: str) -> str:
     """The whitespace rule of labelling (toolken.data): a result after a word gets one space."""
     if before and (before[-1].isalnum() or before[-1] in ".,;:!?%)\"'"):
@@ -233,6 +239,7 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
     z = None
     lookahead = prompt_lookup if not do_sample and not reencode else 0
     drafts: list[tuple[int, torch.Tensor]] = []  # fed ahead on the cache, not yet accepted
+    emitted = 0  # characters of text streamed so far
     with torch.no_grad():
         z = _step(model, prompt_ids[reused:], cache)
         if store:
@@ -273,9 +280,13 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                 new_text, stop_reason = new_text[:hit], "stop"
             if choice >= V and trace.result is not None and hit is None:
                 trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
-                yield Event("tool_result", text=new_text[len(text):], call=trace)
-            elif new_text[len(text):]:
-                yield Event("text", text=new_text[len(text):])
+                yield Event("tool_result", text=new_text[emitted:], call=trace)
+                emitted = len(new_text)
+            else:  # hold back what may be the start of a stop string
+                safe = len(new_text) - (0 if hit is not None else _held(new_text, stop))
+                if safe > emitted:
+                    yield Event("text", text=new_text[emitted:safe])
+                    emitted = safe
             text = new_text
             if hit is not None:
                 break
@@ -297,6 +308,8 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
             if len(prompt_ids) + len(out_ids) >= (limit or float("inf")):
                 stop_reason = "context"
                 break
+    if len(text) > emitted:
+        yield Event("text", text=text[emitted:])
     yield Generation(text=text, calls=calls, prefilled_tokens=stats["prefilled"],
                      decoded_tokens=stats["decoded"], drafted_tokens=stats["drafted"],
                      accepted_drafts=stats["accepted"], seconds=time.perf_counter() - t0,
