@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+
+from benchutil import append_report, machine
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCQA = REPO.parent / "shared/benchmarks/toolkengpt/funcqa"
@@ -135,7 +135,7 @@ def main() -> None:
 
     cmd = f"python benchmarks/generate_speed.py --toolkens {args.toolkens}"
     lines = [f"## Generation speed — {time.strftime('%Y-%m-%d')}", "",
-             f"`{cmd}` on {platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}; "
+             f"`{cmd}` on {machine()}; "
              f"base {model.base.name}, greedy, fp32.", "",
              f"(a) no tool fires, {len(PLAIN_PROMPTS)} prompts x {args.rounds} rounds x {args.tokens} tokens, "
              f"median time per token: "
@@ -157,10 +157,7 @@ def main() -> None:
               "| K | ms / token | vs K = 0 |", "|---:|---:|---:|"]
     for k, v in ks.items():
         lines.append(f"| {k:,} | {v * 1e3:.2f} | {100 * (v / ks[0] - 1):+.1f} % |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as fh:
-        fh.write(text + "\n")
+    append_report(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

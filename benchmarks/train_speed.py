@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchutil import append_report, child_result, machine, prepare, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_LR = 1e-3  # the reference loop: AdamW, lr 1e-3 constant, batch 1 (one record per step)
@@ -49,10 +47,6 @@ def limited(args, out: str) -> str:
     return path
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_ours(args, out: str) -> dict:
     from toolken.trainer import train
 
@@ -65,15 +59,8 @@ def run_ours(args, out: str) -> dict:
 
 def setup(args, out: str):
     """Base, labelled data and dev features exactly as toolken's trainer makes them."""
-    from toolken.base import load_base
-    from toolken.pipeline import load_records, prepare_data, prepare_model
-
     cfg = config(args, out)
-    base = load_base(cfg.base_model, dtype=cfg.dtype, device=cfg.device)
-    train_r, dev_r, digest = load_records(cfg, verbose=False)
-    model, _ = prepare_model(cfg, base, train_r, verbose=False)
-    data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=False)
-    return cfg, base, model, data
+    return (cfg, *prepare(cfg))
 
 
 def run_paper(args, out: str) -> dict:
@@ -146,9 +133,7 @@ PHASES = {"paper": run_paper, "toolken": run_ours, "floor": run_floor}
 
 def child(args) -> None:
     with tempfile.TemporaryDirectory() as out:
-        res = PHASES[args.phase](args, out)
-    res["peak_rss_mb"] = peak_rss_mb()
-    print("RESULT " + json.dumps(res), flush=True)
+        child_result(PHASES[args.phase](args, out))
 
 
 def main() -> None:
@@ -164,15 +149,9 @@ def main() -> None:
         return child(args)
     results = {}
     for phase in ("floor", "toolken", "paper"):
-        cmd = [sys.executable, __file__, "--phase", phase, "--epochs", str(args.epochs),
-               "--limit", str(args.limit), "--base-model", args.base_model, "--data", args.data]
-        print(f"== {phase}: {' '.join(cmd[1:])}", flush=True)
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-        if r.returncode or not line:
-            sys.exit(f"{phase} failed:\n{r.stderr[-3000:]}")
-        results[phase] = json.loads(line[-1][7:])
-        print(f"   {results[phase]}", flush=True)
+        results[phase] = run_child(__file__, [
+            "--phase", phase, "--epochs", str(args.epochs), "--limit", str(args.limit),
+            "--base-model", args.base_model, "--data", args.data], phase)
     report(args, results)
 
 
@@ -186,8 +165,7 @@ def report(args, r: dict) -> None:
 
     rows = [("(a) paper's loop", a), ("(b) toolken", b), ("(c) one no_grad forward", c)]
     lines = [f"## Training speed — {time.strftime('%Y-%m-%d')}", "",
-             f"`{cmd}` on {platform.machine()}, {os.cpu_count()} CPU threads, torch "
-             f"{__import__('torch').__version__}; base {args.base_model}; {args.epochs} epochs; "
+             f"`{cmd}` on {machine()}; base {args.base_model}; {args.epochs} epochs; "
              f"FuncQA train set{f' (first {args.limit} records)' if args.limit else ''}, "
              f"{c['tokens']:,} tokens.", "",
              "| approach | wall time (s) | time per epoch (s) | peak RSS (MB) | dev toolken F1 |",
@@ -202,10 +180,7 @@ def report(args, r: dict) -> None:
               f"dev F1 difference a-b = {a['dev_f1'] - b['dev_f1']:+.3f}.", "",
               "(b)'s wall time includes loading the data, labelling and the cached frozen pass; "
               "(b)'s time per epoch is its wall time divided by the epochs.", ""]
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "a") as fh:
-        fh.write(text + "\n")
+    append_report(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

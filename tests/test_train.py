@@ -29,6 +29,7 @@ def test_full_run_writes_checkpoint_and_loss_falls(tmp_path, capsys):
     lines = [json.loads(x) for x in (out / "training" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 6
     assert lines[-1]["dev_loss"] < lines[0]["dev_loss"]
+    assert all(x["epoch_seconds"] > 0 for x in lines)
     assert res.history[-1]["curve"][-1][1] < res.history[0]["curve"][0][1]
     printed = capsys.readouterr().out
     assert "trainable params: 48 || all params:" in printed

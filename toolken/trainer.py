@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +181,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress))
         epoch_curve = []
+        t_epoch = time.perf_counter()
         for step in bar:
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             mine = idx[rank::world]  # this process's share of the global batch
@@ -204,9 +206,11 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
             raise TrainingError(
                 f"the loss became NaN/inf in epoch {epoch + 1}; training stopped. The last good "
                 f"checkpoint in {out} is untouched. Try a smaller lr (now {cfg.lr}).")
+        epoch_seconds = time.perf_counter() - t_epoch  # the steps only (synced by the last log)
         curve += epoch_curve
         dev = evaluate(rows, dev_f, device) if len(dev_f) else None
         record = {"epoch": epoch + 1, "train_loss": epoch_curve[-1][1], "lr": scheduler.get_last_lr()[0],
+                  "epoch_seconds": epoch_seconds,
                   "curve": epoch_curve, **({f"dev_{k}": v for k, v in dev.items()} if dev else {})}
         history.append(record)
         improved = best is None or dev is None or (dev["f1"], -dev["loss"]) > (best["dev_f1"], -best["dev_loss"])
