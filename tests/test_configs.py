@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolken.config import load_config
+from toolken.config import extra_files, load_config
 from conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -22,5 +22,8 @@ def test_config_loads_and_documents_its_command(path, monkeypatch):
     assert set(raw) <= set(cfg.__dataclass_fields__)
     if not Path(cfg.train_file).exists():
         pytest.skip(f"{cfg.train_file} is not present here")
+    for extra, _ in extra_files(cfg):
+        if not Path(extra).exists():
+            pytest.skip(f"{extra} is not present here (the recipe's header says how to make it)")
     if isinstance(cfg.tools, str):
         assert Path(cfg.tools).exists()

@@ -86,9 +86,41 @@ def test_config_path_loads_the_catalogue(train_file, monkeypatch):
         shared_path("apibench", "api", name)
     from toolken.pipeline import load_records
 
-    cfg = load_config(REPO / "configs" / "apibench.yaml")
+    cfg = load_config(REPO / "configs" / "apibench.yaml", {"extra_train_files": []})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the catalogue's repeated api_names
         train, dev, digest = load_records(cfg, verbose=False)
     assert len(train) == 837 and dev is None and len(digest) == 16
     assert {r.calls[0].tool.split(".")[0] for r in train} == {"torchhub"}
+
+
+def test_make_apibench_dev_writes_the_held_out_torchhub_records(train_file, tmp_path, monkeypatch):
+    """The script's split is the training run's: the same files, order, fraction and seed."""
+    import sys
+
+    from toolken.pipeline import dev_indices
+
+    lines = [x for x in train_file.read_text().splitlines() if x.strip()][:12]
+    (tmp_path / "th.json").write_text("\n".join(lines) + "\n")
+    th = shared_path("apibench", "api", "torchhub_api.jsonl")
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "torchhub_api.jsonl").write_text(th.read_text())
+    for name in ("huggingface_api.jsonl", "tensorflowhub_api.jsonl"):
+        (tmp_path / "api" / name).write_text("")
+    cfg = {"train_file": str(tmp_path / "th.json"), "data_format": "apibench", "seed": 3,
+           "dev_fraction": 0.5, "tools": str(REPO / "tools" / "apibench.py"),
+           "tool_options": {"api_dir": str(tmp_path / "api"), "local_models": {}}}
+    synth = Record("Q: x?\nA: y", [], "synth:template:x")
+    (tmp_path / "synth.jsonl").write_text("".join(json.dumps(synth.to_json()) + "\n" for _ in range(8)))
+    cfg["extra_train_files"] = [str(tmp_path / "synth.jsonl")]
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    out = tmp_path / "dev.json"
+    monkeypatch.setattr(sys, "argv", ["x", "--config", str(tmp_path / "c.yaml"), "--out", str(out)])
+    monkeypatch.syspath_prepend(str(REPO / "data"))
+    import make_apibench_dev
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        make_apibench_dev.main()
+    held = sorted(i for i in dev_indices(20, 0.5, 3).tolist() if i < 12)
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [json.loads(lines[i]) for i in held]

@@ -134,3 +134,32 @@ def test_two_processes_give_the_same_toolkens_as_one(tmp_path):
     assert len(parts) == 2  # the feature pass was split across the two processes
     two = load_file(str(tmp_path / "two" / "out" / "toolken_model.safetensors"))["weight"]
     torch.testing.assert_close(two, one.model.head.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_extra_train_files_are_read_after_train_file(tmp_path, capsys):
+    _two_tool_file(tmp_path)
+    lines = (REPO / "data/tiny/train.jsonl").read_text().splitlines()
+    (tmp_path / "mult.jsonl").write_text("\n".join(x for x in lines if '"multiply"' in x) + "\n")
+    extra = [{"file": str(tmp_path / "mult.jsonl"), "data_format": "canonical"}]
+    cfg = tiny_cfg(tmp_path, tools=None, epochs=1, train_file=str(tmp_path / "two.jsonl"),
+                   extra_train_files=extra)
+    from toolken.pipeline import load_records
+
+    train_r, dev_r, digest = load_records(cfg, verbose=False)
+    assert len(train_r) == len(lines) and dev_r is None
+    assert {c.tool for r in train_r[-3:] for c in r.calls} == {"multiply"}
+    bare = load_records(tiny_cfg(tmp_path, train_file=str(tmp_path / "two.jsonl")), verbose=False)
+    assert digest != bare[2]  # the extra file is part of the feature cache key
+    res = train(cfg)  # tools from data: multiply exists only in the extra file
+    assert res.model.tools == ["add", "subtract", "multiply"]
+    assert "mult.jsonl: converted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("data.jsonl", "must be a list"),
+    ([{"path": "x.jsonl"}], r"extra_train_files\[0\].*give a path or"),
+    ([{"file": "x.json", "data_format": "jsonl"}], r"extra_train_files\[0\]: data_format='jsonl' is not one of"),
+])
+def test_bad_extra_train_files_are_clear_errors(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_cfg(tmp_path, extra_train_files=extra)

@@ -24,6 +24,8 @@ class TrainConfig:
     device: str = "auto"
     # data
     train_file: str = ""  # training data
+    extra_train_files: list = field(default_factory=list)  # more training data, after train_file:
+    # each a path (canonical JSONL, as `toolken synth` writes) or {file: PATH, data_format: FMT}
     data_format: str = "canonical"  # canonical | toolkengpt-funcqa | toolkengpt-kamel | apibench
     dev_file: str | None = None  # a separate dev file (same format); else dev_fraction
     dev_fraction: float = 0.1  # share of training records held out for dev (by record)
@@ -85,6 +87,7 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)!r} is not one of {list(allowed)}")
     if not cfg.train_file:
         raise ConfigError(f"{where}: train_file is required")
+    extra_files(cfg, where)
     if not 0 <= cfg.dev_fraction < 1:
         raise ConfigError(f"{where}: dev_fraction={cfg.dev_fraction} must be in [0, 1)")
     if cfg.train_only == "new" and not cfg.resume_from:
@@ -92,6 +95,27 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
     for key in ("epochs", "batch_size", "max_length"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be positive")
+
+
+def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]]:
+    """``extra_train_files`` as ``[(path, data_format)]``; a bare path is canonical JSONL."""
+    if not isinstance(cfg.extra_train_files, list):
+        raise ConfigError(f"{where}: extra_train_files={cfg.extra_train_files!r} must be a list")
+    out = []
+    for i, item in enumerate(cfg.extra_train_files):
+        if isinstance(item, str) and item:
+            item = {"file": item}
+        bad = (not isinstance(item, dict) or not isinstance(item.get("file"), str)
+               or set(item) - {"file", "data_format"})
+        if bad:
+            raise ConfigError(f"{where}: extra_train_files[{i}]={item!r}: give a path or "
+                              f"{{file: PATH, data_format: FORMAT}}")
+        fmt = item.get("data_format", "canonical")
+        if fmt not in FORMATS:
+            raise ConfigError(f"{where}: extra_train_files[{i}]: data_format={fmt!r} is not one "
+                              f"of {list(FORMATS)}")
+        out.append((item["file"], fmt))
+    return out
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, extra_files
 from .convert import NEEDS_TOOLS, convert
 from .data import Record, label_records
 from . import features as F
@@ -28,22 +28,29 @@ class Data:
 
 
 def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], list[Record] | None, str]:
+    """(train records: train_file's then each extra_train_files', dev records or None, digest)."""
+    files = [(cfg.train_file, cfg.data_format)] + extra_files(cfg)
     pack = None  # formats that map calls to tools by the pack (apibench) get it
-    if cfg.data_format in NEEDS_TOOLS and isinstance(cfg.tools, str):
+    if any(fmt in NEEDS_TOOLS for _, fmt in files) and isinstance(cfg.tools, str):
         from .tools import load_pack
 
         pack = load_pack(cfg.tools, **cfg.tool_options)
-    conv = convert(cfg.train_file, cfg.data_format, pack)
-    if verbose:
-        print(f"toolken: {cfg.train_file}: {conv.summary()}")
-    digest = file_digest(cfg.train_file)
+
+    def read(path: str, fmt: str) -> tuple[list[Record], str]:
+        conv = convert(path, fmt, pack)
+        if verbose:
+            print(f"toolken: {path}: {conv.summary()}")
+        return conv.records, file_digest(path)
+
+    train, digest = read(cfg.train_file, cfg.data_format)
+    for path, fmt in files[1:]:
+        more, d = read(path, fmt)
+        train, digest = train + more, digest + fmt + d
     dev = None
     if cfg.dev_file:
-        dconv = convert(cfg.dev_file, cfg.data_format, pack)
-        if verbose:
-            print(f"toolken: {cfg.dev_file}: {dconv.summary()}")
-        dev, digest = dconv.records, digest + file_digest(cfg.dev_file)
-    return conv.records, dev, hashlib.sha256(digest.encode()).hexdigest()[:16]
+        dev, d = read(cfg.dev_file, cfg.data_format)
+        digest += d
+    return train, dev, hashlib.sha256(digest.encode()).hexdigest()[:16]
 
 
 def tool_list(cfg: TrainConfig, records: list[Record]) -> tuple[list[str], list[dict] | None, list[str]]:
