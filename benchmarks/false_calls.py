@@ -11,8 +11,9 @@ at most one call, as ``toolken eval kamel`` runs them:
 - ``data/no_tool_questions.txt``: questions that need no tool (how-to, advice, definitions,
   writing requests; written for this benchmark); false-call rate = any tool called.
 
-One row per toolken bias x (rerank off, and each rerank method x top-k x none bias). ``--bias calibrated`` is the
-bias stored in the checkpoint. Prints a markdown table; ``--out`` writes the figures as JSON.
+One row per toolken bias x (rerank off, and each rerank method x top-k x none bias).
+``--bias calibrated`` is the bias stored in the checkpoint. Prints a markdown table; ``--out``
+writes the figures (and each false call's question and tool) as JSON.
 """
 
 from __future__ import annotations
