@@ -63,3 +63,11 @@ def test_chat_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["chat", "--help"])
     assert e.value.code == 0 and "/reset" in capsys.readouterr().out
+
+
+def test_generate_rerank_none_means_no_call(checkpoint, capsys):
+    assert main(["generate", *args(checkpoint, "--json", "--rerank-top-k", "1",
+                                   "--rerank-none-bias", "10000"), "2 and 3?"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["calls"] == [] and d["reranks"][0]["candidates"] == ["add"]
+    assert d["reranks"][0]["choice"] is None

@@ -61,3 +61,26 @@ def test_method_that_does_not_apply_is_refused():
         evaluate(EvalConfig(bench="kamel", data="x", method="cot"))
     with pytest.raises(ValueError, match="unknown benchmark"):
         evaluate(EvalConfig(bench="mmlu", data="x"))
+
+
+def test_eval_rerank_flag_records_decisions(tiny_base, tmp_path):
+    from toolken.cli import main
+
+    data = shared_path(*DATA["funcqa-oh"])
+    pack = str(REPO / "tools" / "funcqa.py")
+    m = ToolkenModel(tiny_base, [], toolken_bias=1e4)  # a toolken wins at every step
+    m.add_tools(load_pack(pack).names)
+    m.save_pretrained(tmp_path / "ckpt")
+    calls = {}
+    for none_bias in ("10000", "-10000"):
+        out = tmp_path / f"r{none_bias}.json"
+        assert main(["eval", "funcqa-oh", "--data", str(data), "--toolkens", str(tmp_path / "ckpt"),
+                     "--tools", pack, "--limit", "2", "--max-new-tokens", "3", "--shared", str(SHARED),
+                     "--base-model", "tiny-random-llama", "--rerank-top-k", "2",
+                     "--rerank-none-bias", none_bias, "--out", str(out)]) == 0
+        report = json.loads(out.read_text())
+        assert report["config"]["rerank_top_k"] == 2
+        for p in report["predictions"]:
+            assert p["reranks"] and all(len(r["candidates"]) == 2 for r in p["reranks"])
+        calls[none_bias] = sum(len(p["calls"]) for p in report["predictions"])
+    assert calls["10000"] == 0 and calls["-10000"] > 0

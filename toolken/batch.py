@@ -14,7 +14,7 @@ import time
 import torch
 
 from .generate import (CallTrace, Generation, _call_tool, _list, _new_cache, _pick,
-                       _prompt_text, result_join, stop_at)
+                       _prompt_text, make_reranker, result_join, stop_at)
 
 
 def _forward(model, ids, mask, pos, cache) -> torch.Tensor:
@@ -29,8 +29,9 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
                    top_p: float = 1.0, toolken_bias: float | None = None, max_tool_calls: int = 8,
                    tool_timeout: float = 5.0, stop: list[str] | None = None,
                    max_result_chars: int = 200, backend: str = "xgrammar",
-                   seed: int | None = None, batch_size: int = 8,
-                   progress: bool = False) -> list[Generation]:
+                   seed: int | None = None, batch_size: int = 8, progress: bool = False,
+                   rerank_top_k: int = 0, rerank_none_bias: float = 0.0,
+                   rerank_method: str = "pmi") -> list[Generation]:
     """Generate for every prompt, ``batch_size`` rows at a time; same options as ``generate``."""
     from tqdm.auto import tqdm
 
@@ -39,6 +40,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
         from .generate import GenerationError
         raise GenerationError("no tools attached: pass registry= or model.attach_tools(pack)")
     tool_mode = model.tool_mode(registry, backend)
+    reranker = make_reranker(model, registry, rerank_top_k, rerank_none_bias, rerank_method)
     questions = questions or [None] * len(prompts)
     out: list[Generation] = []
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
@@ -46,7 +48,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
         out += _one_batch(model, registry, tool_mode, prompts[s:s + batch_size],
                           questions[s:s + batch_size], max_new_tokens, do_sample, temperature,
                           top_p, toolken_bias, max_tool_calls, tool_timeout, stop,
-                          max_result_chars, seed)
+                          max_result_chars, seed, reranker)
         bar.update(len(prompts[s:s + batch_size]))
     bar.close()
     return out
@@ -54,7 +56,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
 
 def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, do_sample,
                temperature, top_p, toolken_bias, max_tool_calls, tool_timeout, stop,
-               max_result_chars, seed) -> list[Generation]:
+               max_result_chars, seed, reranker) -> list[Generation]:
     t0 = time.perf_counter()
     tok, V, dev = model.tokenizer, model.vocab_size, model.base.device
     texts_q = [_prompt_text(tok, p, q) for p, q in zip(prompts, questions)]
@@ -72,7 +74,7 @@ def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, d
     eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)] if i is not None}
     rows = [{"out": [], "text": "", "calls": [], "queue": [], "done": False, "reason": "max_new_tokens",
              "stats": {"prefilled": len(r) - P + (computed if b == 0 else 0), "decoded": 0},
-             "steps": 0, "pending": None} for b, r in enumerate(ids)]
+             "steps": 0, "pending": None, "reranks": []} for b, r in enumerate(ids)]
     next_pos = pos[:, -1] + 1
     while not all(r["done"] for r in rows):
         feed = []
@@ -85,7 +87,7 @@ def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, d
             else:
                 feed.append(_choose(model, registry, tool_mode, r, z[b], texts_q[b][1], V, bias,
                                     max_tool_calls, do_sample, temperature, top_p, gen,
-                                    tool_timeout, max_result_chars))
+                                    tool_timeout, max_result_chars, reranker))
                 r["steps"] += 1
             r["out"].append(feed[-1])
             _update_text(tok, r, stop, eos, feed[-1])
@@ -99,7 +101,7 @@ def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, d
     wall = time.perf_counter() - t0
     return [Generation(text=r["text"], calls=r["calls"], prefilled_tokens=r["stats"]["prefilled"],
                        decoded_tokens=r["stats"]["decoded"], seconds=wall, stop_reason=r["reason"],
-                       token_ids=ids[b] + r["out"]) for b, r in enumerate(rows)]
+                       token_ids=ids[b] + r["out"], reranks=r["reranks"]) for b, r in enumerate(rows)]
 
 
 def _shared_prefix(model, ids: list[list[int]]):
@@ -121,7 +123,7 @@ def _shared_prefix(model, ids: list[list[int]]):
 
 
 def _choose(model, registry, tool_mode, r, z, question, V, bias, max_tool_calls, do_sample,
-            temperature, top_p, gen, timeout, max_chars) -> int:
+            temperature, top_p, gen, timeout, max_chars, reranker=None) -> int:
     """The row's next token: a vocabulary token, or the first token of a tool's result."""
     zz = z.clone()
     zz[V:] += bias
@@ -132,6 +134,8 @@ def _choose(model, registry, tool_mode, r, z, question, V, bias, max_tool_calls,
         return _pick(v, do_sample, temperature, top_p, gen)
 
     choice = sample(zz)
+    if choice >= V and reranker is not None:
+        choice = reranker.choose(zz, question, r["text"], sample, r["reranks"], r["stats"])
     if choice < V:
         r["stats"]["decoded"] += 1
         return choice

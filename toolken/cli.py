@@ -42,7 +42,9 @@ def _options(args, question: str, stop_default) -> dict:
     return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                 temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
                 max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
-                stop=args.stop or stop_default, seed=args.seed, prompt_lookup=args.prompt_lookup)
+                stop=args.stop or stop_default, seed=args.seed, prompt_lookup=args.prompt_lookup,
+                rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
+                rerank_method=args.rerank_method)
 
 
 def _show_stream(model, prompt, kw):
@@ -116,7 +118,9 @@ def _eval(args) -> int:
     cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
                      tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
                      template=args.template, shared=args.shared, batch_size=args.batch_size,
-                     max_new_tokens=args.max_new_tokens, api_docs=args.api_docs)
+                     max_new_tokens=args.max_new_tokens, api_docs=args.api_docs,
+                     rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
+                     rerank_method=args.rerank_method)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -171,6 +175,19 @@ def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--prompt-lookup", type=int, default=0, metavar="K",
                    help="greedy only: speculative decoding with K-token drafts looked up in the "
                    "context (same text; 2 is a good value on a CPU)")
+    _rerank_arguments(g)
+
+
+def _rerank_arguments(g) -> None:
+    g.add_argument("--rerank-top-k", type=int, default=0, metavar="K",
+                   help="Toolken+ rerank: when a toolken wins, the base model picks one of the top K "
+                   "tools' descriptions or \"none\" (no call); 0 (default) is off")
+    g.add_argument("--rerank-none-bias", type=float, default=0.0,
+                   help="the score of \"none\" (pmi: the threshold a tool's PMI must beat; choice: "
+                   "added to its letter's log-likelihood); higher: fewer calls")
+    g.add_argument("--rerank-method", choices=("pmi", "choice"), default="pmi",
+                   help="pmi: description log-likelihood given the question minus given \"N/A\"; "
+                   "choice: Toolken+'s lettered multiple-choice prompt (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-new-tokens", type=int, default=128)
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
+    _rerank_arguments(e)
     e.set_defaults(func=_eval)
     return p
 

@@ -46,6 +46,7 @@ class Generation:
     stop_reason: str = ""
     token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
     next_logits: torch.Tensor | None = field(default=None, repr=False)  # (V + K) after the last token
+    reranks: list = field(default_factory=list)  # rerank decisions (toolken.rerank.RerankTrace)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -193,7 +194,8 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
            stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
            seed: int | None = None, tool_mode: ToolMode | None = None,
            reencode: bool = False, ignore_eos: bool = False,
-           reuse_prompt: bool = True, prompt_lookup: int = 0) -> Iterator[Event | Generation]:
+           reuse_prompt: bool = True, prompt_lookup: int = 0, rerank_top_k: int = 0,
+           rerank_none_bias: float = 0.0, rerank_method: str = "pmi") -> Iterator[Event | Generation]:
     """Yield events as they happen; the last item is the finished ``Generation``.
 
     ``prompt_lookup=k`` (greedy only): speculative decoding with drafts looked up in the
@@ -205,6 +207,9 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
     before (``model.prefix_store``), so a shared few-shot template is encoded once.
     ``reencode=True`` is the paper's strategy, kept for comparison: no prefix is reused, after
     every tool call the whole context is encoded again, and every tool prompt in full.
+    ``rerank_top_k=k`` (0: off): when a toolken wins, the base model chooses among the top k
+    tools' descriptions or "none" (``toolken.rerank``: ``rerank_method`` "pmi" or "choice";
+    ``rerank_none_bias`` favours "none").
     """
     t0 = time.perf_counter()
     registry = registry if registry is not None else model.registry
@@ -229,6 +234,8 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
     if tool_mode is None:
         tool_mode = (ToolMode(model, registry, backend, reuse_prefix=False) if reencode
                      else model.tool_mode(registry, backend))
+    reranker = make_reranker(model, registry, rerank_top_k, rerank_none_bias, rerank_method)
+    reranks: list = []
     store = model.prefix_store if reuse_prompt and not reencode else None
     cache, reused = store.start(model, prompt_ids) if store else (_new_cache(model), 0)
     stats = {"prefilled": len(prompt_ids) - reused, "decoded": 0, "drafted": 0, "accepted": 0}
@@ -250,6 +257,8 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
             if len(calls) >= max_tool_calls:
                 zz[V:] = float("-inf")
             choice = sample(zz)
+            if choice >= V and reranker is not None:
+                choice = reranker.choose(zz, question, text, sample, reranks, stats)
             new_ids = [choice]
             accepted = None
             if drafts and choice == drafts[0][0]:
@@ -314,7 +323,19 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
                      decoded_tokens=stats["decoded"], drafted_tokens=stats["drafted"],
                      accepted_drafts=stats["accepted"], seconds=time.perf_counter() - t0,
                      stop_reason=stop_reason, token_ids=prompt_ids + out_ids,
-                     next_logits=z if stop_reason in ("max_new_tokens", "context") else None)
+                     next_logits=z if stop_reason in ("max_new_tokens", "context") else None,
+                     reranks=reranks)
+
+
+def make_reranker(model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi"):
+    """The ``Reranker`` for ``rerank_top_k`` (None when it is 0)."""
+    if not isinstance(top_k, int) or top_k < 0:
+        raise GenerationError(f"rerank_top_k must be an integer >= 0 (0: off), got {top_k!r}")
+    if not top_k:
+        return None
+    from .rerank import Reranker
+
+    return Reranker(model, registry, top_k, none_bias, method)
 
 
 def generate(model, prompt, **kw) -> Generation:

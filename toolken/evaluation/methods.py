@@ -28,21 +28,26 @@ def fill(template: str, question: str) -> str:
     return template.replace("[QUESTION]", question)
 
 
-def _record(ex, text: str, calls: list, prediction) -> dict:
-    return {"id": ex.id, "prediction": prediction, "text": text,
-            "calls": [c.__dict__ if isinstance(c, CallTrace) else c for c in calls]}
+def _record(ex, text: str, calls: list, prediction, reranks: list | None = None) -> dict:
+    out = {"id": ex.id, "prediction": prediction, "text": text,
+           "calls": [c.__dict__ if isinstance(c, CallTrace) else c for c in calls]}
+    if reranks:
+        out["reranks"] = [r.__dict__ for r in reranks]
+    return out
 
 
 def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens: int,
-                batch_size: int, read, first_call_only: bool = False, mask_tools: bool = False) -> list[dict]:
+                batch_size: int, read, first_call_only: bool = False, mask_tools: bool = False,
+                rerank: dict | None = None) -> list[dict]:
     """toolken (and cot when mask_tools): batched generation; ``read(text, calls)`` gives the
-    prediction (a final number, the first tool chosen, ...)."""
+    prediction (a final number, the first tool chosen, ...); ``rerank``: the rerank options
+    of ``generate_batch`` (``rerank_top_k``, ``rerank_none_bias``, ``rerank_method``)."""
     prompts = [fill(template, ex.question) for ex in examples]
     gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
                           max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
                           max_tool_calls=0 if mask_tools else (1 if first_call_only else 8),
-                          progress=True)
-    return [_record(ex, g.text, g.calls, read(g.text, g.calls)) for ex, g in zip(examples, gens)]
+                          progress=True, **(rerank or {}))
+    return [_record(ex, g.text, g.calls, read(g.text, g.calls), g.reranks) for ex, g in zip(examples, gens)]
 
 
 def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int, read,

@@ -33,6 +33,9 @@ class EvalConfig:
     batch_size: int = 8
     max_new_tokens: int = 128
     api_docs: str | None = None  # <provider>_api.jsonl for APIBench scoring / retrieval
+    rerank_top_k: int = 0  # toolken: Toolken+ rerank of the top k toolkens (0: off)
+    rerank_none_bias: float = 0.0
+    rerank_method: str = "pmi"
 
 
 def check(cfg: EvalConfig) -> None:
@@ -94,7 +97,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         else:
             s = score(cfg.bench, p["text"], ex.gold, calls=p["calls"])
         records.append({"id": ex.id, "prediction": p["prediction"], "gold": ex.gold,
-                        **s, "calls": p["calls"], "text": p["text"]})
+                        **s, "calls": p["calls"], "text": p["text"],
+                        **({"reranks": p["reranks"]} if "reranks" in p else {})})
     report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
               "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
               "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
@@ -118,7 +122,8 @@ def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[
     if cfg.method == "icl":
         return run_icl(model, examples, template, stop, n, read)
     return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
-                       first_call_only=family == "kamel", mask_tools=cfg.method == "cot")
+                       first_call_only=family == "kamel", mask_tools=cfg.method == "cot",
+                       rerank=_rerank(cfg))
 
 
 def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
@@ -130,7 +135,7 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
 
         gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
                               max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size,
-                              progress=progress)
+                              progress=progress, **_rerank(cfg))
         out = []
         for ex, g in zip(examples, gens):
             call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
@@ -155,6 +160,11 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
                           progress=progress)
     return [{"id": ex.id, "prediction": g.text.strip(), "text": g.text, "calls": []}
             for ex, g in zip(examples, gens)]
+
+
+def _rerank(cfg: EvalConfig) -> dict:
+    return dict(rerank_top_k=cfg.rerank_top_k, rerank_none_bias=cfg.rerank_none_bias,
+                rerank_method=cfg.rerank_method)
 
 
 def _fingerprint(directory: str | None) -> str | None:

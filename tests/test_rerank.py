@@ -1,0 +1,145 @@
+"""Toolken+ rerank on the tiny model: forced choices, "none" -> no call, batch == single."""
+
+import pytest
+import torch
+
+from toolken.batch import generate_batch
+from toolken.generate import GenerationError, _new_cache, _step
+from toolken.model import ToolkenModel
+from toolken.registry import ToolRegistry
+from toolken.rerank import CONTENT_FREE, NONE, Reranker, option_logprobs
+from toolken.tools import tool
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def mul(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+@tool
+def sub(a: int, b: int) -> int:
+    """Subtract b from a."""
+    return a - b
+
+
+@pytest.fixture
+def m(tiny_base):
+    torch.manual_seed(0)
+    model = ToolkenModel(tiny_base, [])
+    model.add_tools(["add", "mul", "sub"])
+    return model.attach_tools(ToolRegistry([add, mul, sub]))
+
+
+KW = dict(max_new_tokens=6, toolken_bias=1e4, max_tool_calls=2)
+
+
+def test_option_logprobs_equal_a_full_forward(m):
+    prefix = m.tokenizer("Q: 1 and 2?", add_special_tokens=True)["input_ids"]
+    options = [[5], [7, 9], [11, 3, 4]]
+    cache = _new_cache(m)
+    with torch.no_grad():
+        z = _step(m, prefix, cache)
+        got = option_logprobs(m, cache, z[:m.vocab_size], options)
+    assert cache.get_seq_length() == len(prefix)  # left as it was
+    V = m.vocab_size
+    for ids, s in zip(options, got):
+        with torch.no_grad():
+            logits, _ = m(torch.tensor([prefix + ids]))
+        lp = torch.log_softmax(logits[0, len(prefix) - 1:-1, :V], dim=-1)
+        want = float(sum(lp[i, t] for i, t in enumerate(ids)))
+        assert s == pytest.approx(want, abs=1e-4)
+
+
+def reference_loglik(m, text, cont):
+    prefix = m.tokenizer(text)["input_ids"]
+    ids = m.tokenizer(cont, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits, _ = m(torch.tensor([prefix + ids]))
+    lp = torch.log_softmax(logits[0, len(prefix) - 1:-1, :m.vocab_size], dim=-1)
+    return float(sum(lp[i, t] for i, t in enumerate(ids)))
+
+
+@pytest.mark.parametrize("method", ["pmi", "choice"])
+def test_none_forced_means_no_call_and_the_best_vocabulary_token(m, method):
+    g = m.generate("Q: 2 and 3? A:", rerank_top_k=2, rerank_none_bias=1e4, rerank_method=method, **KW)
+    assert g.calls == [] and len(g.reranks) == KW["max_new_tokens"]  # a toolken won every step
+    for r in g.reranks:
+        assert r.choice is None and len(r.candidates) == 2 and len(r.scores) == 3
+    plain = m.generate("Q: 2 and 3? A:", **{**KW, "max_tool_calls": 0})
+    assert g.text == plain.text
+    assert [r.at for r in g.reranks] == sorted(r.at for r in g.reranks)
+
+
+@pytest.mark.parametrize("method", ["pmi", "choice"])
+def test_tool_forced_calls_the_reranked_best(m, method):
+    g = m.generate("Q: 2 and 3? A:", rerank_top_k=3, rerank_none_bias=-1e4, rerank_method=method, **KW)
+    assert len(g.calls) == 2 and len(g.reranks) == 2
+    V = m.vocab_size
+    for call, r in zip(g.calls, g.reranks):
+        assert sorted(r.candidates) == ["add", "mul", "sub"]
+        best = max(range(3), key=lambda i: r.scores[i])
+        assert call.tool == r.choice == r.candidates[best]
+    # the candidates are the top-k by toolken logit, best first
+    with torch.no_grad():
+        z = _step(m, m.tokenizer("Q: 2 and 3? A:")["input_ids"], _new_cache(m))
+    order = [m.tools[i] for i in z[V:].argsort(descending=True).tolist()]
+    assert g.reranks[0].candidates == order
+
+
+def test_pmi_scores_equal_a_plain_computation(m):
+    r = Reranker(m, m.registry, 2, none_bias=0.5)
+    V = m.vocab_size
+    zz = torch.zeros(V + 3)
+    zz[V + 2], zz[V + 0] = 2.0, 1.0  # sub, then add
+    _, trace = r.decide(zz, "What is 2 minus 1?", "")
+    assert trace.candidates == ["sub", "add"] and trace.scores[-1] == 0.5
+    for name, s in zip(trace.candidates, trace.scores):
+        cont = " " + m.registry[name].description
+        want = (reference_loglik(m, "Question: What is 2 minus 1?\nThe tool needed:", cont)
+                - reference_loglik(m, CONTENT_FREE, cont))
+        assert s == pytest.approx(want, abs=1e-3)
+    assert set(r._prior) == {"sub", "add"}  # the content-free terms are kept
+
+
+def test_rerank_can_overrule_the_top_toolken(m, monkeypatch):
+    monkeypatch.setattr("toolken.rerank.option_logprobs",
+                        lambda model, cache, z, options: [0.0 if i == 1 else -5.0 for i in range(len(options))])
+    g = m.generate("Q: 2 and 3? A:", rerank_top_k=2, rerank_method="choice", **{**KW, "max_tool_calls": 1})
+    r = g.reranks[0]
+    assert r.choice == r.candidates[1] == g.calls[0].tool
+    assert g.calls[0].result is not None
+
+
+def test_batched_rerank_equals_one_by_one(m):
+    prompts = ["Q: 2 and 3? A:", "Q: what is 10 plus 20? A: ", "Q: x"]
+    for method, none_bias in (("pmi", 0.0), ("choice", 0.0), ("pmi", 1e4)):
+        kw = dict(KW, rerank_top_k=2, rerank_none_bias=none_bias, rerank_method=method, stop=["Q"])
+        batch = generate_batch(m, prompts, batch_size=3, **kw)
+        single = [m.generate(p, **kw) for p in prompts]
+        for b, s in zip(batch, single):
+            assert b.text == s.text and b.token_ids == s.token_ids
+            assert b.reranks == s.reranks
+            assert [(c.tool, c.result) for c in b.calls] == [(c.tool, c.result) for c in s.calls]
+
+
+def test_prompt_lists_candidates_and_none(m):
+    r = Reranker(m, m.registry, 2)
+    text = r.prompt("2 and 3?", "", [add, mul])
+    assert "A. add: Add two integers." in text and "B. mul: Multiply" in text
+    assert f"C. {NONE}:" in text and "(nothing yet)" in text
+
+
+def test_bad_rerank_options(m):
+    with pytest.raises(GenerationError, match="rerank_top_k"):
+        m.generate("Q: hi", rerank_top_k=-1)
+    with pytest.raises(ValueError, match="below 26"):
+        m.generate("Q: hi", rerank_top_k=30)
+    with pytest.raises(ValueError, match="rerank method 'vote'"):
+        m.generate("Q: hi", rerank_top_k=1, rerank_method="vote")

@@ -1,0 +1,186 @@
+"""Toolken+-style rerank with a reject option (Yakobson et al., 2024, "TOOLKEN+: Improving
+LLM Tool Usage with Reranking and a Reject Option").
+
+When a toolken wins in reasoning mode, the ``top_k`` toolkens by logit are not trusted
+blindly: the frozen base model scores those tools' descriptions against the question and
+the answer so far, and a "none" option; the best one wins (greedy, also when decoding
+samples). A tool is then called as usual; "none" means no call: decoding goes on with the
+best vocabulary token, as in the paper's fallback. Two scorings (``Reranker``):
+
+- ``pmi`` (default): log P(description | question) - log P(description | "N/A") for each
+  candidate: one prefill of the short context, then the k descriptions in one batched
+  forward; the content-free term is computed once per tool. "none" scores a threshold.
+- ``choice``: Toolken+'s multiple-choice prompt (lettered descriptions and "none"), scored
+  by the log-likelihood of each letter: one prefill on a kept copy of the fixed instruction.
+
+Every decision is recorded in ``Generation.reranks``: candidates, scores, choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .generate import _new_cache, _step
+
+HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" when the "
+          "answer needs no tool.\n\n")
+NONE = "none"
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CONTENT_FREE = "Question: N/A\nThe tool needed:"  # the PMI reference context
+METHODS = ("pmi", "choice")
+
+
+@dataclass
+class RerankTrace:
+    candidates: list[str]  # the top-k tools by toolken logit, best first
+    scores: list[float]  # one per candidate, then the score of "none"
+    choice: str | None  # the chosen tool, or None when "none" won
+    at: int = 0  # character offset in Generation.text where the decision was taken
+
+
+class Reranker:
+    """Rerank the top-k toolkens with the frozen base model, or reject them all.
+
+    ``method="pmi"``: a candidate's score is how much the question (and the answer so far)
+    raises the log-likelihood of its description after "The tool needed:", against the
+    content-free question "N/A" (pointwise mutual information; the content-free
+    log-likelihoods are computed once per tool and kept); "none" scores ``none_bias``, so a
+    tool is called only when its PMI exceeds it.
+    ``method="choice"``: the Toolken+ prompt, the candidates and "none" as lettered options;
+    a score is the log-likelihood of the option's letter, and ``none_bias`` is added to that of
+    "none". Small models prefer the first letter whatever the options say (RESULTS.md).
+    """
+
+    def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi"):
+        if top_k < 1:
+            raise ValueError(f"rerank top_k must be at least 1, got {top_k}")
+        if top_k >= len(LABELS):
+            raise ValueError(f"rerank top_k must be below {len(LABELS)} (one letter per option), got {top_k}")
+        if method not in METHODS:
+            raise ValueError(f"rerank method {method!r} is not one of {list(METHODS)}")
+        self.model, self.registry, self.method = model, registry, method
+        self.top_k, self.none_bias = top_k, float(none_bias)
+        self._header = None  # (cache, n_tokens) of HEADER
+        self._prior: dict[str, float] = {}  # tool -> log P(description | CONTENT_FREE)
+
+    def prompt(self, question: str, answer_so_far: str, tools: list) -> str:
+        """The part of the "choice" rerank prompt after ``HEADER``."""
+        lines = [f"{LABELS[i]}. {_describe(t)}" for i, t in enumerate(tools)]
+        lines.append(f"{LABELS[len(tools)]}. {NONE}: no tool is needed; go on answering without one")
+        answer = answer_so_far.strip() or "(nothing yet)"
+        return (f"Question: {question.strip()}\nAnswer so far: {answer}\nOptions:\n"
+                + "\n".join(lines) + "\nThe best option is")
+
+    def choose(self, zz: torch.Tensor, question: str, answer_so_far: str, sample, reranks: list,
+               stats: dict) -> int:
+        """The hook of reasoning mode, where a toolken won in ``zz`` (V + K): the toolken id
+        of the chosen tool, or (for "none") ``sample`` of the vocabulary logits. The decision
+        is appended to ``reranks``; the rerank prompts' tokens are counted as prefilled."""
+        row, trace = self.decide(zz, question, answer_so_far, stats)
+        reranks.append(trace)
+        V = self.model.vocab_size
+        return V + row if row is not None else sample(zz[:V])
+
+    @torch.no_grad()
+    def decide(self, zz: torch.Tensor, question: str, answer_so_far: str,
+               stats: dict | None = None) -> tuple[int | None, RerankTrace]:
+        """(tool row or None, trace) for (V + K) logits ``zz`` in which a toolken won."""
+        V = self.model.vocab_size
+        k = min(self.top_k, zz.shape[-1] - V)
+        rows = zz[V:].topk(k).indices.tolist()  # ties: lowest row first, as argmax
+        tools = [self.registry[r] for r in rows]
+        stats = stats if stats is not None else {"prefilled": 0}
+        if self.method == "choice":
+            scores = self._choice_scores(question, answer_so_far, tools, stats)
+        else:
+            scores = self._pmi_scores(question, answer_so_far, tools, stats)
+        best = max(range(k + 1), key=lambda i: scores[i])  # ties: the earlier option
+        choice = rows[best] if best < k else None
+        trace = RerankTrace(candidates=[t.name for t in tools], scores=[round(s, 4) for s in scores],
+                            choice=tools[best].name if choice is not None else None,
+                            at=len(answer_so_far))
+        return choice, trace
+
+    def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
+        tok, V = self.model.tokenizer, self.model.vocab_size
+        cache = self._header_cache()
+        ids = tok(self.prompt(question, answer_so_far, tools), add_special_tokens=False)["input_ids"]
+        z = _step(self.model, ids, cache)
+        labels = [tok(" " + LABELS[i], add_special_tokens=False)["input_ids"] for i in range(len(tools) + 1)]
+        stats["prefilled"] += len(ids) + sum(len(x) - 1 for x in labels)
+        scores = option_logprobs(self.model, cache, z[:V], labels)
+        scores[-1] += self.none_bias
+        return scores
+
+    def _pmi_scores(self, question, answer_so_far, tools, stats) -> list[float]:
+        tok = self.model.tokenizer
+        conts = [tok(" " + _what(t), add_special_tokens=False)["input_ids"] for t in tools]
+        answer = answer_so_far.strip()
+        context = f"Question: {question.strip()}\n" + (f"Answer so far: {answer}\n" if answer else "")
+        cond = self._loglik(context + "The tool needed:", conts, stats)
+        missing = [i for i, t in enumerate(tools) if t.name not in self._prior]
+        if missing:
+            prior = self._loglik(CONTENT_FREE, [conts[i] for i in missing], stats)
+            self._prior.update({tools[i].name: p for i, p in zip(missing, prior)})
+        return [c - self._prior[t.name] for c, t in zip(cond, tools)] + [self.none_bias]
+
+    def _loglik(self, text: str, conts: list[list[int]], stats) -> list[float]:
+        ids = self.model.tokenizer(text, add_special_tokens=True)["input_ids"]
+        cache = _new_cache(self.model)
+        z = _step(self.model, ids, cache)
+        stats["prefilled"] += len(ids) + sum(len(x) - 1 for x in conts)
+        return option_logprobs(self.model, cache, z[:self.model.vocab_size], conts)
+
+    def _header_cache(self):
+        """A fresh cache holding ``HEADER`` (encoded once, then copied)."""
+        from .prefix import copy_cache
+
+        if self._header is None:
+            ids = self.model.tokenizer(HEADER, add_special_tokens=True)["input_ids"]
+            cache = _new_cache(self.model)
+            _step(self.model, ids, cache)
+            self._header = (cache, len(ids))
+        cache, n = self._header
+        return copy_cache(self.model, cache, n)
+
+
+def option_logprobs(model, cache, z: torch.Tensor, options: list[list[int]]) -> list[float]:
+    """Log-likelihood of each option's token ids as the continuation of what ``cache`` holds
+    (batch 1); ``z`` (V) are the logits after it. Options of one token need no forward pass;
+    the longer ones go in one batched forward on a copy of the cache, right-padded (causal
+    attention: padding after a token never changes it). ``cache`` is left as it was."""
+    from .prefix import copy_cache
+
+    if any(not ids for ids in options):
+        raise ValueError("an empty option cannot be scored")
+    first = torch.log_softmax(z.float(), dim=-1)
+    out = [float(first[ids[0]]) for ids in options]
+    longer = [i for i, ids in enumerate(options) if len(ids) > 1]
+    if not longer:
+        return out
+    L = max(len(options[i]) for i in longer) - 1
+    pad = model.tokenizer.pad_token_id or 0
+    x = torch.tensor([options[i][:-1] + [pad] * (L + 1 - len(options[i])) for i in longer],
+                     device=model.base.device)  # (n, L)
+    c = copy_cache(model, cache, cache.get_seq_length())
+    c.batch_repeat_interleave(len(longer))
+    h = model.base.model.base_model(input_ids=x, past_key_values=c, use_cache=True).last_hidden_state
+    lp = torch.log_softmax(model.logits_from_hidden(h)[..., :model.vocab_size], dim=-1)  # (n, L, V)
+    for j, i in enumerate(longer):
+        ids = options[i]
+        out[i] += float(sum(lp[j, t - 1, ids[t]] for t in range(1, len(ids))))
+    return out
+
+
+def _what(tool) -> str:
+    """The first line of the tool's description (at most 160 characters), else its name."""
+    desc = (tool.description or "").strip().splitlines()
+    return desc[0][:160] if desc else tool.name
+
+
+def _describe(tool) -> str:
+    """One option line: the tool's name and what it does."""
+    what = _what(tool)
+    return f"{tool.name}: {what}" if what != tool.name else tool.name
