@@ -63,3 +63,12 @@ def test_chat_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["chat", "--help"])
     assert e.value.code == 0 and "/reset" in capsys.readouterr().out
+
+
+def test_generate_with_tool_mode_levers(checkpoint, capsys):
+    opts = ["--json", "--arg-candidates", "3", "--arg-numbers", "context", "--close-results"]
+    assert main(["generate", *args(checkpoint, *opts), "2 and 3?"]) == 0
+    c = json.loads(capsys.readouterr().out)["calls"][0]
+    assert len(c["candidates"]) == 3 and all(x in (2, 3) for x in c["arguments"])
+    with pytest.raises(SystemExit):
+        main(["generate", *args(checkpoint, "--arg-numbers", "all"), "2 and 3?"])

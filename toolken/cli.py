@@ -42,7 +42,29 @@ def _options(args, question: str, stop_default) -> dict:
     return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                 temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
                 max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
-                stop=args.stop or stop_default, seed=args.seed)
+                stop=args.stop or stop_default, seed=args.seed, tool_options=_tool_options(args),
+                close_results=args.close_results)
+
+
+def _tool_options(args) -> dict | None:
+    """The tool-mode options given on the command line (None: the checkpoint's defaults)."""
+    given = {k: getattr(args, k) for k in ("arg_demos", "arg_retriever", "arg_candidates",
+                                          "arg_temperature", "arg_numbers")
+             if getattr(args, k, None) is not None}
+    return given or None
+
+
+def _tool_mode_arguments(g) -> None:
+    """Tool-mode levers (issue 6); unset = the checkpoint's recipe (``generation:``), else off."""
+    g.add_argument("--arg-demos", type=int, help="k training examples of the chosen tool, most "
+                   "similar to the question, as tool-mode demos (0 = the tool's fixed demos)")
+    g.add_argument("--arg-retriever", choices=("bm25", "hidden"), help="similarity for --arg-demos")
+    g.add_argument("--arg-candidates", type=int, help="n argument sets; the majority result wins")
+    g.add_argument("--arg-temperature", type=float, help="sampling temperature of the extra candidates")
+    g.add_argument("--arg-numbers", choices=("any", "context"),
+                   help="context: numeric arguments copied or derived from the question and answer")
+    g.add_argument("--close-results", action=argparse.BooleanOptionalAction, default=None,
+                   help="the token after a tool result may not start with a digit")
 
 
 def _show_stream(model, prompt, kw):
@@ -116,7 +138,9 @@ def _eval(args) -> int:
     cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
                      tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
                      template=args.template, shared=args.shared, batch_size=args.batch_size,
-                     max_new_tokens=args.max_new_tokens, api_docs=args.api_docs)
+                     max_new_tokens=args.max_new_tokens, api_docs=args.api_docs,
+                     toolken_bias=args.bias, tool_options=_tool_options(args),
+                     prompt_demos=args.prompt_demos, close_results=args.close_results)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -168,6 +192,7 @@ def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--tool-timeout", type=float, default=5.0, help="seconds")
     g.add_argument("--stop", action="append", help="stop string (repeatable); " + stop_help)
     g.add_argument("--seed", type=int, default=None)
+    _tool_mode_arguments(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-new-tokens", type=int, default=128)
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
+    e.add_argument("--bias", type=float, help="toolken bias (default: the calibrated one)")
+    e.add_argument("--prompt-demos", type=int, help="toolken: the k training texts most similar "
+                   "to the question replace the prompt's demos (default: the checkpoint's recipe, else 0)")
+    _tool_mode_arguments(e)
     e.set_defaults(func=_eval)
     return p
 
