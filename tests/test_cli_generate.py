@@ -71,3 +71,12 @@ def test_generate_rerank_none_means_no_call(checkpoint, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["calls"] == [] and d["reranks"][0]["candidates"] == ["add"]
     assert d["reranks"][0]["choice"] is None
+
+
+def test_generate_with_tool_mode_levers(checkpoint, capsys):
+    opts = ["--json", "--arg-candidates", "3", "--arg-numbers", "context", "--close-results"]
+    assert main(["generate", *args(checkpoint, *opts), "2 and 3?"]) == 0
+    c = json.loads(capsys.readouterr().out)["calls"][0]
+    assert len(c["candidates"]) == 3 and all(x in (2, 3) for x in c["arguments"])
+    with pytest.raises(SystemExit):
+        main(["generate", *args(checkpoint, "--arg-numbers", "all"), "2 and 3?"])

@@ -320,3 +320,31 @@ def test_compiled_once_per_tokenizer(smol):
         assert a.matcher is not b.matcher
     assert constrain._vocab_for(smol, 49152) is vocab and len(vocab.compiled) == n
     print(f"[constrain] cached make_constraint: {1e6 * (time.perf_counter() - t0) / 4:.0f} us")
+
+
+# ---------------------------------------------------------------- numbers from the context
+
+
+def test_context_numbers():
+    text = "Amy saves 4% of 1,250.5 dollars, tripling it in three years; 10th log of 5572?"
+    assert constrain.context_numbers(text) == (
+        "4", "4%", "0.04", "1", "250", "1250.5", "3", "10", "5572")
+    assert constrain.context_numbers("no number here") is None
+    assert constrain.parse_number("4%") == float("0.04")  # the grammar's rule, never eval
+
+
+def test_grammar_with_context_numbers(tiny):
+    sch = schema({"a": {"type": "number"}, "b": {"type": "integer"}})
+    g = call_grammar(sch, numbers=("12", "0.5", "4%"))
+    assert 'number ::= "-"? ("0.5" | "12" | "4%")' in g and 'integer ::= "-"? ("12")' in g
+    assert 'integer ::= "-"? [0-9]' in call_grammar(sch, numbers=("0.5",))  # no integer: any
+    c = make_constraint(sch, tiny, vocab_size=len(tiny), numbers=("12", "0.5", "4%"))
+    feed(c, tiny, "4%, -12)")
+    assert c.is_done()
+    c = make_constraint(sch, tiny, vocab_size=len(tiny), numbers=("12", "0.5"))
+    feed(c, tiny, "1")
+    with pytest.raises(ValueError, match="not allowed"):
+        feed(c, tiny, "3")  # 13 is not in the context
+    for bad in ((), ("1e5",), ("-3",), (3,)):
+        with pytest.raises(ValueError, match="numbers must be"):
+            call_grammar(sch, numbers=bad)

@@ -14,7 +14,7 @@ import time
 import torch
 
 from .generate import (CallTrace, Generation, _call_tool, _list, _new_cache, _pick,
-                       _prompt_text, make_reranker, result_join, stop_at)
+                       _prompt_text, digit_tokens, make_reranker, result_join, stop_at)
 
 
 def _forward(model, ids, mask, pos, cache) -> torch.Tensor:
@@ -30,8 +30,8 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
                    tool_timeout: float = 5.0, stop: list[str] | None = None,
                    max_result_chars: int = 200, backend: str = "xgrammar",
                    seed: int | None = None, batch_size: int = 8, progress: bool = False,
-                   rerank_top_k: int = 0, rerank_none_bias: float = 0.0,
-                   rerank_method: str = "pmi") -> list[Generation]:
+                   rerank_top_k: int = 0, rerank_none_bias: float = 0.0, rerank_method: str = "pmi",
+                   tool_options=None, close_results: bool | None = None) -> list[Generation]:
     """Generate for every prompt, ``batch_size`` rows at a time; same options as ``generate``."""
     from tqdm.auto import tqdm
 
@@ -39,8 +39,9 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
     if registry is None:
         from .generate import GenerationError
         raise GenerationError("no tools attached: pass registry= or model.attach_tools(pack)")
-    tool_mode = model.tool_mode(registry, backend)
+    tool_mode = model.tool_mode(registry, backend, tool_options)
     reranker = make_reranker(model, registry, rerank_top_k, rerank_none_bias, rerank_method)
+    digits = digit_tokens(model, close_results)
     questions = questions or [None] * len(prompts)
     out: list[Generation] = []
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
@@ -48,7 +49,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
         out += _one_batch(model, registry, tool_mode, prompts[s:s + batch_size],
                           questions[s:s + batch_size], max_new_tokens, do_sample, temperature,
                           top_p, toolken_bias, max_tool_calls, tool_timeout, stop,
-                          max_result_chars, seed, reranker)
+                          max_result_chars, seed, reranker, digits)
         bar.update(len(prompts[s:s + batch_size]))
     bar.close()
     return out
@@ -56,7 +57,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
 
 def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, do_sample,
                temperature, top_p, toolken_bias, max_tool_calls, tool_timeout, stop,
-               max_result_chars, seed, reranker) -> list[Generation]:
+               max_result_chars, seed, reranker=None, digits=None) -> list[Generation]:
     t0 = time.perf_counter()
     tok, V, dev = model.tokenizer, model.vocab_size, model.base.device
     texts_q = [_prompt_text(tok, p, q) for p, q in zip(prompts, questions)]
@@ -87,7 +88,7 @@ def _one_batch(model, registry, tool_mode, prompts, questions, max_new_tokens, d
             else:
                 feed.append(_choose(model, registry, tool_mode, r, z[b], texts_q[b][1], V, bias,
                                     max_tool_calls, do_sample, temperature, top_p, gen,
-                                    tool_timeout, max_result_chars, reranker))
+                                    tool_timeout, max_result_chars, reranker, digits))
                 r["steps"] += 1
             r["out"].append(feed[-1])
             _update_text(tok, r, stop, eos, feed[-1])
@@ -123,12 +124,14 @@ def _shared_prefix(model, ids: list[list[int]]):
 
 
 def _choose(model, registry, tool_mode, r, z, question, V, bias, max_tool_calls, do_sample,
-            temperature, top_p, gen, timeout, max_chars, reranker=None) -> int:
+            temperature, top_p, gen, timeout, max_chars, reranker=None, digits=None) -> int:
     """The row's next token: a vocabulary token, or the first token of a tool's result."""
     zz = z.clone()
     zz[V:] += bias
     if len(r["calls"]) >= max_tool_calls:
         zz[V:] = float("-inf")
+    if digits is not None and r["calls"] and r["calls"][-1].end == len(r["text"]):
+        zz[digits] = float("-inf")  # a result is a whole number
 
     def sample(v):
         return _pick(v, do_sample, temperature, top_p, gen)

@@ -44,7 +44,29 @@ def _options(args, question: str, stop_default) -> dict:
                 max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
                 stop=args.stop or stop_default, seed=args.seed, prompt_lookup=args.prompt_lookup,
                 rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
-                rerank_method=args.rerank_method)
+                rerank_method=args.rerank_method,
+                tool_options=_tool_options(args), close_results=args.close_results)
+
+
+def _tool_options(args) -> dict | None:
+    """The tool-mode options given on the command line (None: the checkpoint's defaults)."""
+    given = {k: getattr(args, k) for k in ("arg_demos", "arg_retriever", "arg_candidates",
+                                          "arg_temperature", "arg_numbers")
+             if getattr(args, k, None) is not None}
+    return given or None
+
+
+def _tool_mode_arguments(g) -> None:
+    """Tool-mode levers (issue 6); unset = the checkpoint's recipe (``generation:``), else off."""
+    g.add_argument("--arg-demos", type=int, help="k training examples of the chosen tool, most "
+                   "similar to the question, as tool-mode demos (0 = the tool's fixed demos)")
+    g.add_argument("--arg-retriever", choices=("bm25", "hidden"), help="similarity for --arg-demos")
+    g.add_argument("--arg-candidates", type=int, help="n argument sets; the majority result wins")
+    g.add_argument("--arg-temperature", type=float, help="sampling temperature of the extra candidates")
+    g.add_argument("--arg-numbers", choices=("any", "context"),
+                   help="context: numeric arguments copied or derived from the question and answer")
+    g.add_argument("--close-results", action=argparse.BooleanOptionalAction, default=None,
+                   help="the token after a tool result may not start with a digit")
 
 
 def _show_stream(model, prompt, kw):
@@ -120,7 +142,9 @@ def _eval(args) -> int:
                      template=args.template, shared=args.shared, batch_size=args.batch_size,
                      max_new_tokens=args.max_new_tokens, api_docs=args.api_docs,
                      rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
-                     rerank_method=args.rerank_method)
+                     rerank_method=args.rerank_method,
+                     toolken_bias=args.bias, tool_options=_tool_options(args),
+                     prompt_demos=args.prompt_demos, close_results=args.close_results)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -176,6 +200,7 @@ def _generation_arguments(g, template_help: str, stop_help: str) -> None:
                    help="greedy only: speculative decoding with K-token drafts looked up in the "
                    "context (same text; 2 is a good value on a CPU)")
     _rerank_arguments(g)
+    _tool_mode_arguments(g)
 
 
 def _rerank_arguments(g) -> None:
@@ -264,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-new-tokens", type=int, default=128)
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
+    e.add_argument("--bias", type=float, help="toolken bias (default: the calibrated one)")
+    e.add_argument("--prompt-demos", type=int, help="toolken: the k training texts most similar "
+                   "to the question replace the prompt's demos (default: the checkpoint's recipe, else 0)")
+    _tool_mode_arguments(e)
     _rerank_arguments(e)
     e.set_defaults(func=_eval)
     return p

@@ -57,6 +57,9 @@ class TrainConfig:
     report_to: str = "none"  # none | wandb (through accelerate's trackers; offline unless set up)
     wandb_project: str = "toolken"
     progress: bool = True
+    # generation defaults stored with the checkpoint (toolken generate / eval read them):
+    # ToolModeOptions' arg_* keys, close_results, prompt_demos (toolken eval)
+    generation: dict = field(default_factory=dict)
 
 
 CHOICES = {"data_format": FORMATS,
@@ -92,6 +95,7 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: dev_fraction={cfg.dev_fraction} must be in [0, 1)")
     if cfg.train_only == "new" and not cfg.resume_from:
         raise ConfigError(f"{where}: train_only=new needs resume_from=CHECKPOINT_DIR")
+    _check_generation(cfg.generation, where)
     for key in ("epochs", "batch_size", "max_length"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be positive")
@@ -116,6 +120,23 @@ def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]
                               f"of {list(FORMATS)}")
         out.append((item["file"], fmt))
     return out
+
+
+def _check_generation(gen, where: str) -> None:
+    from .generate import ToolModeOptions
+
+    if not isinstance(gen, dict):
+        raise ConfigError(f"{where}: generation must be a mapping, got {gen!r}")
+    if not isinstance(gen.get("close_results", False), bool):
+        raise ConfigError(f"{where}: generation.close_results must be true or false")
+    k = gen.get("prompt_demos", 0)
+    if not isinstance(k, int) or k < 0:
+        raise ConfigError(f"{where}: generation.prompt_demos={k!r} must be an int >= 0")
+    try:
+        ToolModeOptions.of({key: v for key, v in gen.items()
+                            if key not in ("prompt_demos", "close_results")})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: generation: {e} (or prompt_demos, close_results)") from None
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -110,17 +110,29 @@ def _param(name: str, spec: dict) -> Param:
 # ---------------------------------------------------------------- grammar
 
 
-def call_grammar(schema: dict, max_string: int = 200) -> str:
-    """EBNF grammar (xgrammar dialect, ``root ::= ...``) for ``arg, arg, ...)``."""
+def call_grammar(schema: dict, max_string: int = 200, numbers: tuple[str, ...] | None = None) -> str:
+    """EBNF grammar (xgrammar dialect, ``root ::= ...``) for ``arg, arg, ...)``.
+
+    ``numbers`` (from ``context_numbers``): integer and number arguments may only be one of
+    these literals (the integer ones for integers), with an optional ``-``; None = any number.
+    """
     if not isinstance(max_string, int) or max_string < 0:
         raise ValueError(f"max_string must be an int >= 0, got {max_string!r}")
-    return _grammar(json.dumps(schema), max_string)  # key order kept: properties order matters
+    if numbers is not None:
+        bad = [n for n in numbers if not isinstance(n, str) or not _NUM_RE.fullmatch(n) or n[0] == "-"]
+        if bad or not numbers:
+            raise ValueError(f"numbers must be a non-empty tuple of literals like '12', '0.5' or "
+                             f"'4%', got {bad or numbers!r}")
+        numbers = tuple(numbers)
+    return _grammar(json.dumps(schema), max_string, numbers)  # key order: properties order matters
 
 
 @lru_cache(maxsize=1024)
-def _grammar(schema_json: str, max_string: int) -> str:
+def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None = None) -> str:
     params, min_args = positional_params(json.loads(schema_json))
     rules: dict[str, str] = {}  # rule name -> body, for the types in use
+    if numbers is not None:
+        rules.update(_number_rules(numbers))
     items = [_item_expr(p, i, rules, max_string) for i, p in enumerate(params)]
     body = " sep ".join(items[:min_args])
     tail = ""
@@ -145,7 +157,7 @@ def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int) -> str:
             _add_string_rules(rules, max_string)
     else:
         name = p.type
-        rules[name] = _RULES[name]
+        rules.setdefault(name, _RULES[name])
     if p.shape == "scalar":
         return name
     lo, hi = max(p.min_items, 1), p.max_items  # a variadic that is written has >= 1 item
@@ -156,6 +168,44 @@ def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int) -> str:
     if p.variadic:
         return f"({seq})"
     return f'("[" {seq} "]")' if p.min_items else f'("[" ({seq})? "]")'
+
+
+def _number_rules(numbers: tuple[str, ...]) -> dict[str, str]:
+    """Rules "number" / "integer" that allow only the given literals (integers: the integral
+    ones; none of those: any integer)."""
+    alts = lambda xs: '"-"? (' + " | ".join(_ebnf_literal(x) for x in sorted(set(xs))) + ")"  # noqa: E731
+    ints = [x for x in numbers if _INT_RE.fullmatch(x)]
+    return {"number": alts(numbers), "integer": alts(ints) if ints else _RULES["integer"]}
+
+
+_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_WORDS.update(double="2", doubles="2", doubling="2", twice="2", triple="3", triples="3",
+              tripling="3", thrice="3", quadruple="4", quadrupling="4", half="0.5", dozen="12")
+_CONTEXT_NUM_RE = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%?)|\b([A-Za-z]+)\b")
+
+
+def context_numbers(text: str) -> tuple[str, ...] | None:
+    """The numbers a call can copy or derive from ``text``: each number as written (``1,234``
+    also as 1234), a percentage also as its fraction (``4%`` -> ``4%``, ``4`` and
+    ``0.04``), number words (``three`` -> ``3``, ``tripling`` -> ``3``, ``half`` -> ``0.5``).
+    None when the text has no number."""
+    out: dict[str, None] = {}
+    for m in _CONTEXT_NUM_RE.finditer(text):
+        whole, frac, pct, word = m.groups()
+        if word is not None:
+            if word.lower() in _WORDS:
+                out[_WORDS[word.lower()]] = None
+            continue
+        if "," in whole:  # 1,234: one number, or a list written without spaces
+            out.update(dict.fromkeys(whole.split(",")))
+        lit = whole.replace(",", "") + (frac or "")
+        out[lit] = None
+        if pct:
+            out[lit + "%"] = None
+            out[format(Decimal(lit).scaleb(-2).normalize(), "f")] = None
+    return tuple(out) or None
 
 
 def _add_string_rules(rules: dict[str, str], max_string: int) -> None:
@@ -329,6 +379,8 @@ def _compile(v: _Vocab, tokenizer, backend: str, grammar: str) -> Any:
     """Compiled grammar (xgrammar) or template matcher (llguidance), cached in ``v``."""
     with _LOCK:
         if (backend, grammar) not in v.compiled:
+            if len(v.compiled) >= 512:  # per-question grammars (numbers=...): keep it bounded
+                v.compiled.clear()
             if backend not in v.backend:  # the tokenizer's side, once per tokenizer
                 v.backend[backend] = _backend_tokenizer(tokenizer, backend, v.vocab_size)
             if backend == "xgrammar":
@@ -446,11 +498,12 @@ class ArgumentConstraint:
 
 
 def make_constraint(schema: dict, tokenizer, *, vocab_size: int, backend: str = "xgrammar",
-                    max_string: int = 200) -> ArgumentConstraint:
-    """A fresh constraint for one call; grammars compile once per (tokenizer, backend)."""
+                    max_string: int = 200, numbers: tuple[str, ...] | None = None) -> ArgumentConstraint:
+    """A fresh constraint for one call; grammars compile once per (tokenizer, backend);
+    ``numbers``: the literals numeric arguments may take (see ``call_grammar``)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown constraint backend {backend!r}; valid: {list(BACKENDS)}")
-    grammar = call_grammar(schema, max_string)
+    grammar = call_grammar(schema, max_string, numbers)
     vocab = _vocab_for(tokenizer, vocab_size)
     compiled = _compile(vocab, tokenizer, backend, grammar)
     if backend == "xgrammar":

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-from .constrain import make_constraint, parse_arguments
+from .constrain import context_numbers, make_constraint, parse_arguments
 
 
 @dataclass
@@ -32,6 +32,7 @@ class CallTrace:
     end: int | None = None
     seconds_arguments: float = 0.0
     seconds_tool: float = 0.0
+    candidates: list | None = None  # arg_candidates > 1: [{"argument_text", "result", "logprob"}]
 
 
 @dataclass
@@ -129,28 +130,80 @@ def result_join(before: str, result: str) -> str:
     return result
 
 
+@dataclass(frozen=True)
+class ToolModeOptions:
+    """How tool mode writes arguments (the levers of issue 6); the defaults are the paper's
+    tool mode: the tool's fixed demos, one greedy argument set, any number."""
+
+    arg_demos: int = 0  # k demos of the chosen tool retrieved from the training data; 0 = fixed
+    arg_retriever: str = "bm25"  # bm25 | hidden (the base model's mean-pooled hidden states)
+    arg_candidates: int = 1  # n argument sets (greedy + n-1 sampled); the majority result wins
+    arg_temperature: float = 0.7  # sampling temperature of the extra candidates
+    arg_numbers: str = "any"  # any | context: numbers copied or derived from the question/answer
+
+    def __post_init__(self):
+        from .demos import RETRIEVERS
+
+        if not isinstance(self.arg_demos, int) or self.arg_demos < 0:
+            raise ValueError(f"arg_demos must be an int >= 0, got {self.arg_demos!r}")
+        if not isinstance(self.arg_candidates, int) or self.arg_candidates < 1:
+            raise ValueError(f"arg_candidates must be an int >= 1, got {self.arg_candidates!r}")
+        if not self.arg_temperature > 0:
+            raise ValueError(f"arg_temperature must be > 0, got {self.arg_temperature!r}")
+        if self.arg_numbers not in ("any", "context"):
+            raise ValueError(f"arg_numbers={self.arg_numbers!r} is not one of ['any', 'context']")
+        if self.arg_retriever not in RETRIEVERS:
+            raise ValueError(f"arg_retriever={self.arg_retriever!r} is not one of {list(RETRIEVERS)}")
+
+    @classmethod
+    def of(cls, value) -> "ToolModeOptions":
+        """From options, a dict of them (unknown keys are an error) or None (the defaults)."""
+        if isinstance(value, cls):
+            return value
+        names = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(value or {}) - set(names))
+        if unknown:
+            raise ValueError(f"unknown tool-mode option(s) {unknown}; valid: {names}")
+        return cls(**(value or {}))
+
+
 class ToolMode:
     """Per-tool prefix caches and constrained argument decoding."""
 
     def __init__(self, model, registry, backend: str = "xgrammar", max_arg_tokens: int = 48,
-                 reuse_prefix: bool = True):
+                 reuse_prefix: bool = True, options: ToolModeOptions | dict | None = None):
         self.model, self.registry, self.backend = model, registry, backend
         self.max_arg_tokens = max_arg_tokens
         self.reuse_prefix = reuse_prefix  # False: encode the whole tool prompt at every call
+        self.options = ToolModeOptions.of(options)
         self.prefix: dict[tuple, tuple[object, int]] = {}  # (tool, prompt head) -> (cache, length)
 
-    def split_prompt(self, tool) -> tuple[str, str]:
-        """(fixed prefix, text after the question) of the tool's tool-mode prompt."""
+    def split_prompt(self, tool, question: str | None = None) -> tuple[str, str]:
+        """(prefix, text after the question) of the tool's tool-mode prompt; with arg_demos,
+        the prefix shows the training examples of the tool most similar to ``question``."""
+        k = self.options.arg_demos
+        demos = []
+        if k and question is not None:
+            from .demos import checkpoint_pool
+
+            demos = checkpoint_pool(self.model, self.registry,
+                                    self.options.arg_retriever).tool_demos(tool.name, question, k)
         if tool.prompt and "[QUESTION]" in tool.prompt:
             head, tail = tool.prompt.split("[QUESTION]", 1)
+            if demos:  # the prompt's header (a block that is not a demo) is kept
+                first = head.split("\n\n", 1)[0]
+                header = "" if first.lstrip().startswith("Q:") else first + "\n\n"
+                head = header + "\n\n".join(demos) + "\n\nQ: "
             return head, tail
-        demos = "\n\n".join(tool.demos)
-        return f"{tool.description}\n\n{demos}\n\nQ: ".lstrip(), "\nA:"
+        shown = "\n\n".join(demos or tool.demos)
+        return f"{tool.description}\n\n{shown}\n\nQ: ".lstrip(), "\nA:"
 
-    def _prefix_cache(self, tool):
-        head, _ = self.split_prompt(tool)
+    def _prefix_cache(self, tool, question: str | None = None):
+        head, _ = self.split_prompt(tool, question)
         key = (tool.name, head)
         if key not in self.prefix or not self.reuse_prefix:
+            if len(self.prefix) >= 64:  # retrieved demos: one head per question; keep it bounded
+                del self.prefix[next(iter(self.prefix))]
             ids = self.model.tokenizer(head, add_special_tokens=True)["input_ids"]
             cache = _new_cache(self.model)
             with torch.no_grad():
@@ -160,32 +213,82 @@ class ToolMode:
 
     @torch.no_grad()
     def write_arguments(self, tool, question: str, answer_so_far: str, sample, stats) -> tuple[str, list]:
-        cache, n_prefix = self._prefix_cache(tool)
+        """The first (greedy, or ``sample``'s) argument set: (text written, parsed values)."""
+        text = self.candidates(tool, question, answer_so_far, sample, stats)[0][0]
+        return text, parse_arguments(text, tool.parameters)
+
+    @torch.no_grad()
+    def candidates(self, tool, question: str, answer_so_far: str, sample, stats) -> list[tuple[str, float]]:
+        """arg_candidates argument texts with their log-likelihoods under the constraint: the
+        first chosen by ``sample``, the others sampled at arg_temperature (seeded, so the
+        same question gives the same candidates)."""
+        cache, n_prefix = self._prefix_cache(tool, question)
         _, tail = self.split_prompt(tool)
         answer = answer_so_far if answer_so_far.startswith((" ", "\n")) else " " + answer_so_far
         text = f"{question}{tail}{answer}<{tool.name}>("
         ids = self.model.tokenizer(text, add_special_tokens=False)["input_ids"]
         V = self.model.vocab_size
-        constraint = make_constraint(tool.parameters, self.model.tokenizer, vocab_size=V,
-                                     backend=self.backend)
-        written: list[int] = []
+        numbers = context_numbers(question + answer) if self.options.arg_numbers == "context" else None
+        out = []
         try:
-            z = _step(self.model, ids, cache)
+            z0 = _step(self.model, ids, cache)
             stats["prefilled"] += len(ids)
-            while not constraint.is_done():
-                if len(written) >= self.max_arg_tokens:
-                    raise GenerationError(f"arguments longer than {self.max_arg_tokens} tokens")
-                z = constraint.apply(z[:V].clone())
-                tok = sample(z)
-                constraint.advance(tok)
-                written.append(tok)
-                stats["decoded"] += 1
-                if not constraint.is_done():
-                    z = _step(self.model, [tok], cache)
+            n_context = cache.get_seq_length()
+            for i in range(self.options.arg_candidates):
+                gen = torch.Generator().manual_seed(i)
+                pick = sample if i == 0 else (lambda z: _pick(z, True, self.options.arg_temperature, 1.0, gen))
+                constraint = make_constraint(tool.parameters, self.model.tokenizer, vocab_size=V,
+                                             backend=self.backend, numbers=numbers)
+                cache.crop(n_context - cache.get_seq_length())  # back to the question
+                out.append(self._decode(constraint, z0, cache, pick, stats))
         finally:
             cache.crop(n_prefix - cache.get_seq_length())  # roll back to the tool's prefix
-        arg_text = self.model.tokenizer.decode(written)
-        return arg_text, parse_arguments(arg_text, tool.parameters)
+        return out
+
+    def _decode(self, constraint, z, cache, pick, stats) -> tuple[str, float]:
+        V, written, logp = self.model.vocab_size, [], 0.0
+        while not constraint.is_done():
+            if len(written) >= self.max_arg_tokens:
+                raise GenerationError(f"arguments longer than {self.max_arg_tokens} tokens")
+            z = constraint.apply(z[:V].clone())
+            tok = pick(z)
+            logp += float(torch.log_softmax(z, -1)[tok])
+            constraint.advance(tok)
+            written.append(tok)
+            stats["decoded"] += 1
+            if not constraint.is_done():
+                z = _step(self.model, [tok], cache)
+        return self.model.tokenizer.decode(written), logp
+
+    def call(self, tool, question: str, answer_so_far: str, sample, stats, trace,
+             timeout: float, max_chars: int):
+        """Write the arguments and run the tool; with several candidates, each runs and the
+        result most of them give wins (ties: the likelier candidate). Returns the ToolResult."""
+        cands = self.candidates(tool, question, answer_so_far, sample, stats)
+        runs = []  # (text, args or None, ToolResult or error, logp)
+        for text, logp in cands:
+            try:
+                args = parse_arguments(text, tool.parameters)
+            except ValueError as e:
+                runs.append((text, None, f"arguments: {e}", logp))
+                continue
+            runs.append((text, args, tool.call(args, timeout=timeout, max_chars=max_chars), logp))
+        ok = [r for r in runs if r[1] is not None and r[2].ok]
+        if len(cands) > 1:
+            trace.candidates = [{"argument_text": t, "logprob": round(lp, 4),
+                                 "result": res.text if a is not None and res.ok else None}
+                                for t, a, res, lp in runs]
+        if ok:
+            votes = {}
+            for r in ok:
+                votes[r[2].text] = votes.get(r[2].text, 0) + 1
+            best = max(ok, key=lambda r: (votes[r[2].text], r[3]))
+        else:
+            best = runs[0]
+        trace.argument_text, trace.arguments = best[0], best[1]
+        if best[1] is None:
+            raise GenerationError(best[2])
+        return best[2]
 
 
 def stream(model, prompt, *, registry=None, question: str | None = None, max_new_tokens: int = 128,
@@ -193,9 +296,10 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
            toolken_bias: float | None = None, max_tool_calls: int = 8, tool_timeout: float = 5.0,
            stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
            seed: int | None = None, tool_mode: ToolMode | None = None,
-           reencode: bool = False, ignore_eos: bool = False,
-           reuse_prompt: bool = True, prompt_lookup: int = 0, rerank_top_k: int = 0,
-           rerank_none_bias: float = 0.0, rerank_method: str = "pmi") -> Iterator[Event | Generation]:
+           reencode: bool = False, ignore_eos: bool = False, reuse_prompt: bool = True,
+           prompt_lookup: int = 0, rerank_top_k: int = 0, rerank_none_bias: float = 0.0,
+           rerank_method: str = "pmi", tool_options: ToolModeOptions | dict | None = None,
+           close_results: bool | None = None) -> Iterator[Event | Generation]:
     """Yield events as they happen; the last item is the finished ``Generation``.
 
     ``prompt_lookup=k`` (greedy only): speculative decoding with drafts looked up in the
@@ -225,6 +329,7 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
     V = model.vocab_size
     bias = model.toolken_bias if toolken_bias is None else toolken_bias
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    digits = digit_tokens(model, close_results)
 
     def sample(z):
         return _pick(z, do_sample, temperature, top_p, gen)
@@ -232,8 +337,8 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
     eos = {i for i in [tok.eos_token_id, *(_list(model.base.model.generation_config.eos_token_id))]
            if i is not None}
     if tool_mode is None:
-        tool_mode = (ToolMode(model, registry, backend, reuse_prefix=False) if reencode
-                     else model.tool_mode(registry, backend))
+        tool_mode = (ToolMode(model, registry, backend, reuse_prefix=False, options=tool_options)
+                     if reencode else model.tool_mode(registry, backend, tool_options))
     reranker = make_reranker(model, registry, rerank_top_k, rerank_none_bias, rerank_method)
     reranks: list = []
     store = model.prefix_store if reuse_prompt and not reencode else None
@@ -256,6 +361,8 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
             zz[V:] += bias
             if len(calls) >= max_tool_calls:
                 zz[V:] = float("-inf")
+            if digits is not None and calls and calls[-1].end == len(text):
+                zz[digits] = float("-inf")  # a result is a whole number
             choice = sample(zz)
             if choice >= V and reranker is not None:
                 choice = reranker.choose(zz, question, text, sample, reranks, stats)
@@ -346,17 +453,30 @@ def generate(model, prompt, **kw) -> Generation:
     raise AssertionError("stream ended without a Generation")
 
 
+def digit_tokens(model, close_results: bool | None) -> torch.Tensor | None:
+    """The ids of the vocabulary tokens that start with a digit, if results are closed."""
+    if close_results is None:
+        close_results = bool(model.generation_defaults().get("close_results", False))
+    if not close_results:
+        return None
+    if "_digit_tokens" not in model.__dict__:
+        pieces = model.tokenizer.convert_ids_to_tokens(list(range(min(len(model.tokenizer), model.vocab_size))))
+        model._digit_tokens = torch.tensor([i for i, p in enumerate(pieces) if p and p[0].isdigit()],
+                                           dtype=torch.long)
+    return model._digit_tokens
+
+
 def _call_tool(tool_mode, tool, question, text, sample, stats, trace, timeout, max_chars) -> str | None:
     t = time.perf_counter()
     try:
-        trace.argument_text, trace.arguments = tool_mode.write_arguments(tool, question, text, sample, stats)
+        res = tool_mode.call(tool, question, text, sample, stats, trace, timeout, max_chars)
     except Exception as e:  # noqa: BLE001 — a tool never crashes a generation
-        trace.error = f"arguments: {e}"
+        trace.error = str(e) if str(e).startswith("arguments: ") else f"arguments: {e}"
         return None
     finally:
         trace.seconds_arguments = time.perf_counter() - t
-    res = tool.call(trace.arguments, timeout=timeout, max_chars=max_chars)
     trace.seconds_tool = res.seconds
+    trace.seconds_arguments -= res.seconds
     if not res.ok:
         trace.error = res.error
         return None

@@ -99,15 +99,23 @@ class ToolkenModel(nn.Module):
         self.registry = registry
         return self
 
-    def tool_mode(self, registry=None, backend: str = "xgrammar"):
-        """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry."""
-        from .generate import ToolMode
+    def tool_mode(self, registry=None, backend: str = "xgrammar", options=None):
+        """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry and
+        options (``ToolModeOptions``, a dict of them, or None: ``generation_defaults()``)."""
+        from .generate import ToolMode, ToolModeOptions
 
         registry = registry if registry is not None else self.registry
-        key = (id(registry), backend)
+        defaults = {k: v for k, v in self.generation_defaults().items() if k.startswith("arg_")}
+        options = ToolModeOptions.of(defaults if options is None else options)
+        key = (id(registry), backend, options)
         if key not in self._tool_modes or self._tool_modes[key].registry is not registry:
-            self._tool_modes[key] = ToolMode(self, registry, backend)
+            self._tool_modes[key] = ToolMode(self, registry, backend, options=options)
         return self._tool_modes[key]
+
+    def generation_defaults(self) -> dict:
+        """The ``generation`` options of the recipe the checkpoint was trained with (tool-mode
+        ``arg_*`` options, ``close_results``, ``prompt_demos``), {} if it names none."""
+        return dict(self.extra_config.get("training", {}).get("config", {}).get("generation") or {})
 
     def generate(self, prompt, **kw):
         """Generate with tools; see toolken.generate.stream for the options."""

@@ -38,15 +38,27 @@ def _record(ex, text: str, calls: list, prediction, reranks: list | None = None)
 
 def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens: int,
                 batch_size: int, read, first_call_only: bool = False, mask_tools: bool = False,
-                rerank: dict | None = None) -> list[dict]:
+                toolken_bias: float | None = None, tool_options=None, prompt_demos: int = 0,
+                close_results: bool | None = None, rerank: dict | None = None) -> list[dict]:
     """toolken (and cot when mask_tools): batched generation; ``read(text, calls)`` gives the
-    prediction (a final number, the first tool chosen, ...); ``rerank``: the rerank options
-    of ``generate_batch`` (``rerank_top_k``, ``rerank_none_bias``, ``rerank_method``)."""
-    prompts = [fill(template, ex.question) for ex in examples]
+    prediction (a final number, the first tool chosen, ...). ``prompt_demos=k``: the k
+    training texts most similar to each question replace the template's demos; ``rerank``: the
+    rerank options of ``generate_batch`` (``rerank_top_k``, ``rerank_none_bias``, ``rerank_method``)."""
+    if prompt_demos:
+        from ..demos import checkpoint_pool, retrieved_template
+
+        retriever = (tool_options or {}).get("arg_retriever") \
+            or model.generation_defaults().get("arg_retriever", "bm25")
+        pool = checkpoint_pool(model, model.registry, retriever)
+        prompts = [fill(retrieved_template(template, pool.prompt_demos(ex.question, prompt_demos)),
+                        ex.question) for ex in examples]
+    else:
+        prompts = [fill(template, ex.question) for ex in examples]
     gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
                           max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
                           max_tool_calls=0 if mask_tools else (1 if first_call_only else 8),
-                          progress=True, **(rerank or {}))
+                          progress=True, toolken_bias=toolken_bias, tool_options=tool_options,
+                          close_results=close_results, **(rerank or {}))
     return [_record(ex, g.text, g.calls, read(g.text, g.calls), g.reranks) for ex, g in zip(examples, gens)]
 
 

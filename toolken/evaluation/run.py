@@ -36,6 +36,10 @@ class EvalConfig:
     rerank_top_k: int = 0  # toolken: Toolken+ rerank of the top k toolkens (0: off)
     rerank_none_bias: float = 0.0
     rerank_method: str = "pmi"
+    toolken_bias: float | None = None  # None: the calibrated one
+    tool_options: dict | None = None  # tool-mode options (ToolModeOptions); None: the checkpoint's
+    prompt_demos: int | None = None  # k retrieved training texts as the prompt's demos (toolken)
+    close_results: bool | None = None  # no digit right after a tool result; None: the checkpoint's
 
 
 def check(cfg: EvalConfig) -> None:
@@ -121,6 +125,13 @@ def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[
         stop, n = ["\nQ:", "\nQuestion:", "\n\n"], cfg.max_new_tokens
     if cfg.method == "icl":
         return run_icl(model, examples, template, stop, n, read)
+    if cfg.method == "toolken":
+        defaults = model.generation_defaults()
+        k = cfg.prompt_demos if cfg.prompt_demos is not None else defaults.get("prompt_demos", 0)
+        return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
+                           first_call_only=family == "kamel", toolken_bias=cfg.toolken_bias,
+                           tool_options=cfg.tool_options, prompt_demos=k,
+                           close_results=cfg.close_results, rerank=_rerank(cfg))
     return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
                        first_call_only=family == "kamel", mask_tools=cfg.method == "cot",
                        rerank=_rerank(cfg))

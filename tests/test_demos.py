@@ -1,0 +1,162 @@
+"""Tool-mode levers (issue 6) on the tiny model: retrieved demos, argument candidates with a
+majority vote, numbers from the context, and the checkpoint's generation defaults."""
+
+import pytest
+import torch
+
+from toolken.data import Record, ToolCall, save_jsonl
+from toolken.demos import DemoPool, checkpoint_pool, question_of, retrieved_template, with_calls
+from toolken.generate import ToolModeOptions
+from toolken.model import ToolkenModel
+from toolken.registry import ToolRegistry
+from toolken.tools import tool
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def lcm(a: int, b: int) -> int:
+    """Least common multiple."""
+    import math
+    return a * b // math.gcd(a, b)
+
+
+def rec(q: str, answer: str, name: str, args: list, result: str) -> Record:
+    text = f"Q: {q}\nA: {answer}{result}."
+    start = len(text) - len(result) - 1
+    return Record(text, [ToolCall(name, start, start + len(result), result, args)])
+
+
+RECORDS = [
+    rec("A shop sells 3 apples and 4 pears. How many fruits?", "3+4=", "add", [3, 4], "7"),
+    rec("Bus A comes every 4 minutes and bus B every 6. When together?", "lcm is ", "lcm", [4, 6], "12"),
+    rec("A farm has 5 cows and 2 pigs. How many animals?", "5+2=", "add", [5, 2], "7"),
+    rec("Two lights blink every 3 and 5 seconds. When together?", "lcm is ", "lcm", [3, 5], "15"),
+]
+REGISTRY = ToolRegistry([add, lcm])
+
+
+def test_question_and_marked_text():
+    assert question_of(RECORDS[0]) == "A shop sells 3 apples and 4 pears. How many fruits?"
+    assert with_calls(RECORDS[0], REGISTRY).endswith("A: 3+4=<add>(3, 4)=7.")
+    assert with_calls(Record("x 1", [ToolCall("nope", 2, 3, "1", [1])]), REGISTRY) is None
+    assert question_of(Record("The sum is 7.", [ToolCall("add", 11, 12, "7", [3, 4])])) == "The sum is"
+
+
+def test_bm25_pool_ranks_by_question_and_excludes():
+    pool = DemoPool(RECORDS, REGISTRY)
+    q = "Buses come every 8 and 12 minutes. When together?"
+    assert pool.tool_demos("lcm", q, 1) == [with_calls(RECORDS[1], REGISTRY)]
+    assert len(pool.tool_demos("lcm", q, 5)) == 2  # only that tool's examples
+    assert pool.prompt_demos("A farm has 9 cows and 1 pig. How many animals?", 1) == [RECORDS[2].text]
+    held = DemoPool(RECORDS, REGISTRY, exclude={question_of(RECORDS[1])})
+    assert held.tool_demos("lcm", q, 5) == [with_calls(RECORDS[3], REGISTRY)]
+    with pytest.raises(ValueError, match="unknown demo retriever"):
+        DemoPool(RECORDS, REGISTRY, retriever="tfidf")
+
+
+def test_hidden_retriever(tiny_base):
+    m = ToolkenModel(tiny_base, [])
+    pool = DemoPool(RECORDS, REGISTRY, retriever="hidden", model=m)
+    order = pool.ranked(question_of(RECORDS[2]))
+    assert sorted(order) == [0, 1, 2, 3] and order[0] == 2  # a question is nearest to itself
+
+
+def test_retrieved_template():
+    t = "Header.\n\nQ: a\nA: b\n\nQ: c\nA: d\n\nQ: [QUESTION]\nA:"
+    assert retrieved_template(t, ["Q: x\nA: y"]) == "Header.\n\nQ: x\nA: y\n\nQ: [QUESTION]\nA:"
+    with pytest.raises(ValueError, match="no 'Q: ...' demo block"):
+        retrieved_template("Q: [QUESTION]\nA:", ["Q: x\nA: y"])
+
+
+@pytest.fixture()
+def trained(tiny_base, tmp_path):
+    """A tiny checkpoint whose recipe names a canonical training file (half held out as dev)."""
+    path = tmp_path / "train.jsonl"
+    save_jsonl(RECORDS, path)
+    torch.manual_seed(0)
+    m = ToolkenModel(tiny_base, [])
+    m.add_tools(REGISTRY.names)
+    m.extra_config = {"training": {"config": {
+        "train_file": str(path), "data_format": "canonical", "dev_fraction": 0.5, "seed": 0,
+        "generation": {"arg_candidates": 3, "prompt_demos": 1}}}}
+    return m.attach_tools(REGISTRY)
+
+
+def test_checkpoint_pool_leaves_out_dev_records(trained):
+    from toolken.pipeline import dev_indices
+
+    pool = checkpoint_pool(trained, trained.registry)
+    dev = {question_of(RECORDS[i]) for i in dev_indices(len(RECORDS), 0.5, 0)}
+    assert len(pool.examples) == 2 and not {e.question for e in pool.examples} & dev
+    assert checkpoint_pool(trained, trained.registry) is pool  # kept on the model
+
+
+def test_options_defaults_and_errors(trained):
+    assert trained.tool_mode().options == ToolModeOptions(arg_candidates=3)
+    assert trained.tool_mode(options={}).options == ToolModeOptions()
+    for bad, msg in (({"arg_demos": -1}, "arg_demos"), ({"arg_candidates": 0}, "arg_candidates"),
+                     ({"arg_numbers": "all"}, "arg_numbers"), ({"arg_demo": 2}, "unknown tool-mode")):
+        with pytest.raises(ValueError, match=msg):
+            ToolModeOptions.of(bad)
+
+
+def test_levers_in_a_forced_call(trained):
+    q = "Q: Buses come every 4 and 6 minutes. When together? A:"
+    opts = {"arg_demos": 1, "arg_candidates": 4, "arg_numbers": "context"}
+    g = trained.generate(q, max_new_tokens=3, toolken_bias=1e4, max_tool_calls=1, tool_options=opts)
+    c = g.calls[0]
+    assert c.error is None and len(c.candidates) == 4
+    assert all(x in (4, 6) for x in c.arguments)  # only numbers of the question
+    results = [x["result"] for x in c.candidates]
+    assert results.count(c.result) == max(results.count(r) for r in results)  # the majority
+    head, _ = trained.tool_mode(options=opts).split_prompt(trained.registry[c.tool], q)
+    assert head.count("Q: ") == 2 and "<" + c.tool + ">(" in head  # one retrieved demo
+    greedy = trained.generate(q, max_new_tokens=3, toolken_bias=1e4, max_tool_calls=1,
+                              tool_options={"arg_candidates": 1})
+    assert greedy.calls[0].candidates is None
+
+
+def test_run_toolken_with_retrieved_prompt_demos(trained, monkeypatch):
+    from toolken.evaluation import methods
+    from toolken.evaluation.loaders import Example
+
+    seen = {}
+
+    def spy(model, prompts, **kw):
+        seen.update(prompts=prompts, **kw)
+        return real(model, prompts, **kw)
+
+    real = methods.generate_batch
+    monkeypatch.setattr(methods, "generate_batch", spy)
+    template = "Q: fixed demo\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
+    ex = Example(id="0", question="A zoo has 5 cows and 2 pigs. How many animals?", gold=7.0)
+    out = methods.run_toolken(trained, [ex], template, ["\n\n"], 3, 1, lambda t, c: t,
+                              toolken_bias=-1e4, tool_options={"arg_numbers": "context"},
+                              prompt_demos=1)
+    assert len(out) == 1 and "fixed demo" not in seen["prompts"][0]
+    assert seen["prompts"][0].startswith("Q: ") and seen["prompts"][0].endswith(ex.question + "\nA:")
+    assert seen["toolken_bias"] == -1e4 and seen["tool_options"] == {"arg_numbers": "context"}
+
+
+def test_close_results_single_and_batch_agree(trained):
+    from toolken.batch import generate_batch
+    from toolken.generate import digit_tokens
+
+    digits = digit_tokens(trained, True)
+    pieces = trained.tokenizer.convert_ids_to_tokens(digits.tolist())
+    assert len(pieces) >= 10 and all(p[0].isdigit() for p in pieces)
+    assert digit_tokens(trained, False) is None and digit_tokens(trained, None) is None
+    prompts = ["Q: 3 and 4? A: ", "Q: 5 and 6? A:"]
+    kw = dict(max_new_tokens=4, toolken_bias=1e4, max_tool_calls=1, close_results=True,
+              tool_options={})
+    single = [trained.generate(p, **kw) for p in prompts]
+    batch = generate_batch(trained, prompts, **kw)
+    for s, b in zip(single, batch):
+        assert s.text == b.text and s.calls[0].result is not None
+        after = s.text[s.calls[0].end:s.calls[0].end + 1]
+        assert not after.isdigit()  # the result is not run on

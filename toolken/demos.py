@@ -1,0 +1,156 @@
+"""Demos retrieved per question (issue 6): show the k training examples most similar to the
+question instead of a tool's fixed demos, in tool mode (examples of the chosen tool, with its
+call written ``<tool>(args)=`` before the result, as tool mode writes it) or in the reasoning
+prompt (any tool, the training text as it is).
+
+The pool is the training data of a checkpoint (``training.config`` in its
+``toolken_config.json``) minus its dev records (the split of ``pipeline.dev_indices``, or the
+dev file) and minus every record whose question is also a dev question, so a dev question is
+never shown as its own demo. Similarity: BM25 over the question's words (``bm25``, no model)
+or the cosine of the base model's mean-pooled last hidden states (``hidden``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .constrain import format_arguments
+from .data import Record
+
+RETRIEVERS = ("bm25", "hidden")
+_Q_RE = re.compile(r"\s*Q:\s*(.*?)\s*\nA:", re.S)
+
+
+@dataclass
+class Example:
+    question: str
+    text: str  # the training text, as the model reads it
+    tool_text: dict  # tool -> the text with "<tool>(args)=" before each result
+
+
+def question_of(record: Record) -> str:
+    """The question of a ``Q: ...\\nA: ...`` text, else the text before its first call."""
+    m = _Q_RE.match(record.text)
+    if m:
+        return m.group(1)
+    first = min((c.start for c in record.calls), default=len(record.text))
+    return record.text[:first].strip()
+
+
+def with_calls(record: Record, registry) -> str | None:
+    """The text with ``<tool>(args)=`` before each result; None if an argument list cannot
+    be written in the tool's syntax (unknown tool, no args, an expression)."""
+    out, pos = [], 0
+    for c in sorted(record.calls, key=lambda c: c.start):
+        if c.tool not in registry or not isinstance(c.args, list):
+            return None
+        try:
+            args = format_arguments(c.args, registry[c.tool].parameters)
+        except (TypeError, ValueError):
+            return None
+        out += [record.text[pos:c.start], f"<{c.tool}>({args}="]
+        pos = c.start
+    return "".join(out + [record.text[pos:]]) if record.calls else None
+
+
+class DemoPool:
+    """Training examples and a similarity search over their questions."""
+
+    def __init__(self, records: list[Record], registry, retriever: str = "bm25", model=None,
+                 exclude: set[str] = frozenset()):
+        if retriever not in RETRIEVERS:
+            raise ValueError(f"unknown demo retriever {retriever!r}; valid: {list(RETRIEVERS)}")
+        if retriever == "hidden" and model is None:
+            raise ValueError("retriever 'hidden' needs the model")
+        self.examples = []
+        for r in records:
+            q = question_of(r)
+            if q and q not in exclude:
+                marked = with_calls(r, registry)
+                tools = {c.tool for c in r.calls} if marked else set()
+                self.examples.append(Example(q, r.text.strip(), {t: marked.strip() for t in tools}))
+        self.retriever, self.model = retriever, model
+        self._cache: dict[str, list[int]] = {}  # question -> all example indices, best first
+        questions = [e.question for e in self.examples]
+        if retriever == "bm25":
+            from .evaluation.methods import bm25_index
+
+            self._search = bm25_index(questions)
+        else:
+            self._emb = _embed(model, questions)  # (N, H), unit rows
+
+    def ranked(self, question: str) -> list[int]:
+        """Every example's index, most similar question first (cached per question)."""
+        if question not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            if self.retriever == "bm25":
+                order = self._search(question, k=len(self.examples))
+            else:
+                order = (self._emb @ _embed(self.model, [question])[0]).argsort(descending=True).tolist()
+            self._cache[question] = order
+        return self._cache[question]
+
+    def tool_demos(self, tool: str, question: str, k: int) -> list[str]:
+        """Up to k examples of ``tool`` for tool mode, most similar first."""
+        found = [self.examples[i].tool_text[tool] for i in self.ranked(question)
+                 if tool in self.examples[i].tool_text]
+        return found[:k]
+
+    def prompt_demos(self, question: str, k: int) -> list[str]:
+        """The k most similar training texts (any tool), for the reasoning prompt."""
+        return [self.examples[i].text for i in self.ranked(question)[:k]]
+
+
+def retrieved_template(template: str, demos: list[str]) -> str:
+    """The template with its ``Q: ...`` demo blocks replaced by ``demos`` (its header blocks
+    and the ``[QUESTION]`` block kept, in place)."""
+    blocks = template.split("\n\n")
+    first = next((i for i, b in enumerate(blocks) if b.lstrip().startswith("Q:")
+                  and "[QUESTION]" not in b), None)
+    kept = [b for b in blocks if "[QUESTION]" in b or not b.lstrip().startswith("Q:")]
+    if first is None:
+        raise ValueError("the template has no 'Q: ...' demo block to replace")
+    head = [b for b in blocks[:first] if b in kept]
+    return "\n\n".join(head + demos + [b for b in blocks[first:] if b in kept])
+
+
+@torch.no_grad()
+def _embed(model, texts: list[str], batch: int = 32) -> torch.Tensor:
+    """(N, H) unit vectors: the base model's last hidden states averaged over the tokens."""
+    tok, out = model.tokenizer, []
+    batch = batch if tok.pad_token_id is not None else 1  # no pad token: one text at a time
+    for s in range(0, len(texts), batch):
+        enc = tok(texts[s:s + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.base.device) for k, v in enc.items()}
+        h = model.base.model.base_model(**enc).last_hidden_state.float()  # (B, T, H)
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def checkpoint_pool(model, registry, retriever: str = "bm25") -> DemoPool:
+    """The pool of the checkpoint's own training data, dev records excluded; kept on the model."""
+    pools = model.__dict__.setdefault("_demo_pools", {})
+    key = (id(registry), retriever)
+    if key not in pools:
+        from .config import from_dict
+        from .pipeline import dev_indices, load_records
+
+        training = model.extra_config.get("training", {}).get("config")
+        if not training:
+            raise ValueError("retrieved demos need the checkpoint's training data, and this "
+                             "checkpoint records no training config")
+        cfg = from_dict({**training, "resume_from": None, "train_only": "all"},
+                        where="checkpoint training config")
+        train, dev, _ = load_records(cfg, verbose=False)
+        if dev is None:
+            held = set(dev_indices(len(train), cfg.dev_fraction, cfg.seed).tolist())
+            dev = [r for i, r in enumerate(train) if i in held]
+            train = [r for i, r in enumerate(train) if i not in held]
+        pools[key] = DemoPool(train, registry, retriever, model,
+                              exclude={question_of(r) for r in dev})
+    return pools[key]
