@@ -212,12 +212,6 @@ class ToolMode:
         return self.prefix[key]
 
     @torch.no_grad()
-    def write_arguments(self, tool, question: str, answer_so_far: str, sample, stats) -> tuple[str, list]:
-        """The first (greedy, or ``sample``'s) argument set: (text written, parsed values)."""
-        text = self.candidates(tool, question, answer_so_far, sample, stats)[0][0]
-        return text, parse_arguments(text, tool.parameters)
-
-    @torch.no_grad()
     def candidates(self, tool, question: str, answer_so_far: str, sample, stats) -> list[tuple[str, float]]:
         """arg_candidates argument texts with their log-likelihoods under the constraint: the
         first chosen by ``sample``, the others sampled at arg_temperature (seeded, so the
