@@ -27,3 +27,5 @@ def test_config_loads_and_documents_its_command(path, monkeypatch):
             pytest.skip(f"{extra} is not present here (the recipe's header says how to make it)")
     if isinstance(cfg.tools, str):
         assert Path(cfg.tools).exists()
+    if cfg.train_prompt:
+        assert Path(cfg.train_prompt).exists(), f"{path.name}: train_prompt {cfg.train_prompt} is missing"

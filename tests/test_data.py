@@ -299,3 +299,36 @@ def test_whitespace_rule_real_tokenizer():
     assert labels[dot - 1] == ids[dot] == tokenizer.convert_tokens_to_ids(".")
 
 
+
+
+# ---------------------------------------------------------------- context (prompt layout)
+
+
+def test_context_round_trip_and_bad_type(tmp_path):
+    rec = Record.from_json(GOOD | {"context": "Q: 1 mod 1?\nA: 0.\n\n"}, "x")
+    assert rec.context == "Q: 1 mod 1?\nA: 0.\n\n"
+    save_jsonl([rec], tmp_path / "c.jsonl")
+    assert load_jsonl(tmp_path / "c.jsonl") == [rec]
+    with pytest.raises(DataError, match=r"x: field 'context': expected str, got int"):
+        Record.from_json(GOOD | {"context": 3}, "x")
+
+
+@pytest.mark.parametrize("only", [False, True])
+def test_context_is_read_but_not_labelled(tok, only):
+    """Against the plain reference on context + text: the same ids, and the same labels from
+    the last context position on (it predicts the text's first token); none before it."""
+    rng = random.Random(7)
+    records = [random_record(rng) for _ in range(200)]
+    for r in records:
+        r.context = "".join(rng.choice("ab c1=") for _ in range(rng.randint(1, 20))) + "."
+    out = label_records(records, tok, TOOLS, V, 200, only_toolken_positions=only)
+    plain = [Record(r.context + r.text, [ToolCall(c.tool, c.start + len(r.context),
+                                                  c.end + len(r.context), c.result)
+                                         for c in r.calls]) for r in records]
+    assert out.record_index == list(range(200))  # with a context, no result is at position 0
+    for i, ids, labels in zip(out.record_index, out.input_ids, out.labels):
+        ref_ids, ref_labels = reference_labels(plain[i], tok.get_vocab(), only, 200)
+        c = len(records[i].context)
+        assert ids == ref_ids
+        assert labels[:c - 1] == [IGNORE] * (c - 1) and labels[c - 1:] == ref_labels[c - 1:]
+    assert out.report.toolken_labels == out.report.calls == sum(len(r.calls) for r in records)

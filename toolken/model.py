@@ -10,6 +10,9 @@ Saved and loaded like a PEFT adapter::
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from pathlib import Path
 
 import torch
@@ -61,10 +64,15 @@ class ToolkenModel(nn.Module):
             zv = softcap * torch.tanh(zv / softcap)
         return torch.cat([zv, self.head(h)], dim=-1)
 
+    def decode(self, input_ids, cache=None, **kw):
+        """The frozen decoder without its LM head over ``input_ids``, continuing ``cache`` (a
+        transformers ``Cache``, extended in place); returns its ``BaseModelOutputWithPast``."""
+        decoder = self.base.model.base_model
+        return decoder(input_ids=input_ids, use_cache=True, **{_cache_arg(type(decoder)): cache}, **kw)
+
     def forward(self, input_ids, attention_mask=None, past_key_values=None, **kw):
         """Returns (logits (B, T, V + K), past_key_values)."""
-        out = self.base.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                         past_key_values=past_key_values, use_cache=True, **kw)
+        out = self.decode(input_ids, past_key_values, attention_mask=attention_mask, **kw)
         return self.logits_from_hidden(out.last_hidden_state), out.past_key_values
 
     def print_trainable_parameters(self) -> None:
@@ -160,3 +168,11 @@ class ToolkenModel(nn.Module):
         if tools is not None:
             model.attach_tools(tools)
         return model
+
+
+@functools.cache
+def _cache_arg(decoder_class) -> str:
+    """The name the decoder's forward gives the KV cache: ``cache`` in recent transformers 5
+    releases, ``past_key_values`` (deprecated there) before."""
+    params = inspect.signature(decoder_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

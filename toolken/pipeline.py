@@ -112,6 +112,11 @@ def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
         records = train + dev
         dev_records = np.arange(len(train), len(records))
     n_train = len(records) - len(dev_records)
+    if cfg.train_prompt:
+        from .demos import in_prompt_layout
+
+        records = in_prompt_layout(records, set(dev_records.tolist()), cfg.train_prompt,
+                                   cfg.train_prompt_demos)
     labelled = label_records(records, base.tokenizer, tools, base.vocab_size, cfg.max_length,
                              cfg.only_toolken_positions)
     if verbose:
@@ -125,7 +130,9 @@ def split_features(cfg: TrainConfig, base, tools: list[str], data: Data, acceler
     """(train, dev) cached features: built once, reused while nothing they depend on changes."""
     key = F.cache_key(base=base.fingerprint, tokenizer=F.tokenizer_digest(base.tokenizer),
                       data=data.digest, tools=tools, max_length=cfg.max_length,
-                      only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype))
+                      only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype),
+                      **({"train_prompt": file_digest(cfg.train_prompt),
+                          "train_prompt_demos": cfg.train_prompt_demos} if cfg.train_prompt else {}))
     root = Path(cfg.cache_dir) if cfg.cache_dir else toolken_home() / "features"
     feats = F.build_or_load(root / key, key, base, data.labelled, accelerator,
                             cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress)

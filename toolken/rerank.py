@@ -166,7 +166,7 @@ def option_logprobs(model, cache, z: torch.Tensor, options: list[list[int]]) -> 
                      device=model.base.device)  # (n, L)
     c = copy_cache(model, cache, cache.get_seq_length())
     c.batch_repeat_interleave(len(longer))
-    h = model.base.model.base_model(input_ids=x, past_key_values=c, use_cache=True).last_hidden_state
+    h = model.decode(x, c).last_hidden_state
     lp = torch.log_softmax(model.logits_from_hidden(h)[..., :model.vocab_size], dim=-1)  # (n, L, V)
     for j, i in enumerate(longer):
         ids = options[i]
