@@ -195,3 +195,21 @@ def test_minilm_pool_ranks_by_meaning():
         == [with_calls(RECORDS[3], REGISTRY)]
     ranked = pool.ranked("How many animals live on the farm with 5 cows?")
     assert ranked[0] == 2 and sorted(ranked) == [0, 1, 2, 3]
+
+
+def test_cli_prompt_takes_the_recipes_prompt_demos(trained):
+    from argparse import Namespace
+
+    from toolken.cli import _prompt
+
+    template = "Q: fixed demo\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
+    q = "A zoo has 5 cows and 2 pigs. How many animals?"
+    recipe = _prompt(trained, Namespace(prompt_demos=None, arg_retriever=None), template, q)
+    pool = checkpoint_pool(trained, trained.registry)
+    assert recipe == f"{pool.prompt_demos(q, 1)[0]}\n\nQ: {q}\nA:"  # prompt_demos: 1 in the recipe
+    fixed = _prompt(trained, Namespace(prompt_demos=0, arg_retriever=None), template, q)
+    assert fixed == template.replace("[QUESTION]", q)
+    bare = _prompt(trained, Namespace(prompt_demos=None, arg_retriever=None), "Q: [QUESTION]\nA:", q)
+    assert bare == f"Q: {q}\nA:"  # no demos to replace
+    with pytest.raises(ValueError, match="no 'Q: ...' demo block"):
+        _prompt(trained, Namespace(prompt_demos=2, arg_retriever=None), "Q: [QUESTION]\nA:", q)

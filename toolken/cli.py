@@ -38,6 +38,17 @@ def _load_for_generation(args):
     return model.attach_tools(pack)
 
 
+def _prompt(model, args, template: str, question: str) -> str:
+    """The template filled with the question, its demos retrieved per question when asked
+    (--prompt-demos) or when the checkpoint's recipe says so and the template has demos."""
+    from .demos import has_demos, prompt_for
+
+    k = args.prompt_demos
+    if k is None:
+        k = model.generation_defaults().get("prompt_demos", 0) if has_demos(template) else 0
+    return prompt_for(model, template, question, k, args.arg_retriever)
+
+
 def _options(args, question: str, stop_default) -> dict:
     return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                 temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
@@ -97,7 +108,7 @@ def _generate(args) -> int:
     model = _load_for_generation(args)
     template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
     for question in args.question:
-        prompt = template.replace("[QUESTION]", question)
+        prompt = _prompt(model, args, template, question)
         kw = _options(args, question, ["\nQ:", "\n\n"])
         if args.json:
             print(json.dumps({"question": question, **model.generate(prompt, **kw).to_dict()}))
@@ -128,7 +139,7 @@ def _chat(args) -> int:
             print("(conversation forgotten)")
             continue
         if template:  # every question on its own, in the template
-            prompt, stop = template.replace("[QUESTION]", question), ["\nQ:", "\n\n"]
+            prompt, stop = _prompt(model, args, template, question), ["\nQ:", "\n\n"]
         else:  # a conversation in the base model's chat template
             prompt, stop = history + [{"role": "user", "content": question}], None
         g = _show_stream(model, prompt, _options(args, question, stop))
@@ -201,6 +212,10 @@ def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--prompt-lookup", type=int, default=0, metavar="K",
                    help="greedy only: speculative decoding with K-token drafts looked up in the "
                    "context (same text; 2 is a good value on a CPU)")
+    g.add_argument("--prompt-demos", type=int, metavar="K",
+                   help="the K training texts most similar to the question replace the "
+                   "template's demos (default: the checkpoint's recipe when the template has "
+                   "demos, else 0)")
     _rerank_arguments(g)
     _tool_mode_arguments(g)
 

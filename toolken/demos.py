@@ -117,6 +117,22 @@ class DemoPool:
         return [self.examples[i].text for i in self.ranked(question)[:k]]
 
 
+def has_demos(template: str) -> bool:
+    """Whether the template has ``Q: ...`` demo blocks (besides its ``[QUESTION]`` block)."""
+    return any(b.lstrip().startswith("Q:") and "[QUESTION]" not in b for b in template.split("\n\n"))
+
+
+def prompt_for(model, template: str, question: str, k: int = 0, retriever: str | None = None) -> str:
+    """``template`` with ``[QUESTION]`` filled; k > 0: its demos replaced by the k texts of the
+    checkpoint's training data most similar to the question (``checkpoint_pool``; retriever:
+    the checkpoint's ``arg_retriever`` default, else bm25)."""
+    if k:
+        retriever = retriever or model.generation_defaults().get("arg_retriever", "bm25")
+        pool = checkpoint_pool(model, model.registry, retriever)
+        template = retrieved_template(template, pool.prompt_demos(question, k))
+    return template.replace("[QUESTION]", question)
+
+
 def retrieved_template(template: str, demos: list[str]) -> str:
     """The template with its ``Q: ...`` demo blocks replaced by ``demos`` (its header blocks
     and the ``[QUESTION]`` block kept, in place)."""

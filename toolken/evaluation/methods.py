@@ -45,13 +45,11 @@ def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens:
     training texts most similar to each question replace the template's demos; ``rerank``: the
     rerank options of ``generate_batch`` (``rerank_top_k``, ``rerank_none_bias``, ``rerank_method``)."""
     if prompt_demos:
-        from ..demos import checkpoint_pool, retrieved_template
+        from ..demos import prompt_for
 
-        retriever = (tool_options or {}).get("arg_retriever") \
-            or model.generation_defaults().get("arg_retriever", "bm25")
-        pool = checkpoint_pool(model, model.registry, retriever)
-        prompts = [fill(retrieved_template(template, pool.prompt_demos(ex.question, prompt_demos)),
-                        ex.question) for ex in examples]
+        retriever = (tool_options or {}).get("arg_retriever")
+        prompts = [prompt_for(model, template, ex.question, prompt_demos, retriever)
+                   for ex in examples]
     else:
         prompts = [fill(template, ex.question) for ex in examples]
     gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
