@@ -36,6 +36,8 @@ def config(args, out: str):
 
     return load_config(REPO / "configs/funcqa.yaml", {
         "base_model": args.base_model, "tools": TOOLS, "epochs": args.epochs, "output_dir": out,
+        # the bare texts, as the paper's loop reads them (the recipe reads them behind a prompt)
+        "train_prompt": None, "train_prompt_demos": 0, "max_length": 512,
         "cache_dir": os.path.join(out, "cache"), "resume": False, "progress": False,
         "train_file": str(args.data) if not args.limit else limited(args, out)})
 

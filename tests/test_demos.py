@@ -213,3 +213,40 @@ def test_cli_prompt_takes_the_recipes_prompt_demos(trained):
     assert bare == f"Q: {q}\nA:"  # no demos to replace
     with pytest.raises(ValueError, match="no 'Q: ...' demo block"):
         _prompt(trained, Namespace(prompt_demos=2, arg_retriever=None), "Q: [QUESTION]\nA:", q)
+
+
+def _bm25_reference(docs, query, k):
+    """Plain BM25 (k1=1.5, b=0.75): score every document, sort (stable) by score."""
+    import math
+    import re
+    from collections import Counter
+
+    tok = lambda s: re.findall(r"[a-z0-9]+", s.lower())  # noqa: E731
+    toks = [tok(d) for d in docs]
+    avg, n = sum(map(len, toks)) / len(toks), len(docs)
+    df = Counter(w for t in toks for w in set(t))
+    scores = []
+    for t in toks:
+        tf, s = Counter(t), 0.0
+        for w in tok(query):
+            if w in tf:
+                idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+                s += idf * tf[w] * 2.5 / (tf[w] + 1.5 * (0.25 + 0.75 * len(t) / avg))
+        scores.append(s)
+    return sorted(range(n), key=lambda i: -scores[i])[:k]
+
+
+def test_bm25_index_matches_a_plain_reference():
+    import random
+
+    from toolken.evaluation.methods import bm25_index
+
+    rng, words = random.Random(3), "a b c d e f g h 1 2 3".split()
+    for _ in range(200):
+        docs = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 8)))
+                for _ in range(rng.randint(1, 30))]
+        search = bm25_index(docs)
+        for _ in range(5):
+            q = " ".join(rng.choice(words + ["zz"]) for _ in range(rng.randint(0, 4)))
+            k = rng.randint(1, 35)
+            assert search(q, k) == _bm25_reference(docs, q, k)

@@ -18,7 +18,7 @@ def test_short_funcqa_run_beats_chance(tmp_path, smol_base):
     cfg = load_config(REPO / "configs/funcqa.yaml", {
         "train_file": str(small), "output_dir": str(tmp_path / "out"),
         "cache_dir": str(tmp_path / "cache"), "epochs": 4, "lr": 0.01, "progress": False,
-        "dev_fraction": 0.25,
+        "dev_fraction": 0.25, "train_prompt": None, "train_prompt_demos": 0, "max_length": 512,
         "tools": ["add", "subtract", "multiply", "divide", "power", "sqrt", "log", "ln", "lcm",
                   "gcd", "remainder", "choose", "permutate"]})
     res = train(cfg)

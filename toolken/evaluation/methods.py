@@ -96,28 +96,35 @@ def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int
 
 
 def bm25_index(docs: list[str]):
-    """A small BM25 (k1=1.5, b=0.75) over whitespace/punctuation tokens; returns a search fn."""
+    """A small BM25 (k1=1.5, b=0.75) over whitespace/punctuation tokens; returns a search fn
+    ``search(query, k)``: the k best document indices, ties and unmatched documents in index
+    order. An inverted index: a query costs the postings of its words, not a pass over all."""
     import math
-    from collections import Counter
+    from collections import Counter, defaultdict
 
     tok = lambda s: re.findall(r"[a-z0-9]+", s.lower())  # noqa: E731
     toks = [tok(d) for d in docs]
     avg = sum(map(len, toks)) / max(1, len(toks))
-    df = Counter(w for t in toks for w in set(t))
-    tfs = [Counter(t) for t in toks]
     n = len(docs)
+    df = Counter(w for t in toks for w in set(t))
+    idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
+    postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for i, t in enumerate(toks):
+        if not t:
+            continue
+        norm = 1.5 * (0.25 + 0.75 * len(t) / avg)
+        for w, c in Counter(t).items():
+            postings[w].append((i, c * 2.5 / (c + norm)))
 
     def search(query: str, k: int = 1) -> list[int]:
-        q = tok(query)
-        scores = []
-        for i, tf in enumerate(tfs):
-            s = 0.0
-            for w in q:
-                if w in tf:
-                    idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
-                    s += idf * tf[w] * 2.5 / (tf[w] + 1.5 * (0.25 + 0.75 * len(toks[i]) / avg))
-            scores.append(s)
-        return sorted(range(n), key=lambda i: -scores[i])[:k]
+        scores: dict[int, float] = defaultdict(float)
+        for w in tok(query):  # a repeated query word counts each time
+            for i, v in postings.get(w, ()):
+                scores[i] += idf[w] * v
+        ranked = sorted(scores, key=lambda i: (-scores[i], i))
+        if k > len(ranked):
+            ranked += [i for i in range(n) if i not in scores]
+        return ranked[:k]
 
     return search
 
