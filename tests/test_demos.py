@@ -250,3 +250,12 @@ def test_bm25_index_matches_a_plain_reference():
             q = " ".join(rng.choice(words + ["zz"]) for _ in range(rng.randint(0, 4)))
             k = rng.randint(1, 35)
             assert search(q, k) == _bm25_reference(docs, q, k)
+
+
+def test_options_given_replace_only_their_keys(trained):
+    # the recipe says arg_candidates: 3; a flag for another option keeps it
+    assert trained.tool_options_over({"arg_demos": 1}) == {"arg_candidates": 3, "arg_demos": 1}
+    assert trained.tool_options_over({"arg_candidates": 1}) == {"arg_candidates": 1}
+    assert trained.tool_options_over(None) is None  # None: the recipe as it is
+    assert trained.tool_mode(options=trained.tool_options_over({"arg_demos": 1})).options \
+        == ToolModeOptions(arg_candidates=3, arg_demos=1)

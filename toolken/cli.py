@@ -49,18 +49,20 @@ def _prompt(model, args, template: str, question: str) -> str:
     return prompt_for(model, template, question, k, args.arg_retriever)
 
 
-def _options(args, question: str, stop_default) -> dict:
+def _options(model, args, question: str, stop_default) -> dict:
     return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                 temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
                 max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
                 stop=args.stop or stop_default, seed=args.seed, prompt_lookup=args.prompt_lookup,
                 rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
                 rerank_method=args.rerank_method,
-                tool_options=_tool_options(args), close_results=args.close_results)
+                tool_options=model.tool_options_over(_tool_options(args)),
+                close_results=args.close_results)
 
 
 def _tool_options(args) -> dict | None:
-    """The tool-mode options given on the command line (None: the checkpoint's defaults)."""
+    """The tool-mode options given on the command line (None: none; each given one replaces
+    the checkpoint's recipe value, the others keep theirs)."""
     given = {k: getattr(args, k) for k in ("arg_demos", "arg_retriever", "arg_candidates",
                                           "arg_temperature", "arg_numbers")
              if getattr(args, k, None) is not None}
@@ -109,7 +111,7 @@ def _generate(args) -> int:
     template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
     for question in args.question:
         prompt = _prompt(model, args, template, question)
-        kw = _options(args, question, ["\nQ:", "\n\n"])
+        kw = _options(model, args, question, ["\nQ:", "\n\n"])
         if args.json:
             print(json.dumps({"question": question, **model.generate(prompt, **kw).to_dict()}))
             continue
@@ -142,7 +144,7 @@ def _chat(args) -> int:
             prompt, stop = _prompt(model, args, template, question), ["\nQ:", "\n\n"]
         else:  # a conversation in the base model's chat template
             prompt, stop = history + [{"role": "user", "content": question}], None
-        g = _show_stream(model, prompt, _options(args, question, stop))
+        g = _show_stream(model, prompt, _options(model, args, question, stop))
         if not template:
             history = prompt + [{"role": "assistant", "content": g.text.strip()}]
 

@@ -120,6 +120,12 @@ class ToolkenModel(nn.Module):
             self._tool_modes[key] = ToolMode(self, registry, backend, options=options)
         return self._tool_modes[key]
 
+    def tool_options_over(self, given: dict | None) -> dict | None:
+        """Tool-mode options: ``given`` over the recipe's ``arg_*`` defaults (None: none given)."""
+        if given is None:
+            return None
+        return {k: v for k, v in self.generation_defaults().items() if k.startswith("arg_")} | given
+
     def generation_defaults(self) -> dict:
         """The ``generation`` options of the recipe the checkpoint was trained with (tool-mode
         ``arg_*`` options, ``close_results``, ``prompt_demos``), {} if it names none."""

@@ -37,7 +37,8 @@ class EvalConfig:
     rerank_none_bias: float = 0.0
     rerank_method: str = "pmi"
     toolken_bias: float | None = None  # None: the calibrated one
-    tool_options: dict | None = None  # tool-mode options (ToolModeOptions); None: the checkpoint's
+    tool_options: dict | None = None  # tool-mode options (ToolModeOptions fields) over the
+    # checkpoint's recipe: the keys given replace its values, the others keep them
     prompt_demos: int | None = None  # k retrieved training texts as the prompt's demos (toolken)
     close_results: bool | None = None  # no digit right after a tool result; None: the checkpoint's
 
@@ -130,7 +131,7 @@ def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[
         k = cfg.prompt_demos if cfg.prompt_demos is not None else defaults.get("prompt_demos", 0)
         return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
                            first_call_only=family == "kamel", toolken_bias=cfg.toolken_bias,
-                           tool_options=cfg.tool_options, prompt_demos=k,
+                           tool_options=model.tool_options_over(cfg.tool_options), prompt_demos=k,
                            close_results=cfg.close_results, rerank=_rerank(cfg))
     return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
                        first_call_only=family == "kamel", mask_tools=cfg.method == "cot",
