@@ -3,10 +3,11 @@
     python benchmarks/init_ablation.py [--shots 0,5,20] [--seeds 0,1,2] [--out RESULTS.md]
 
 KAMEL's 234 relations (``tools/kamel.py``) on the default base model. Each toolken row starts
-either random (the paper: ``nn.Linear``'s default) or from the base model's input embeddings
-of the tool's ``name: description`` (``model.add_tools(init="embedding")``, the text the
-trainer uses with ``init: embedding``, rows scaled to the LM head's mean row norm), or from
-the same direction at the random rows' norm (to tell the direction from the scale), then
+either random (the paper: ``nn.Linear``'s default) or from the direction of the base model's
+input embeddings of the tool's ``name: description`` (``model.add_tools(init="embedding")``,
+the text the trainer uses with ``init: embedding``) at the random rows' norm (the library's
+init since 2026-11-26) or at the LM head's mean row norm (its init before; to tell the
+direction from the scale), then
 trains on n texts per relation drawn (by seed)
 from the KAMEL training texts outside the dev split. Scored on the dev split that
 ``toolken train configs/kamel.yaml`` holds out (5 %, seed 0: 454 held-out training-style
@@ -37,8 +38,8 @@ from benchutil import append_report, machine, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 KAMEL = REPO.parent / "shared/benchmarks/toolkengpt/kamel"
-INITS = {"random": "random", "embedding": "description",
-         "small": "description, random-init norm"}  # column titles
+INITS = {"random": "random", "lmnorm": "description, LM-head norm",
+         "embedding": "description, random-init norm (library)"}  # column titles
 SETTINGS = {  # configs/kamel.yaml's values (that file may change; these stay)
     "base_model": "SmolLM2-135M-Instruct", "train_file": str(KAMEL / "train_clean.json"),
     "data_format": "toolkengpt-kamel", "tools": str(REPO / "tools/kamel.py"), "max_length": 256,
@@ -53,9 +54,9 @@ def initial_head(base, names: list[str], texts: list[str], init: str, seed: int)
     torch.manual_seed(seed)
     m = ToolkenModel(base, [])
     m.add_tools(names, init="random" if init == "random" else "embedding", texts=texts)
-    if init == "small":
+    if init == "lmnorm":  # the library's embedding init before 2026-11-26
         with torch.no_grad():
-            target = ToolkenModel(base, names).head.weight.norm(dim=-1).mean()  # random rows' norm
+            target = base.model.get_output_embeddings().weight.float().norm(dim=-1).mean()
             m.head.weight *= target / m.head.weight.norm(dim=-1, keepdim=True)
     return m
 

@@ -89,7 +89,14 @@ def test_add_tools_keeps_old_rows(tiny_base):
     rows = m.add_tools(["power"], init="embedding", texts=["power: a to the power b"])
     assert list(rows) == [3] and m.tools[-1] == "power"
     assert torch.equal(m.head.weight[:3], old)
-    lm_norm = tiny_base.model.lm_head.weight.norm(dim=-1).mean()
-    assert torch.isclose(m.head.weight[3].norm(), lm_norm, rtol=1e-4)
+    # the direction of the text's mean input embedding, at the norm random rows have
+    from toolken.head import RANDOM_ROW_NORM
+
+    ids = tiny_base.tokenizer("power: a to the power b", add_special_tokens=False)["input_ids"]
+    mean = tiny_base.model.get_input_embeddings().weight[ids].mean(0)
+    assert torch.isclose(m.head.weight[3].norm(), torch.tensor(RANDOM_ROW_NORM), rtol=1e-5)
+    assert torch.nn.functional.cosine_similarity(m.head.weight[3], mean, dim=0) > 1 - 1e-5
+    big = make_model(tiny_base).head.__class__(4000, 64).weight.norm(dim=-1).mean()
+    assert torch.isclose(big, torch.tensor(RANDOM_ROW_NORM), rtol=0.01)
     with pytest.raises(ValueError, match="already"):
         m.add_tools(["add"])

@@ -56,16 +56,22 @@ class ToolkenHead(nn.Module):
             self.bias = nn.Parameter(torch.cat([self.bias.data, self.bias.data.new_zeros(n)]))
 
 
+RANDOM_ROW_NORM = math.sqrt(1 / 3)  # E|w| of a row drawn uniform(-1/sqrt(d), 1/sqrt(d)), for large d
+
+
 @torch.no_grad()
 def init_from_embeddings(head: ToolkenHead, base, texts: list[str], rows: range | None = None) -> None:
-    """Set each row to the mean input embedding of its tool's text (name + description),
-    rescaled to the mean norm of the LM head's rows."""
+    """Set each row to the direction of the mean input embedding of its tool's text (name +
+    description), at the norm random rows have (``reset_parameters``: sqrt(1/3) in any width).
+
+    The LM head's own row norm (about 10x larger on SmolLM2) made training from these rows
+    worse than from random ones; at the random rows' norm the direction helps (RESULTS.md,
+    ``benchmarks/init_ablation.py``)."""
     rows = rows if rows is not None else range(head.num_tools)
     if len(texts) != len(rows):
         raise ValueError(f"init_from_embeddings: {len(texts)} texts for {len(rows)} rows")
     emb = base.model.get_input_embeddings().weight
-    lm = base.model.get_output_embeddings().weight
-    target_norm = lm.float().norm(dim=-1).mean()
+    target_norm = RANDOM_ROW_NORM
     for row, text in zip(rows, texts):
         ids = base.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
