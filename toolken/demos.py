@@ -83,10 +83,9 @@ class DemoPool:
             from .evaluation.methods import bm25_index
 
             self._search = bm25_index(questions)
-        elif retriever == "minilm":
-            self._minilm = minilm()
-            self._emb = self._encode(questions)  # (N, 384), unit rows
         else:
+            if retriever == "minilm":
+                self._minilm = minilm()
             self._emb = self._encode(questions)  # (N, H), unit rows
 
     def ranked(self, question: str) -> list[int]:
@@ -118,9 +117,13 @@ class DemoPool:
         return [self.examples[i].text for i in self.ranked(question)[:k]]
 
 
+def _is_demo(block: str) -> bool:
+    return block.lstrip().startswith("Q:") and "[QUESTION]" not in block
+
+
 def has_demos(template: str) -> bool:
     """Whether the template has ``Q: ...`` demo blocks (besides its ``[QUESTION]`` block)."""
-    return any(b.lstrip().startswith("Q:") and "[QUESTION]" not in b for b in template.split("\n\n"))
+    return any(_is_demo(b) for b in template.split("\n\n"))
 
 
 def prompt_for(model, template: str, question: str, k: int = 0, retriever: str | None = None) -> str:
@@ -138,9 +141,8 @@ def retrieved_template(template: str, demos: list[str]) -> str:
     """The template with its ``Q: ...`` demo blocks replaced by ``demos`` (its header blocks
     and the ``[QUESTION]`` block kept, in place)."""
     blocks = template.split("\n\n")
-    first = next((i for i, b in enumerate(blocks) if b.lstrip().startswith("Q:")
-                  and "[QUESTION]" not in b), None)
-    kept = [b for b in blocks if "[QUESTION]" in b or not b.lstrip().startswith("Q:")]
+    first = next((i for i, b in enumerate(blocks) if _is_demo(b)), None)
+    kept = [b for b in blocks if not _is_demo(b)]
     if first is None:
         raise ValueError("the template has no 'Q: ...' demo block to replace")
     head = [b for b in blocks[:first] if b in kept]

@@ -113,8 +113,7 @@ class ToolkenModel(nn.Module):
         from .generate import ToolMode, ToolModeOptions
 
         registry = registry if registry is not None else self.registry
-        defaults = {k: v for k, v in self.generation_defaults().items() if k.startswith("arg_")}
-        options = ToolModeOptions.of(defaults if options is None else options)
+        options = ToolModeOptions.of(self.tool_options_over({}) if options is None else options)
         key = (id(registry), backend, options)
         if key not in self._tool_modes or self._tool_modes[key].registry is not registry:
             self._tool_modes[key] = ToolMode(self, registry, backend, options=options)
