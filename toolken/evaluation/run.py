@@ -61,10 +61,10 @@ def load_model(cfg: EvalConfig):
 
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
-        pack = cfg.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+        pack = cfg.tools
         if cfg.method == "toolken":
-            if not isinstance(pack, str):
-                raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")
+            if not pack:
+                raise ValueError(model.missing_pack(cfg.toolkens))
             return model.attach_tools(pack)
         base = model.base
     else:
