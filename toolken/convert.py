@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import FORMATS, DataError, Problem, Record, ToolCall, _grouped, _Skip, load_jsonl
+from .data import (FORMATS, DataError, Problem, Record, ToolCall, _grouped, _Skip, load_jsonl,
+                   loads_strict, read_text)
 
 
 @dataclass
@@ -37,7 +38,11 @@ class Conversion:
 
 def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
     """Apply ``one`` (record -> calls, or raise _Skip) to each record of a JSON list file."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = loads_strict(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                        f"a {name} file is a JSON list of records") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records ({name}), "
                         f"got {type(data).__name__}")
@@ -47,8 +52,11 @@ def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
         if missing:
             raise DataError(f"{path}: record {i}: field '{missing[0]}': missing "
                             f"(a {name} file has fields {', '.join(needs)})")
+        if not isinstance(ex["text"], str):
+            raise DataError(f"{path}: record {i}: field 'text': expected str, got "
+                            f"{type(ex['text']).__name__}")
         try:
-            records.append(Record(ex["text"], one(ex), f"{name}#{i}"))
+            records.append(Record(ex["text"], one(ex), f"{name}#{i}", where=f"{path}: record {i}"))
         except _Skip as e:
             problems.append(Problem(i, e.reason, e.detail))
     return Conversion(records, problems, len(data))
@@ -225,7 +233,8 @@ def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
             head = f"###Instruction: {instr}\n###Output: <<<api_call>>>: "
             call = call.strip()
             records.append(Record(head + call, [ToolCall(names[0], len(head), len(head) +
-                                                         len(call), call)], f"apibench#{i}"))
+                                                         len(call), call)], f"apibench#{i}",
+                                  where=f"{path}: {where}"))
     conv = Conversion(records, problems, len(raw))
     if shared:
         conv.notes.append(f"{shared} records' api_call belongs to several catalogue tools; "
@@ -236,17 +245,17 @@ def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
 def _json_records(path: str | os.PathLike) -> list[tuple[str, object]]:
     """``[(where, record)]`` of a JSON list or JSON-lines file; a line that is not JSON is
     kept as ``None`` (a Problem for the converter), an empty file is an error."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
-            return [(f"record {i}", r) for i, r in enumerate(json.loads(text))]
+            return [(f"record {i}", r) for i, r in enumerate(loads_strict(text))]
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: invalid JSON list ({e.msg} at line {e.lineno})") from None
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
-                out.append((f"line {n}", json.loads(line)))
+                out.append((f"line {n}", loads_strict(line)))
             except json.JSONDecodeError as e:
                 out.append((f"line {n}: invalid JSON ({e.msg})", None))
     if not out:

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .loaders import BENCHMARKS, load_benchmark
+from .loaders import BENCHMARKS, EXPECTED, load_benchmark
 from .methods import bm25_index, run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
@@ -51,6 +51,18 @@ def check(cfg: EvalConfig) -> None:
                          f"choose one of: {', '.join(METHODS[cfg.bench])}")
     if cfg.method == "toolken" and not cfg.toolkens:
         raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
+    if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
+        raise ValueError(f"--limit {cfg.limit}: give a positive number of examples (omit it for all)")
+
+
+def no_examples(cfg: EvalConfig, skipped: list) -> str:
+    """Why a benchmark file gave no example: its problems by reason, with the first places."""
+    from ..data import _grouped
+
+    shown = "\n".join(_grouped(skipped)[:5])
+    first = f"\n  first: {skipped[0].detail}" if skipped else ""
+    return (f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} records skipped):\n"
+            f"{shown}{first}\n  a {cfg.bench} record is {EXPECTED[cfg.bench]}")
 
 
 def load_model(cfg: EvalConfig):
@@ -84,7 +96,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.limit:
         examples = examples[: cfg.limit]
     if not examples:
-        raise ValueError(f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} skipped)")
+        raise ValueError(no_examples(cfg, skipped))
     model = load_model(cfg)
     family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
     apis = None
