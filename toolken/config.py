@@ -169,8 +169,8 @@ def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]
 
 
 def check_paths(cfg: TrainConfig, where: str = "config") -> None:
-    """Before any compute: the input files exist and ``output_dir`` is a writable folder
-    (created here if missing)."""
+    """Before any compute: the input files exist and ``output_dir`` is, or can be created
+    as, a writable folder."""
     inputs = [("train_file", cfg.train_file)] + [
         (f"extra_train_files[{i}]", p) for i, (p, _) in enumerate(extra_files(cfg, where))]
     inputs += [(k, getattr(cfg, k)) for k in ("dev_file", "train_prompt") if getattr(cfg, k)]
@@ -182,13 +182,12 @@ def check_paths(cfg: TrainConfig, where: str = "config") -> None:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{where}: output_dir={cfg.output_dir!r} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-        out.parent.joinpath(f".{out.name}.write-test-{os.getpid()}").mkdir()  # saves swap folders here
-        out.parent.joinpath(f".{out.name}.write-test-{os.getpid()}").rmdir()
+    try:  # saves write in the folder and swap folders beside it (its parent is created here)
+        for folder in ([out] if out.exists() else []) + [out.parent]:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".{out.name}.write-test-{os.getpid()}"
+            probe.mkdir()
+            probe.rmdir()
     except OSError as e:
         raise ConfigError(f"{where}: output_dir={cfg.output_dir!r} is not a writable folder "
                           f"({e.strerror or e})") from None
