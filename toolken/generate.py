@@ -69,9 +69,9 @@ class GenerationError(ValueError):
 
 
 def _new_cache(model):
-    from transformers import DynamicCache
+    from .prefix import new_cache
 
-    return DynamicCache(config=model.base.model.config)
+    return new_cache(model)
 
 
 def _step(model, ids: list[int], cache) -> torch.Tensor:

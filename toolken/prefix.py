@@ -19,11 +19,18 @@ def _lcp(a: tuple, b: list) -> int:
     return i
 
 
-def copy_cache(model, cache, n: int):
-    """A new cache holding the first ``n`` positions of ``cache`` (its own tensors)."""
+def new_cache(model):
+    """An empty KV cache of full layers, even for a model with sliding-window layers (Mistral,
+    Gemma2): those cannot be cropped back, and generation rolls the cache back after tool
+    mode. The attention mask still applies the window, so the logits are the same."""
     from transformers import DynamicCache
 
-    out = DynamicCache(config=model.base.model.config)
+    return DynamicCache()
+
+
+def copy_cache(model, cache, n: int):
+    """A new cache holding the first ``n`` positions of ``cache`` (its own tensors)."""
+    out = new_cache(model)
     for i, layer in enumerate(cache.layers):
         out.update(layer.keys[..., :n, :].clone(), layer.values[..., :n, :].clone(), i)
     return out
@@ -51,9 +58,7 @@ class PrefixStore:
             if m > n:
                 best, n = key, m
         if best is None or n < self.min_reuse:
-            from transformers import DynamicCache
-
-            return DynamicCache(config=model.base.model.config), 0
+            return new_cache(model), 0
         self.entries.move_to_end(best)
         self.hits += 1
         self.reused_tokens += n
