@@ -99,8 +99,11 @@ def test_missing_input_file_is_refused_before_compute(tmp_path, no_model):
 
 def test_max_length_too_small_to_label_anything_is_a_clear_error(tmp_path):
     with pytest.raises(T.TrainingError, match=r"no record could be labelled \(max_length=4 "
-                       r"tokens\)(.|\n)*120 x a result ends after max_length tokens"):
+                       r"tokens(.|\n)*120 x a result ends after max_length tokens"):
         T.train(cfg_of(tmp_path, max_length=4))
+    (tmp_path / "negatives.jsonl").write_text('{"text": "no call here", "calls": []}\n' * 3)
+    with pytest.raises(T.TrainingError, match=r"only_toolken_positions=True(.|\n)*labels: 0 toolken, 0 vocab"):
+        T.train(cfg_of(tmp_path, train_file=tmp_path / "negatives.jsonl", only_toolken_positions=True))
 
 
 def test_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(tmp_path, no_model):

@@ -158,9 +158,10 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
-    if not data.labelled.input_ids:
-        raise TrainingError(f"no record could be labelled (max_length={cfg.max_length} tokens):\n"
-                            f"{data.labelled.report.summary()}")
+    rep = data.labelled.report
+    if not data.labelled.input_ids or rep.toolken_labels + rep.vocab_labels == 0:
+        raise TrainingError(f"no record could be labelled (max_length={cfg.max_length} tokens, "
+                            f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
         raise TrainingError("no labelled training positions: the training set is empty after labelling")
