@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from toolken.checkpoint import CheckpointError  # noqa: E402
-from toolken.config import ConfigError, load_config  # noqa: E402
-from toolken.data import DataError  # noqa: E402
+from toolken.core.checkpoint import CheckpointError  # noqa: E402
+from toolken.training.config import ConfigError, load_config  # noqa: E402
+from toolken.core.data import DataError  # noqa: E402
 
 OURS = (ConfigError, DataError, CheckpointError, ValueError, RuntimeError)
 GOOD = {"text": "1+2=3", "calls": [{"tool": "add", "args": [1, 2], "start": 4, "end": 5, "result": "3"}]}
@@ -63,12 +63,12 @@ class Sweep:
         return load_config(REPO / "configs/tiny.yaml", [f"{k}={v}" for k, v in base.items()] + list(overrides))
 
     def train(self, out: Path, *overrides: str, **values):
-        from toolken.trainer import train
+        from toolken.training.trainer import train
 
         return train(self.cfg(out, *overrides, **values))
 
     def checkpoint(self, name: str) -> Path:
-        from toolken.base import load_base
+        from toolken.core.base import load_base
         from toolken.model import ToolkenModel
 
         folder = self.dir(name)
@@ -95,7 +95,7 @@ def state_pt_runs_code(s: Sweep):
 
 
 def two_runs_one_output_dir(s: Sweep):
-    from toolken.locks import folder_lock
+    from toolken.core.locks import folder_lock
 
     out = s.dir("busy")
     with folder_lock(out, "output_dir", wait=False):
@@ -144,7 +144,7 @@ def config_probes(s: Sweep):
 
 
 def checkpoint_probes(s: Sweep):
-    from toolken.base import load_base
+    from toolken.core.base import load_base
     from toolken.model import ToolkenModel
 
     base = load_base("tiny-random-llama")
@@ -189,7 +189,7 @@ def pack_chosen_by_checkpoint(s: Sweep, base):
 
 
 def interrupted_save(s: Sweep):
-    import toolken.trainer as T
+    import toolken.training.trainer as T
 
     out = s.dir("crash")
     save = T._save_state
@@ -219,7 +219,7 @@ def interrupted_save(s: Sweep):
 
 def message_probes(s: Sweep):
     from toolken.cli import main
-    from toolken.data import load_jsonl
+    from toolken.core.data import load_jsonl
     from toolken.evaluation.loaders import load_benchmark
     from toolken.evaluation.run import EvalConfig, evaluate
 
@@ -254,9 +254,9 @@ def message_probes(s: Sweep):
 CHILD = '''
 import json, os, resource, sys, time
 sys.path.insert(0, {repo!r})
-from toolken.base import load_base
+from toolken.core.base import load_base
 from toolken.model import ToolkenModel
-from toolken.registry import ToolRegistry
+from toolken.tools.registry import ToolRegistry
 from toolken.tools import tool
 
 @tool
@@ -308,7 +308,7 @@ def tool_probe(body: str, ok) -> tuple[bool, str]:
 
 
 def printing_tool_json(s: Sweep):
-    from toolken.base import load_base
+    from toolken.core.base import load_base
     from toolken.model import ToolkenModel
 
     pack = s.root / "noisy.py"

@@ -6,12 +6,12 @@ forward over the whole text, and the vocabulary logits equal the base model's ow
 import pytest
 import torch
 
-from toolken.base import build_tiny_tokenizer
-from toolken.config import load_config
+from toolken.core.base import build_tiny_tokenizer
+from toolken.training.config import load_config
 from toolken.model import ToolkenModel
-from toolken.registry import ToolRegistry
+from toolken.tools.registry import ToolRegistry
 from toolken.tools import tool
-from toolken.trainer import train
+from toolken.training.trainer import train
 from conftest import REPO
 
 SMALL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolken.constrain import parse_arguments
-from toolken.data import DataError, Record, load_jsonl
+from toolken.generation.constrain import parse_arguments
+from toolken.core.data import DataError, Record, load_jsonl
 from toolken.evaluation.loaders import BENCHMARKS, load_benchmark
-from toolken.tool_syntax import arith, read_value, split_args, strip_parens
+from toolken.tools.syntax import arith, read_value, split_args, strip_parens
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

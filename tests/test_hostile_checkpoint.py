@@ -8,10 +8,10 @@ import pickle
 import pytest
 import torch
 
-import toolken.trainer as T
-from toolken.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, recover
+import toolken.training.trainer as T
+from toolken.core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, recover
 from toolken.cli import main
-from toolken.config import load_config
+from toolken.training.config import load_config
 from toolken.model import ToolkenModel
 from conftest import REPO
 

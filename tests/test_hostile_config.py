@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-import toolken.trainer as T
+import toolken.training.trainer as T
 from toolken.cli import main
-from toolken.config import ConfigError, load_config
-from toolken.locks import LockedError, folder_lock
+from toolken.training.config import ConfigError, load_config
+from toolken.core.locks import LockedError, folder_lock
 from conftest import REPO
 
 TINY = REPO / "configs" / "tiny.yaml"
@@ -118,8 +118,8 @@ def test_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(tmp_path
 def test_feature_cache_build_waits_for_the_other_builder(tiny_base, tmp_path, capsys):
     """Two builders of one cache: the second waits for the first's lock, then reuses its
     cache; neither deletes the other's parts."""
-    from toolken.data import label_records, load_jsonl
-    from toolken.features import build_or_load
+    from toolken.core.data import label_records, load_jsonl
+    from toolken.training.features import build_or_load
 
     records = load_jsonl(REPO / "data/tiny/train.jsonl")[:20]
     labelled = label_records(records, tiny_base.tokenizer, ["add", "subtract", "multiply"],

@@ -5,11 +5,11 @@ import json
 import pytest
 
 from toolken.cli import main
-from toolken.config import load_config
-from toolken.data import DataError, load_jsonl
+from toolken.training.config import load_config
+from toolken.core.data import DataError, load_jsonl
 from toolken.evaluation.loaders import load_benchmark
 from toolken.evaluation.run import EvalConfig, evaluate
-from toolken.trainer import train
+from toolken.training.trainer import train
 from conftest import REPO
 
 GOOD = {"text": "1+2=3", "calls": [{"tool": "add", "args": [1, 2], "start": 4, "end": 5,
@@ -33,7 +33,7 @@ def test_non_utf8_training_data_names_file_and_line(tmp_path):
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"text": "caf\xe9", "calls": []}\n')
     with pytest.raises(DataError, match=rf"{path}:2: not UTF-8 \(byte 0xe9 at column 14\)"):
         load_jsonl(path)
-    from toolken.convert import convert
+    from toolken.training.convert import convert
 
     (tmp_path / "f.json").write_bytes(b'[{"text": "\xff"}]')
     with pytest.raises(DataError, match=r"f.json:1: not UTF-8 \(byte 0xff"):

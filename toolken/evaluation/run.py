@@ -7,8 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..core.prompts import api_prompt
+from ..core.text import bm25_index
 from .loaders import BENCHMARKS, EXPECTED, load_benchmark
-from .methods import bm25_index, run_icl, run_toolken, template_path
+from .methods import run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
 METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
@@ -57,7 +59,7 @@ def check(cfg: EvalConfig) -> None:
 
 def no_examples(cfg: EvalConfig, skipped: list) -> str:
     """Why a benchmark file gave no example: its problems by reason, with the first places."""
-    from ..data import _grouped
+    from ..core.data import _grouped
 
     shown = "\n".join(_grouped(skipped)[:5])
     first = f"\n  first: {skipped[0].detail}" if skipped else ""
@@ -67,9 +69,9 @@ def no_examples(cfg: EvalConfig, skipped: list) -> str:
 
 def load_model(cfg: EvalConfig):
     """The checkpoint's model (toolken) or the bare base model with the pack (baselines)."""
-    from ..base import DEFAULT_BASE_MODEL, load_base
+    from ..core.base import DEFAULT_BASE_MODEL, load_base
     from ..model import ToolkenModel
-    from ..registry import ToolRegistry, load_pack
+    from ..tools.registry import ToolRegistry, load_pack
 
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
@@ -154,8 +156,8 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
     """toolken: the first toolken chosen stands for its documented api_call (it cannot name
     an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
     if cfg.method == "toolken":
-        prompts = [f"###Instruction: {ex.question}\n###Output: <<<api_call>>>:" for ex in examples]
-        from ..batch import generate_batch
+        prompts = [api_prompt(ex.question) for ex in examples]
+        from ..generation.batch import generate_batch
 
         gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
                               max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size,
@@ -176,8 +178,8 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
             r = apis.records[search(ex.question, 1)[0]]
             head = (f"Use this API documentation for reference: api_call: {r.get('api_call')}; "
                     f"{r.get('description', '')}\n")
-        prompts.append(f"{head}###Instruction: {ex.question}\n###Output: <<<api_call>>>:")
-    from ..batch import generate_batch
+        prompts.append(head + api_prompt(ex.question))
+    from ..generation.batch import generate_batch
 
     gens = generate_batch(model, prompts, max_new_tokens=min(cfg.max_new_tokens, 64),
                           max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size,
@@ -194,7 +196,7 @@ def _rerank(cfg: EvalConfig) -> dict:
 def _fingerprint(directory: str | None) -> str | None:
     if not directory:
         return None
-    from ..features import file_digest
+    from ..training.features import file_digest
 
     return file_digest(Path(directory) / "toolken_model.safetensors")[:16]
 

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import features as F
-from .base import load_base, resolve_device
-from .checkpoint import recover
+from ..core.base import load_base, resolve_device
+from ..core.checkpoint import recover
+from ..core.locks import folder_lock
 from .config import TrainConfig, check_paths, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
-from .model import ToolkenModel
+from ..model import ToolkenModel
 
 
 class TrainingError(RuntimeError):
@@ -131,10 +133,6 @@ def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
 def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     """Train toolkens by ``cfg``. The main process holds ``output_dir``'s lock for the whole
     run: a second run into the same folder is refused, naming this one."""
-    from contextlib import nullcontext
-
-    from .locks import folder_lock
-
     check_paths(cfg)  # before any model is loaded
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process

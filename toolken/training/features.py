@@ -26,12 +26,15 @@ import json
 import os
 import shutil
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from ..core.locks import folder_lock
 
 FORMAT = 1
 
@@ -241,10 +244,6 @@ def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batc
     when the cache is missing, stale or corrupt. The main process holds the folder's lock
     throughout (``toolken.locks``): a second run building the same cache waits for the first
     and then reuses its cache, and never deletes its parts."""
-    from contextlib import nullcontext
-
-    from .locks import folder_lock
-
     main = accelerator is None or accelerator.process_index == 0
     with folder_lock(folder, "feature cache", wait=True) if main else nullcontext():
         if accelerator:
