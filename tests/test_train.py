@@ -59,7 +59,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import toolken.trainer as T
+    import toolken.training.trainer as T
 
     train(tiny_cfg(tmp_path, epochs=1))
     before = (tmp_path / "out" / "toolken_model.safetensors").read_bytes()
