@@ -1,5 +1,6 @@
-"""Fuzzing the readers of untrusted text (hypothesis): the training-record reader, the tool
-argument parsers and the benchmark loaders raise nothing but their own error types."""
+"""Fuzzing the readers of untrusted text (hypothesis): the training-record reader and the
+converters, the tool argument parsers and the benchmark loaders raise nothing but their own
+error types."""
 
 import json
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from toolken.generation.constrain import parse_arguments
 from toolken.core.data import DataError, Record, load_jsonl
 from toolken.evaluation.loaders import BENCHMARKS, load_benchmark
+from toolken.training.convert import convert
 from toolken.tools.syntax import arith, read_value, split_args, strip_parens
 
 FAST = settings(max_examples=150, deadline=None,
@@ -49,6 +51,26 @@ def test_training_reader_raises_only_data_errors(tmp_path, data):
         assert str(path) in str(e)
         return
     assert records and all(isinstance(r, Record) for r in records)
+
+
+EQS = st.sampled_from(["<add>(1, 2)=3<eoe>", "3", "<f>P1(a)=\"b\"</f>", "<f>P1(", "a"]) | st.text(max_size=12)
+CONVERTIBLE = st.fixed_dictionaries(
+    {"text": st.text(max_size=30) | st.sampled_from(["1+2=3 b", "a is b"]) | JSON,
+     "tar_eq": st.lists(EQS, max_size=3) | JSON, "tar_number": st.lists(EQS, max_size=3) | JSON,
+     "call": EQS | st.lists(EQS, max_size=2) | JSON})
+
+
+@FAST
+@given(data=st.lists(CONVERTIBLE, max_size=3).map(lambda rs: json.dumps(rs).encode()) | RAW,
+       fmt=st.sampled_from(["toolkengpt-funcqa", "toolkengpt-kamel", "canonical"]))
+def test_converters_raise_only_data_errors(tmp_path, data, fmt):
+    path = _write(tmp_path, "c.json", data)
+    try:
+        conv = convert(path, fmt)
+    except DataError as e:
+        assert str(path) in str(e)
+        return
+    assert conv.total == len(conv.records) + len(conv.problems)
 
 
 @FAST

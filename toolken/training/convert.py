@@ -37,8 +37,18 @@ class Conversion:
         return "\n".join(lines)
 
 
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+_FIELDS = {"text": (lambda v: isinstance(v, str), "a string"),
+           "tar_eq": (_strings, "a list of strings"), "tar_number": (_strings, "a list of strings"),
+           "call": (lambda v: isinstance(v, str) or _strings(v), "a string or a list of strings")}
+
+
 def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
-    """Apply ``one`` (record -> calls, or raise _Skip) to each record of a JSON list file."""
+    """Apply ``one`` (record -> calls, or raise _Skip) to each record of a JSON list file;
+    a record without one of the ``needs`` fields, or with one of the wrong type, is an error."""
     try:
         data = loads_strict(read_text(path))
     except json.JSONDecodeError as e:
@@ -53,14 +63,21 @@ def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
         if missing:
             raise DataError(f"{path}: record {i}: field '{missing[0]}': missing "
                             f"(a {name} file has fields {', '.join(needs)})")
-        if not isinstance(ex["text"], str):
-            raise DataError(f"{path}: record {i}: field 'text': expected str, got "
-                            f"{type(ex['text']).__name__}")
+        for k in needs:
+            ok, what = _FIELDS[k]
+            if not ok(ex[k]):
+                raise DataError(f"{path}: record {i}: field '{k}': must be {what}, got "
+                                f"{_short(ex[k])}")
         try:
             records.append(Record(ex["text"], one(ex), f"{name}#{i}", where=f"{path}: record {i}"))
         except _Skip as e:
             problems.append(Problem(i, e.reason, e.detail))
     return Conversion(records, problems, len(data))
+
+
+def _short(value, n: int = 60) -> str:
+    s = json.dumps(value)
+    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
