@@ -120,10 +120,18 @@ def test_tool_syntax_raises_only_value_errors(text, kind):
             pass
 
 
+TEXTS = st.sampled_from(["<add>(1, 2)=3", "q {v_1} {v_9}", "P241", "1,234", "###Instruction: x",
+                         "{'Instruction': 'x', 'Output': {}}", "{'Instruction': \"'a", ""]) | st.text(max_size=12)
+BENCH_RECORD = st.fixed_dictionaries({k: TEXTS | JSON | st.lists(TEXTS | JSON, max_size=3) for k in (
+    "question", "answer", "func", "calculation", "api", "enhanced_v", "enhanced_result", "code",
+    "api_call")}, optional={"api_data": st.dictionaries(st.sampled_from(["domain", "api_name"]),
+                                                         TEXTS | JSON, max_size=2) | JSON})
+
+
 @FAST
 @given(bench=st.sampled_from(BENCHMARKS),
-       data=RAW | st.lists(JSON, max_size=4).map(lambda rs: json.dumps(rs).encode())
-       | st.lists(JSON, max_size=4).map(lambda rs: "\n".join(map(json.dumps, rs)).encode()))
+       data=RAW | st.lists(JSON | BENCH_RECORD, max_size=4).map(lambda rs: json.dumps(rs).encode())
+       | st.lists(JSON | BENCH_RECORD, max_size=4).map(lambda rs: "\n".join(map(json.dumps, rs)).encode()))
 def test_eval_loaders_raise_only_data_errors(tmp_path, bench, data):
     path = _write(tmp_path, "b.json", data)
     try:
