@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .steps import new_cache
+
 
 def _lcp(a: tuple, b: list) -> int:
     n = min(len(a), len(b))
@@ -17,15 +19,6 @@ def _lcp(a: tuple, b: list) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def new_cache(model):
-    """An empty KV cache of full layers, even for a model with sliding-window layers (Mistral,
-    Gemma2): those cannot be cropped back, and generation rolls the cache back after tool
-    mode. The attention mask still applies the window, so the logits are the same."""
-    from transformers import DynamicCache
-
-    return DynamicCache()
 
 
 def copy_cache(model, cache, n: int):

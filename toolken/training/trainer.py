@@ -34,6 +34,7 @@ from ..core.checkpoint import recover
 from ..core.locks import folder_lock
 from .config import TrainConfig, check_paths, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
+from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
 from ..model import ToolkenModel
 
 
@@ -145,8 +146,6 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, accelerator) -> TrainResult:
-    from .pipeline import load_records, prepare_data, prepare_model, split_features
-
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     seed_everything(cfg.seed)
@@ -160,6 +159,7 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     if not data.labelled.input_ids or rep.toolken_labels + rep.vocab_labels == 0:
         raise TrainingError(f"no record could be labelled (max_length={cfg.max_length} tokens, "
                             f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
+    model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
         raise TrainingError("no labelled training positions: the training set is empty after labelling")
