@@ -317,7 +317,7 @@ def printing_tool_json(s: Sweep):
     ck = s.dir("noisy")
     ToolkenModel(load_base("tiny-random-llama"), ["probe"]).save_pretrained(ck)
     p = subprocess.run([sys.executable, "-m", "toolken.cli", "generate", "--toolkens", str(ck), "--tools",
-                        str(pack), "--json", "--bias", "10000", "--max-new-tokens", "3", "2?"],
+                        str(pack), "--json", "--toolken-bias", "10000", "--max-new-tokens", "3", "2?"],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     bad = []
     for line in p.stdout.splitlines():
