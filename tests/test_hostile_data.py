@@ -28,6 +28,14 @@ def test_unknown_tool_in_an_extra_train_file_names_that_file_and_line(tmp_path):
         train(cfg)
 
 
+def test_line_separators_inside_strings_stay_text(tmp_path):
+    from toolken.core.data import Record, save_jsonl
+
+    rec = Record("a\u2028b\x0c 1+2=3", [])
+    save_jsonl([rec, rec], tmp_path / "t.jsonl")  # written with ensure_ascii=False
+    assert [r.text for r in load_jsonl(tmp_path / "t.jsonl")] == [rec.text, rec.text]
+
+
 def test_non_utf8_training_data_names_file_and_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"text": "caf\xe9", "calls": []}\n')

@@ -195,7 +195,7 @@ def load_jsonl(path: str | os.PathLike, tools: Sequence[str] | None = None) -> l
     """Read and validate a canonical JSONL file (blank lines skipped)."""
     path = Path(path)
     records = []
-    for n, obj in json_lines(read_text(path).splitlines()):
+    for n, obj in json_lines(read_text(path).split("\n")):  # not splitlines: U+2028 is text
         where = f"{path}:{n}"
         if isinstance(obj, json.JSONDecodeError):
             raise DataError(f"{where}: invalid JSON ({obj.msg} at column {obj.colno})")
