@@ -224,7 +224,8 @@ def message_probes(s: Sweep):
     from toolken.evaluation.run import EvalConfig, evaluate
 
     extra = s.root / "extra.jsonl"
-    extra.write_text(json.dumps(GOOD) + "\n" + json.dumps(dict(GOOD, calls=[dict(GOOD["calls"][0], tool="div")])) + "\n")
+    div = dict(GOOD, calls=[dict(GOOD["calls"][0], tool="div")])
+    extra.write_text(json.dumps(GOOD) + "\n" + json.dumps(div) + "\n")
     bad8 = s.root / "bad8.jsonl"
     bad8.write_bytes(json.dumps(GOOD).encode() + b"\n\xff\n")
     notjson, schema = s.root / "notjson.json", s.root / "schema.json"

@@ -128,7 +128,8 @@ def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor
         raise CheckpointError(f"{w_path}: not a readable safetensors file "
                               f"({type(e).__name__}: {e})") from None
     k = len(cfg["tools"])
-    if set(tensors) - {"weight", "bias"} or "weight" not in tensors or ("bias" in tensors) != cfg.get("bias", False):
+    expected = {"weight", "bias"} if cfg.get("bias", False) else {"weight"}
+    if set(tensors) != expected:
         raise CheckpointError(f"{w_path}: holds tensors {sorted(tensors)}; expected weight"
                               f"{' and bias' if cfg.get('bias') else ''} ({CONFIG_NAME} bias="
                               f"{cfg.get('bias', False)})")
