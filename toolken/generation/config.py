@@ -119,8 +119,8 @@ class GenerationConfig:
     def load(cls, directory: str | Path) -> "GenerationConfig":
         path = Path(directory) / GENERATION_CONFIG_NAME
         try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON: {e}") from None
         return cls.from_dict(values, where=str(path))
 
