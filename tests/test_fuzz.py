@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolken.generation.constrain import parse_arguments
+from toolken.tools.arguments import parse_arguments
 from toolken.core.data import DataError, Record, load_jsonl
 from toolken.evaluation.loaders import BENCHMARKS, load_benchmark
 from toolken.training.convert import convert
