@@ -1,4 +1,4 @@
-"""Tests for toolken.synth and `toolken synth`: counts per tool, valid spans, duplicates,
+"""Tests for toolken.tools.synth and `toolken synth`: counts per tool, valid spans, duplicates,
 the report of tools that got no data, sources, and the model (self-instruct) path."""
 
 import random
@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolken import synth
+from toolken.tools import synth
 from toolken.cli import main
-from toolken.data import Record, label_records, load_jsonl, save_jsonl
-from toolken.registry import ToolRegistry, load_pack
-from toolken.synth import Seen, synthesize
+from toolken.core.data import Record, label_records, load_jsonl, save_jsonl
+from toolken.tools.registry import ToolRegistry, load_pack
+from toolken.tools.synth import Seen, synthesize
 from toolken.tools import Tool
 
 PACK = '''
@@ -206,7 +206,7 @@ def test_model_path_for_an_api(monkeypatch):
 
 def test_model_path_runs_on_tiny_model(pack, tiny_base):
     recs, report = synthesize(pack, per_tool=3, method="both", base=tiny_base, seed=0,
-                              max_new_tokens=12)
+                              settings=synth.SynthSettings(max_new_tokens=12))
     for r in report.tools:
         assert r.generated == r.kept + sum(r.dropped.values())
     assert sum(r.generated for r in report.tools) > sum(r.kept for r in report.tools)

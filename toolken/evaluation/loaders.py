@@ -1,7 +1,7 @@
 """Loaders for the published benchmark files, in their own formats.
 
 Each loader returns ``(examples, skipped)``: the well-formed records as :class:`Example`
-and one :class:`toolken.data.Problem` per malformed record. Nothing is dropped silently; the
+and one :class:`toolken.core.data.Problem` per malformed record. Nothing is dropped silently; the
 caller counts and reports ``skipped``.
 
     from toolken.evaluation import load_benchmark
@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data import DataError, Problem, json_lines
+from ..core.data import DataError, Problem, json_lines, read_text
+from ..core.prompts import instruction
 
 __all__ = ["Example", "BENCHMARKS", "load_benchmark", "load_funcqa_oh", "load_funcqa_mh",
            "load_kamel", "load_gsm8k_xl", "load_apibench", "read_records"]
@@ -76,7 +77,7 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
     an error (no record can be located), as is an empty file.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: no records (the file is empty)")
     if text.lstrip().startswith("["):
@@ -87,7 +88,7 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
                             f"column {e.colno})") from None
         return list(enumerate(data)), [], False
     records, problems = [], []
-    for n, obj in json_lines(text.splitlines()):
+    for n, obj in json_lines(text.split("\n")):
         if isinstance(obj, json.JSONDecodeError):
             problems.append(Problem(n, "invalid JSON", f"line {n}: {obj.msg} at column {obj.colno}"))
         else:
@@ -220,25 +221,6 @@ def _gsm8k_xl(obj: dict):
 
 # ---------------------------------------------------------------- APIBench
 
-_TORCHHUB_CODE = re.compile(r"\{\s*'Instruction'\s*:\s*(.*?)\s*,\s*'Output'\s*:", re.S)
-_HF_CODE = re.compile(r"###\s*Instruction\s*:\s*(.*?)\s*(?:###\s*Output\s*:|$)", re.S)
-
-
-def instruction(code: str) -> str | None:
-    """The instruction in an APIBench ``code`` field (either layout), or None."""
-    m = _TORCHHUB_CODE.match(code.strip())
-    if m:
-        text = m.group(1)
-        if text[:1] in "'\"" and text[-1:] == text[:1]:  # a quoted one (a few records)
-            try:
-                text = ast.literal_eval(text)  # a string literal from the data file
-            except (ValueError, SyntaxError):
-                text = text[1:-1]
-        return (text.strip() or None) if isinstance(text, str) else None
-    m = _HF_CODE.search(code)
-    return (m.group(1).strip() or None) if m else None
-
-
 def _apibench(obj: dict):
     code = _text(obj, "code")
     question = instruction(code)
@@ -274,6 +256,15 @@ def load_gsm8k_xl(path):
 def load_apibench(path):
     return _load(path, _apibench)
 
+
+EXPECTED = {  # what one record of each benchmark holds (for error messages)
+    "funcqa-oh": '{"question": str, "answer": number, "func": "<op>(args)=result"}',
+    "funcqa-mh": '{"question": str, "answer": number, "calculation": ["<op>(..)=..", ...]}',
+    "kamel": '{"question": str, "answer": [{"chosen": str, ...}], "api": "P241"}',
+    "gsm8k-xl": '{"question": str with {v_i}, "enhanced_v": [numbers], "enhanced_result": number}',
+    **{f"apibench-{p}": '{"code": "###Instruction: ...", "api_call": str, "api_data": {"domain": str}}'
+       for p in ("torchhub", "huggingface", "tensorflowhub")},
+}
 
 _LOADERS = {"funcqa-oh": load_funcqa_oh, "funcqa-mh": load_funcqa_mh, "kamel": load_kamel,
             "gsm8k-xl": load_gsm8k_xl, "apibench-torchhub": load_apibench,
