@@ -33,17 +33,21 @@ training text. The dev file, in the ``kamel`` eval layout (``{"question", "answe
 [{"chosen", "alternative", "rdf"}], "api"}``), holds one question per held-out fact: the
 question its own story text asks when that names the subject and not the answer, else one
 of ``DEV_QUESTIONS`` (phrasings no training template uses). ``--dev-extra`` appends
-hand-written dev questions (``data/dev/kamel_by_subject_extra.json``: the relations with
-too few training subjects); their subjects are held out of training too.
+hand-written dev questions (``data/dev/kamel_by_subject_extra.json``: the relations with no
+subject to hold out or no question left); their subjects are held out of training too. Last, a dev
+question whose token-set Jaccard with a training question reaches ``--max-jaccard`` (0.6;
+a variant spelling of a held-out subject: "Coca Cola" / "Coca-Cola") is left out of dev.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +213,38 @@ def read_extra(path: Path) -> list[dict]:
     return extra
 
 
+TOKEN = re.compile(r"[a-z0-9]+")
+ANSWER_LINE = re.compile(r"\n\s*(?:A|Answer)\s*:")
+QUESTION_HEAD = re.compile(r"^\s*(?:Q|Question)\s*:\s*")
+
+
+def question_tokens(text: str) -> frozenset[str]:
+    """Token set of a text's question part (before its answer line, without "Question:"),
+    as ``benchmarks/dev_audit.py`` compares them: lower-cased runs of letters and digits."""
+    text = ANSWER_LINE.split(text, maxsplit=1)[0]
+    return frozenset(TOKEN.findall(QUESTION_HEAD.sub("", text).lower()))
+
+
+def too_close(questions: list[str], texts: list[str], limit: float) -> list[bool]:
+    """For each question: is its token-set Jaccard with some text's question part >= limit?
+    Candidates share one of the question's |A| - ceil(limit |A|) + 1 rarest tokens (a pair
+    with Jaccard >= limit shares at least ceil(limit |A|) of A's tokens); each is checked
+    exactly."""
+    sets = [question_tokens(t) for t in texts]
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i, tokens in enumerate(sets):
+        for w in tokens:
+            postings[w].append(i)
+    out = []
+    for q in questions:
+        a = question_tokens(q)
+        need = math.ceil(limit * len(a))
+        rare = sorted(a, key=lambda w: len(postings.get(w, ())))[:max(len(a) - need + 1, 0)]
+        candidates = set().union(*(postings.get(w, ()) for w in rare))
+        out.append(any(len(a & sets[i]) >= limit * len(a | sets[i]) for i in candidates))
+    return out
+
+
 def split_by_subject(records: list[Record], dev: list[dict]) -> list[Record]:
     """The training records whose whole text mentions no dev subject."""
     pattern = mention_pattern(q["subject"] for q in dev)
@@ -238,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="subjects per relation held out of training for a dev split")
     ap.add_argument("--dev-out", type=Path, help="dev questions (kamel layout) of --holdout")
     ap.add_argument("--dev-extra", type=Path, help="hand-written dev questions to append")
+    ap.add_argument("--max-jaccard", type=float, default=0.6,
+                    help="leave out dev questions this close (token-set Jaccard) to a "
+                         "training question")
     args = ap.parse_args(argv)
     if (args.holdout > 0 or args.dev_extra is not None) != (args.dev_out is not None):
         ap.error("--dev-out goes with --holdout N > 0 or --dev-extra")
@@ -262,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as e:
             ap.error(str(e))
         before, records = len(records), split_by_subject(records, dev)
+        close = too_close([q["question"] for q in dev], [r.text for r in records],
+                          args.max_jaccard)
+        print(f"{sum(close)} dev questions at Jaccard >= {args.max_jaccard} with a training "
+              f"text left out")
+        dev = [q for q, c in zip(dev, close) if not c]
         write_dev(dev, args.dev_out, before - len(records), len(descriptions))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_jsonl(records, args.out)

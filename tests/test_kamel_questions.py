@@ -1,6 +1,7 @@
 """data/make_kamel_questions.py: question-style KAMEL records in the evaluation's layout."""
 
 import json
+import random
 import subprocess
 import sys
 
@@ -132,3 +133,29 @@ def test_split_needs_dev_out_and_checks_extra(tmp_path):
     run, _ = _run(tmp_path, "--dev-extra", str(bad), "--dev-out", str(tmp_path / "d.json"))
     assert run.returncode == 2
     assert "extra.json: record 1: 'subject' missing or not in its question" in run.stderr
+
+
+def test_too_close_matches_a_brute_force_jaccard():
+    sys.path.insert(0, str(REPO / "data"))
+    from make_kamel_questions import too_close  # data/ script, imported for its helper
+
+    rng = random.Random(11)
+    words = [f"w{i}" for i in range(12)]
+
+    def text():
+        return " ".join(rng.choices(words, k=rng.randint(1, 7)))
+
+    train = [f"Question: {text()}?\nAnswer: The answer is {text()}." for _ in range(60)]
+    questions = [text() for _ in range(80)]
+
+    def jaccard(a, b):
+        a, b = set(a.lower().split()), set(b.lower().split())
+        return len(a & b) / len(a | b)
+
+    counts = []
+    for limit in (0.3, 0.6, 0.8, 1.0):
+        expected = [any(jaccard(q, t.split("\n")[0].removeprefix("Question: ").rstrip("?"))
+                        >= limit for t in train) for q in questions]
+        assert too_close(questions, train, limit) == expected
+        counts.append(sum(expected))
+    assert counts[0] >= counts[1] >= counts[2] >= counts[3] and 0 < counts[2] < counts[1] < 80
