@@ -1,0 +1,566 @@
+"""Where tool functions run: a pool of persistent worker processes, or threads.
+
+``Tool.call`` hands every call to a ``ToolRunner`` (``default_runner()``, set with
+``configure``). In ``"process"`` mode (the default) a call runs in one of ``workers``
+long-lived processes, each a fresh Python interpreter (not a fork: safe when the caller
+runs torch threads; nothing of the caller's main script is imported; about 0.3 s to start,
+and a replacement is started as soon as a worker is lost). A worker keeps each function it was sent, so an ``HFModelTool``
+loads its model once per worker, not once per call. It contains what a tool can do:
+
+- a call past its timeout: the worker is killed (SIGKILL) and replaced on the next call;
+- ``os._exit``, a segfault, a killed worker: ``ok=False`` naming the exit code or signal;
+- memory: each worker's private memory is capped (``memory_limit_mb``, RLIMIT_DATA), so
+  a runaway allocation is a ``MemoryError`` inside the worker, never the caller's;
+- output: the worker's stdout and stderr (file descriptors 1 and 2, so C code too) go to a
+  file, returned with the call (``ToolResult.output``), never to the caller's stdout.
+
+How a worker gets the function: a tool from ``load_pack`` is rebuilt there from its pack
+(same file, same options, loaded once per worker); otherwise a module-level function is
+imported by name, and any other callable is pickled (sent once per worker). A callable with
+a ``load()`` method has it called when a worker first takes it up, outside the call's
+timeout. A function that cannot be sent (a lambda, a closure, a local class) runs in a thread
+instead, with a warning, unless the call asked for ``isolation="process"``.
+
+``"thread"`` mode runs the function in a daemon thread of the calling process. It cannot
+contain much: a thread past its timeout is abandoned and keeps running (a busy loop keeps a
+core), ``os._exit`` or a crash ends the whole process, memory is shared and unbounded, and
+only Python-level ``print``s of the tool's own thread are captured (not C code's, not those
+of threads it starts). Use it for tools whose state cannot leave the process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+import weakref
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+__all__ = ["ToolRunner", "Outcome", "configure", "default_runner", "describe_exception",
+           "MODES"]
+
+MODES = ("process", "thread")
+MAX_OUTPUT_CHARS = 20_000  # a call's captured stdout+stderr beyond this is cut
+
+
+def describe_exception(e: BaseException) -> str:
+    """``"TypeName: message"``, even when the exception's ``__str__`` itself raises."""
+    try:
+        text = str(e)
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        text = "<the exception's message could not be shown>"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@dataclass
+class Outcome:
+    """What running a function gave: ``status`` "ok" (``value``), "error" or "timeout"
+    (``message``); ``output`` is what it printed; ``mode`` where it ran."""
+
+    status: str
+    value: Any = None
+    message: str = ""
+    output: str = ""
+    mode: str = "thread"
+
+
+def _cap(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more chars)"
+
+
+# ---------------------------------------------------------------------------- threads
+class _ThreadOutput:
+    """Stands in for sys.stdout / sys.stderr: writes from a registered thread go to that
+    thread's buffer, all others to the stream it replaced."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.buffers: dict[int, list[str]] = {}
+
+    def write(self, text: str) -> int:
+        buf = self.buffers.get(threading.get_ident())
+        if buf is None:
+            return self.target.write(text)
+        if sum(map(len, buf)) < MAX_OUTPUT_CHARS:
+            buf.append(str(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+
+def _thread_streams() -> tuple[_ThreadOutput, _ThreadOutput]:
+    for name in ("stdout", "stderr"):
+        if not isinstance(getattr(sys, name), _ThreadOutput):
+            setattr(sys, name, _ThreadOutput(getattr(sys, name)))
+    return sys.stdout, sys.stderr  # type: ignore[return-value]
+
+
+def run_in_thread(fn: Callable, a: tuple, kw: dict, timeout: float | None, name: str) -> Outcome:
+    """Run ``fn(*a, **kw)`` in a daemon thread; on timeout it is abandoned (still running)."""
+    box: dict[str, Any] = {}
+    printed: list[str] = []
+    streams = _thread_streams()
+
+    def target() -> None:
+        me = threading.get_ident()
+        for s in streams:
+            s.buffers[me] = printed
+        try:
+            box["value"] = fn(*a, **kw)
+        except BaseException as e:  # noqa: BLE001 - a tool's failure becomes a result
+            box["error"] = describe_exception(e)
+        finally:
+            for s in streams:
+                s.buffers.pop(me, None)
+
+    worker = threading.Thread(target=target, name=f"toolken-tool-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    output = _cap("".join(printed))
+    if worker.is_alive():
+        return Outcome("timeout", output=output, message="the worker thread was abandoned and "
+                       "may still be running")
+    if "error" in box:
+        return Outcome("error", message=box["error"], output=output)
+    return Outcome("ok", value=box.get("value"), output=output)
+
+
+# ---------------------------------------------------------------------------- the worker side
+_IN_WORKER = False
+
+
+def _serve(fd_in: int, fd_out: int, fd_alive: int) -> None:
+    """A worker's loop (its stdout and stderr are the capture file): receive
+    (key, loader or None, args, kwargs, cwd), reply ("ready" after a loader, then the result)."""
+    global _IN_WORKER
+    _IN_WORKER = True  # a tool calling Tool.call in here runs that call in a thread
+    requests, replies = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
+    init = requests.recv()
+    sys.path[:] = init["path"]
+    if init["memory_mb"]:
+        import resource
+
+        limit = init["memory_mb"] * 2 ** 20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    threading.Thread(target=_exit_with_parent, args=(fd_alive,), daemon=True).start()
+    out = os.dup(1)  # the capture file, even if a tool closes or redirects fd 1
+    functions: dict[Any, Callable] = {}
+    while True:
+        try:
+            message = requests.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        key, loader, a, kw, cwd = message
+        if cwd != os.getcwd():
+            os.chdir(cwd)
+        if key not in functions:
+            try:
+                functions[key] = _take_up(loader)
+            except BaseException as e:  # noqa: BLE001
+                replies.send(("setup-error", describe_exception(e), _drain(out)))
+                continue
+            replies.send(("ready", None, ""))
+        replies.send(_run_here(functions[key], a, kw, out))
+
+
+def _exit_with_parent(fd_alive: int) -> None:
+    """End the worker when the process that owns the pool dies (its end of the pipe closes),
+    even in the middle of a busy tool."""
+    while os.read(fd_alive, 1):
+        pass
+    os._exit(0)
+
+
+def _take_up(loader: tuple) -> Callable:
+    kind = loader[0]
+    if kind == "pack":
+        fn = loader[1].function(loader[2])
+    elif kind == "attr":
+        fn = importlib.import_module(loader[1])
+        for part in loader[2].split("."):
+            fn = getattr(fn, part)
+        fn = getattr(fn, "fn", fn)  # a Tool made by @tool: its function
+    else:
+        fn = pickle.loads(loader[1])
+    if not callable(fn):
+        raise TypeError(f"{loader[:3] if kind != 'pickle' else 'the pickled object'} gave "
+                        f"{type(fn).__name__}, not a callable")
+    if callable(getattr(fn, "load", None)):
+        try:
+            fn.load()  # e.g. an HFModelTool's model, loaded before the first call's timeout
+        except Exception:  # noqa: BLE001 - the call itself reports a model that won't load
+            pass
+    return fn
+
+
+def _run_here(fn: Callable, a: tuple, kw: dict, fd: int) -> tuple[str, Any, str]:
+    try:
+        value = fn(*a, **kw)
+    except BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt included
+        return "error", describe_exception(e), _drain(fd)
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as e:  # noqa: BLE001 - unpicklable or nested too deeply
+        what = "is nested too deeply to" if isinstance(e, RecursionError) else "cannot"
+        return "error", (f"returned a {type(value).__name__} that {what} be sent back from the "
+                         f"worker process ({describe_exception(e)}); return plain data"), _drain(fd)
+    return "ok", data, _drain(fd)
+
+
+def _drain(fd: int) -> str:
+    """What the call printed (and empty the file for the next one)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a tool may have closed or replaced it
+            pass
+    size = os.lseek(fd, 0, os.SEEK_END)
+    if size == 0:
+        return ""
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = os.read(fd, min(size, 4 * MAX_OUTPUT_CHARS))
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return _cap(data.decode("utf-8", errors="replace"))
+
+
+# ---------------------------------------------------------------------------- the pool side
+class _Died(Exception):
+    pass
+
+
+class _Worker:
+    """One worker process (a fresh interpreter: nothing of the caller's main script is
+    imported there), the pipes to it, and the functions it already holds."""
+
+    def __init__(self, memory_mb: int | None) -> None:
+        fd, self.out_path = tempfile.mkstemp(prefix="toolken-tool-", suffix=".out")
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        alive_r, self.alive_w = os.pipe()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (f"import sys; sys.path.insert(0, {root!r}); from toolken.workers import _serve; "
+                f"_serve({req_r}, {rep_w}, {alive_r})")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                pass_fds=(req_r, rep_w, alive_r), start_new_session=True)  # no Ctrl-C
+        finally:
+            for f in (fd, req_r, rep_w, alive_r):
+                os.close(f)
+        self.requests = Connection(req_w, readable=False)
+        self.conn = Connection(rep_r, writable=False)
+        self.requests.send({"path": list(sys.path), "memory_mb": memory_mb})
+        self.known: set = set()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, message: Any) -> None:
+        try:
+            self.requests.send(message)
+        except (OSError, ValueError):
+            raise _Died() from None
+
+    def reply(self, timeout: float | None) -> tuple | None:
+        """The worker's next message, None on timeout; _Died if it died."""
+        try:
+            if not self.conn.poll(timeout):
+                return None
+            return self.conn.recv()
+        except (EOFError, OSError):
+            raise _Died() from None
+
+    def death(self) -> str:
+        try:
+            code = self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
+            return "the worker process stopped answering"
+        if code < 0:
+            try:
+                return f"the worker process died (killed by signal {signal.Signals(-code).name})"
+            except ValueError:
+                return f"the worker process died (killed by signal {-code})"
+        return f"the worker process died (exit code {code})"
+
+    def leftover_output(self) -> str:
+        try:
+            with open(self.out_path, "rb") as f:
+                return _cap(f.read(4 * MAX_OUTPUT_CHARS).decode("utf-8", errors="replace"))
+        except OSError:
+            return ""
+
+    def stop(self, kill: bool = False) -> None:
+        if not kill and self.alive():
+            try:
+                self.requests.send(None)
+                self.proc.wait(1)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        self.requests.close()
+        self.conn.close()
+        os.close(self.alive_w)
+        try:
+            os.unlink(self.out_path)
+        except OSError:
+            pass
+
+
+class ToolRunner:
+    """Runs tool functions: ``mode="process"`` in a pool of at most ``workers`` persistent
+    processes (each capped at ``memory_limit_mb`` of private memory; None: no cap), or
+    ``mode="thread"``. ``setup_timeout`` bounds how long a worker may take to load a
+    function (a pack's ``build()``, a model's ``load()``) before its first call."""
+
+    def __init__(self, mode: str = "process", workers: int = 1, memory_limit_mb: int | None = 4096,
+                 setup_timeout: float = 120.0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"tool isolation mode must be one of {list(MODES)}, got {mode!r}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if memory_limit_mb is not None and (not isinstance(memory_limit_mb, int)
+                                            or memory_limit_mb < 64):
+            raise ValueError(f"memory_limit_mb must be an int >= 64 or None, got {memory_limit_mb!r}")
+        self.mode, self.workers, self.memory_limit_mb = mode, workers, memory_limit_mb
+        self.setup_timeout = setup_timeout
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        self._sources: dict[tuple, tuple] = {}  # (id(fn), id(origin)) -> (fn, origin, key, loader, why)
+        self._warned: set = set()
+        self._closed = False
+        _RUNNERS.add(self)
+
+    def __repr__(self) -> str:
+        return (f"ToolRunner(mode={self.mode!r}, workers={self.workers}, "
+                f"memory_limit_mb={self.memory_limit_mb})")
+
+    def run(self, fn: Callable, a: tuple, kw: dict, timeout: float | None, *, name: str,
+            origin: Any = None, isolation: str | None = None) -> Outcome:
+        """Run ``fn(*a, **kw)`` (the tool ``name``; ``origin`` from load_pack) in ``isolation``
+        (None: this runner's mode, falling back to a thread for a function that cannot be sent
+        to a worker; "process": no fallback). Never raises for what the function does."""
+        mode = isolation or self.mode
+        if mode not in MODES:
+            raise ValueError(f"isolation must be one of {list(MODES)}, got {mode!r}")
+        if mode == "thread" or _IN_WORKER:
+            return run_in_thread(fn, a, kw, timeout, name)
+        key, loader, why = self._source(fn, origin, name)
+        if loader is not None:
+            outcome = self._in_worker(key, loader, a, kw, timeout)
+            if outcome.status != "setup-error":
+                return outcome
+            why = f"the worker could not load it: {outcome.message}"
+            with self._cond:
+                self._sources[(id(fn), id(origin))] = (fn, origin, key, None, why)
+        if isolation == "process":
+            return Outcome("error", message=f"cannot run in a worker process: {why}; load it "
+                           f"from a pack or use isolation='thread'", mode="process")
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"tool {name} runs in a thread, not in a worker process ({why}); "
+                          f"a thread cannot be killed on timeout or limited in memory. Define "
+                          f"it in a tool pack (load_pack) or at module level, or set "
+                          f"isolation='thread' to silence this", RuntimeWarning, stacklevel=3)
+        return run_in_thread(fn, a, kw, timeout, name)
+
+    def _source(self, fn: Callable, origin: Any, name: str) -> tuple:
+        """(key, loader or None, why not) of how a worker gets ``fn``; cached."""
+        cache_key = (id(fn), id(origin))
+        hit = self._sources.get(cache_key)
+        if hit is not None and hit[0] is fn and hit[1] is origin:
+            return hit[2:]
+        if origin is not None and origin.made(name, fn):
+            key = ("pack", getattr(origin, "key", id(origin)), name)
+            found = (key, ("pack", origin, name), None)
+        else:
+            found = _module_source(fn) or _pickle_source(fn)
+        with self._cond:
+            self._sources[cache_key] = (fn, origin, *found)
+        return found
+
+    def _in_worker(self, key: Any, loader: tuple, a: tuple, kw: dict,
+                   timeout: float | None) -> Outcome:
+        try:
+            worker = self._acquire()
+        except Exception as e:  # noqa: BLE001 - e.g. no forkserver on this platform
+            return Outcome("error", message=f"could not start a worker process: "
+                           f"{describe_exception(e)}", mode="process")
+        done = False
+        try:
+            outcome, done = self._exchange(worker, key, loader, a, kw, timeout)
+            return outcome
+        except _Died:
+            return Outcome("error", message=worker.death(), output=worker.leftover_output(),
+                           mode="process")
+        finally:
+            self._release(worker, broken=not done)
+
+    def _exchange(self, worker: _Worker, key: Any, loader: tuple, a: tuple, kw: dict,
+                  timeout: float | None) -> tuple[Outcome, bool]:
+        """(outcome, whether the worker is fit for another call)."""
+        sending = key not in worker.known
+        worker.send((key, loader if sending else None, a, kw, os.getcwd()))
+        if sending:
+            reply = worker.reply(self.setup_timeout)
+            if reply is None:
+                return Outcome("error", message=f"the worker process did not load the tool "
+                               f"within {self.setup_timeout} s", mode="process"), False
+            if reply[0] == "setup-error":
+                return Outcome("setup-error", message=reply[1], output=reply[2]), True
+            worker.known.add(key)
+        reply = worker.reply(timeout)
+        if reply is None:
+            return Outcome("timeout", message="the worker process was killed",
+                           output=worker.leftover_output(), mode="process"), False
+        status, payload, output = reply
+        if status == "error":
+            if payload.startswith("MemoryError") and self.memory_limit_mb:
+                payload += f" (a worker may use {self.memory_limit_mb} MB)"
+            return Outcome("error", message=payload, output=output, mode="process"), True
+        try:
+            value = pickle.loads(payload)
+        except BaseException as e:  # noqa: BLE001 - e.g. a class only the worker has
+            return Outcome("error", message=f"its result could not be read back from the worker "
+                           f"process: {describe_exception(e)}", output=output,
+                           mode="process"), True
+        return Outcome("ok", value=value, output=output, mode="process"), True
+
+    def _acquire(self) -> _Worker:
+        with self._cond:
+            while True:
+                if self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        self._busy.add(worker)
+                        return worker
+                    worker.stop(kill=True)
+                    continue
+                if len(self._busy) < self.workers:
+                    self._closed = False
+                    worker = _Worker(self.memory_limit_mb)
+                    self._busy.add(worker)
+                    return worker
+                self._cond.wait()
+
+    def _release(self, worker: _Worker, broken: bool) -> None:
+        """Back to the pool; a broken worker is killed and a spare started at once, so the
+        next call does not wait for an interpreter to start."""
+        if broken:
+            worker.stop(kill=True)
+        with self._cond:
+            self._busy.discard(worker)
+            if not broken:
+                self._idle.append(worker)
+            elif not self._closed and len(self._idle) + len(self._busy) < self.workers:
+                try:
+                    self._idle.append(_Worker(self.memory_limit_mb))
+                except OSError:
+                    pass  # the next call starts one (or reports why it cannot)
+            self._cond.notify()
+
+    def pids(self) -> list[int]:
+        """The process ids of the idle workers (for tests and monitoring)."""
+        with self._cond:
+            return [w.pid for w in self._idle]
+
+    def close(self) -> None:
+        """Stop every worker (idle ones are asked, busy ones killed)."""
+        with self._cond:
+            self._closed = True
+            idle, busy = self._idle, list(self._busy)
+            self._idle, self._busy = [], set()
+            self._cond.notify_all()
+        for w in idle:
+            w.stop()
+        for w in busy:
+            w.stop(kill=True)
+
+
+def _module_source(fn: Callable) -> tuple | None:
+    """A module-level function (or the function of a module-level @tool) by name."""
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(mod, str) or not isinstance(qual, str) or "<" in qual:
+        return None
+    obj: Any = sys.modules.get(mod)
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    if obj is not fn and getattr(obj, "fn", None) is not fn:
+        return None
+    if mod == "__main__":
+        main = sys.modules["__main__"]
+        spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+        if spec_name:
+            mod = spec_name
+        elif not getattr(main, "__file__", None):  # an interactive session or python -c
+            return None
+    return ("attr", mod, qual), ("attr", mod, qual), None
+
+
+def _pickle_source(fn: Callable) -> tuple:
+    try:
+        data = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as e:  # noqa: BLE001
+        return ("unsendable", id(fn)), None, f"it cannot be pickled: {describe_exception(e)}"
+    return ("pickle", id(fn)), ("pickle", data), None
+
+
+# ---------------------------------------------------------------------------- the default
+_RUNNERS: weakref.WeakSet = weakref.WeakSet()
+_DEFAULT: ToolRunner | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_runner() -> ToolRunner:
+    """The runner ``Tool.call`` uses (process mode, one worker, 4096 MB, unless configured)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = ToolRunner()
+        return _DEFAULT
+
+
+def configure(mode: str = "process", workers: int = 1, memory_limit_mb: int | None = 4096,
+              setup_timeout: float = 120.0) -> ToolRunner:
+    """Set the default runner (an old one with other settings is closed); return it."""
+    global _DEFAULT
+    settings = (mode, workers, memory_limit_mb, setup_timeout)
+    with _DEFAULT_LOCK:
+        old = _DEFAULT
+        if old is not None and (old.mode, old.workers, old.memory_limit_mb,
+                                old.setup_timeout) == settings:
+            return old
+        runner = _DEFAULT = ToolRunner(*settings)
+    if old is not None:
+        old.close()
+    return runner
+
+
+@atexit.register
+def _close_all() -> None:
+    for runner in list(_RUNNERS):
+        runner.close()
