@@ -58,6 +58,7 @@ def recurse(n: int) -> int:
 @tool
 def quit_hard(code: int) -> int:
     """os._exit(code)."""
+    print("last words", flush=True)
     os._exit(code)
 
 
@@ -189,6 +190,7 @@ def test_a_dying_worker_is_an_error_and_replaced(pack, runner, name, arg, words)
     before = call(pack, runner, "pid").value
     r = call(pack, runner, name, arg)
     assert not r.ok and "died" in r.error and words in r.error
+    assert name != "quit_hard" or r.output == "last words\n"  # printed before it died
     assert gone(before)
     assert call(pack, runner, "pid").value != before
 
@@ -270,6 +272,18 @@ def test_a_closure_falls_back_to_a_thread_with_a_warning(runner):
     assert not r.ok and "cannot run in a worker process" in r.error
     quiet = Tool(local.name, local.description, local.parameters, fn=local.fn, isolation="thread")
     assert quiet.call([2], runner=runner).value == 12
+
+
+def test_no_worker_process_means_a_thread_unless_process_was_asked(pack, monkeypatch):
+    runner = ToolRunner("process")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.warns(RuntimeWarning, match="no worker process could be started"):
+        assert pack["pid"].call([], runner=runner).value == os.getpid()
+    r = pack["pid"].call([], runner=runner, isolation="process")
+    assert not r.ok and "no worker process could be started" in r.error
+    monkeypatch.undo()
+    assert pack["pid"].call([], runner=runner).value != os.getpid()  # tried again: a worker
+    runner.close()
 
 
 def test_a_replaced_function_is_not_taken_from_the_pack(pack, runner):
