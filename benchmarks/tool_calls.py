@@ -40,8 +40,8 @@ def build():
 
 
 def per_call(calls: int) -> dict[str, float]:
-    from toolken.registry import load_pack
-    from toolken.workers import ToolRunner
+    from toolken.tools.registry import load_pack
+    from toolken.tools.workers import ToolRunner
 
     add = load_pack(REPO / "tools" / "funcqa.py")["add"]
     runner = ToolRunner("process")
@@ -61,8 +61,8 @@ def per_call(calls: int) -> dict[str, float]:
 
 
 def start_costs(tmp: Path) -> dict[str, float]:
-    from toolken.registry import load_pack
-    from toolken.workers import ToolRunner
+    from toolken.tools.registry import load_pack
+    from toolken.tools.workers import ToolRunner
 
     add = load_pack(REPO / "tools" / "funcqa.py")["add"]
     (tmp / "spin.py").write_text(SPIN)
@@ -81,8 +81,8 @@ def start_costs(tmp: Path) -> dict[str, float]:
 
 def hazard_child(mode: str, tmp: str) -> None:
     """Six timed-out busy loops, then the caller's own work; prints seconds before/after."""
-    from toolken.registry import load_pack
-    from toolken.workers import ToolRunner
+    from toolken.tools.registry import load_pack
+    from toolken.tools.workers import ToolRunner
 
     def work() -> float:
         t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Hostile tools against the worker pool (toolken.workers) and thread mode: each one ends as
+"""Hostile tools against the worker pool (toolken.tools.workers) and thread mode: each one ends as
 a ToolResult with ok=False (or ok=True with its output captured), never as a dead, slowed or
 corrupted caller."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from toolken.registry import load_pack
+from toolken.tools.registry import load_pack
 from toolken.tools import Tool, ToolResult, tool
-from toolken.workers import ToolRunner
+from toolken.tools.workers import ToolRunner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,7 +320,7 @@ def test_thread_mode_captures_prints_and_abandons_on_timeout(capfd):
 
 
 def test_the_default_runner_is_process_mode():
-    from toolken import workers
+    from toolken.tools import workers
 
     assert workers.default_runner().mode == "process"
     with pytest.raises(ValueError, match="isolation mode"):
@@ -331,7 +331,7 @@ def test_the_default_runner_is_process_mode():
 OWNER = '''
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from toolken.registry import load_pack
+from toolken.tools.registry import load_pack
 pid = load_pack({pack!r})["pid"].call([], timeout=30)
 print(pid.value, flush=True)
 if sys.argv[1] == "kill":

@@ -31,8 +31,7 @@ from typing import Any, Callable, Sequence
 
 import jsonschema
 
-from . import tool_syntax as syntax
-from . import workers
+from . import syntax, workers
 
 __all__ = ["Tool", "ToolResult", "ToolRegistry", "tool", "load_pack", "parse_call_args",
            "ToolError", "ToolArgumentError", "PackError", "format_number", "render_value"]
@@ -116,8 +115,8 @@ class Tool:
     collects extra positional arguments, like ``*args``. ``fn=None`` makes a manifest-only
     tool (e.g. read from a checkpoint) until ``ToolRegistry.attach`` gives it a function.
     ``isolation`` ("process" or "thread"; None: the runner's mode) is where ``call`` runs
-    ``fn`` (``toolken.workers``). ``origin`` is set by load_pack so that a worker process can
-    load the same pack."""
+    ``fn`` (``toolken.tools.workers``). ``origin`` is set by load_pack so that a worker
+    process can load the same pack."""
 
     name: str
     description: str = ""
@@ -233,11 +232,11 @@ class Tool:
 
         ``args`` is a list, a dict, or the argument text as the model wrote it
         (``"5572, 3241"``, parsed by parse_call_args). ``runner`` (default
-        ``toolken.workers.default_runner()``) runs ``fn``: in a persistent worker process
+        ``toolken.tools.workers.default_runner()``) runs ``fn``: in a persistent worker process
         that is killed on timeout and replaced after a crash, memory-capped, its output
         captured; or in a thread (``isolation="thread"``), which is abandoned on timeout.
         ``isolation`` (else the tool's own, else the runner's mode) chooses; see
-        ``toolken.workers`` for what each contains.
+        ``toolken.tools.workers`` for what each contains.
         """
         start = time.perf_counter()
 
@@ -363,11 +362,3 @@ def parse_call_args(text: str, tool: Tool) -> dict:
     except ValueError as e:
         raise ToolArgumentError(f"tool {tool.name!r}: cannot parse arguments {text!r}: {e}") \
             from None
-
-
-def __getattr__(name: str) -> Any:
-    """ToolRegistry and load_pack live in toolken.registry (built on Tool); re-exported."""
-    if name in ("ToolRegistry", "load_pack"):
-        from . import registry
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """Running one tool function where it is told to: in a daemon thread of this process
-(thread mode), or inside a worker process (``_serve``, the loop ``toolken.workers`` starts in
+(thread mode), or inside a worker process (``_serve``, the loop ``toolken.tools.workers`` starts in
 a fresh interpreter). Both turn whatever the function does into an ``Outcome``.
 """
 

@@ -41,10 +41,12 @@ import tempfile
 import threading
 import warnings
 import weakref
+from pathlib import Path
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from .tool_run import MAX_OUTPUT_CHARS, Outcome, cap, describe_exception, in_worker, run_in_thread
+from .tool_run import (MAX_OUTPUT_CHARS, Outcome, cap, describe_exception, in_worker,
+                       run_in_thread)
 
 __all__ = ["ToolRunner", "Outcome", "configure", "default_runner", "describe_exception",
            "MODES"]
@@ -68,9 +70,9 @@ class _Worker:
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         alive_r, self.alive_w = os.pipe()
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = (f"import sys; sys.path.insert(0, {root!r}); from toolken.tool_run import _serve; "
-                f"_serve({req_r}, {rep_w}, {alive_r})")
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding toolken/
+        code = (f"import sys; sys.path.insert(0, {root!r}); "
+                f"from toolken.tools.tool_run import _serve; _serve({req_r}, {rep_w}, {alive_r})")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
@@ -160,13 +162,15 @@ class ToolRunner:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         if memory_limit_mb is not None and (not isinstance(memory_limit_mb, int)
                                             or memory_limit_mb < 64):
-            raise ValueError(f"memory_limit_mb must be an int >= 64 or None, got {memory_limit_mb!r}")
+            raise ValueError(f"memory_limit_mb must be an int >= 64 or None, "
+                             f"got {memory_limit_mb!r}")
         self.mode, self.workers, self.memory_limit_mb = mode, workers, memory_limit_mb
         self.setup_timeout = setup_timeout
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
-        self._sources: dict[tuple, tuple] = {}  # (id(fn), id(origin)) -> (fn, origin, key, loader, why)
+        # (id(fn), id(origin)) -> (fn, origin, key, loader or None, why not)
+        self._sources: dict[tuple, tuple] = {}
         self._warned: set = set()
         self._closed = False
         _RUNNERS.add(self)
