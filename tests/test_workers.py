@@ -286,6 +286,32 @@ def test_no_worker_process_means_a_thread_unless_process_was_asked(pack, monkeyp
     runner.close()
 
 
+SCRIPT = '''
+import sys, warnings
+sys.path.insert(0, {repo!r})
+from toolken.tools import tool
+
+@tool
+def double(x: int) -> int:
+    """Twice x."""
+    return 2 * x
+
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    print(double.call([4]).text, "|", *[w.message for w in seen])
+'''
+
+
+def test_a_tool_of_the_script_being_run_runs_in_a_thread(tmp_path):
+    import subprocess
+
+    (tmp_path / "script.py").write_text(SCRIPT.format(repo=str(REPO)))
+    run = subprocess.run([sys.executable, str(tmp_path / "script.py")], capture_output=True,
+                         text=True, timeout=120)
+    text, _, warning = run.stdout.partition(" | ")
+    assert text == "8" and "runs in a thread" in warning and "__main__" in warning
+
+
 def test_a_replaced_function_is_not_taken_from_the_pack(pack, runner):
     import dataclasses
 

@@ -334,13 +334,11 @@ def _module_source(fn: Callable) -> tuple | None:
         obj = getattr(obj, part, None)
     if obj is not fn and getattr(obj, "fn", None) is not fn:
         return None
-    if mod == "__main__":
-        main = sys.modules["__main__"]
-        spec_name = getattr(getattr(main, "__spec__", None), "name", None)
-        if spec_name:
-            mod = spec_name
-        elif not getattr(main, "__file__", None):  # an interactive session or python -c
-            return None
+    if mod == "__main__":  # run as `python -m pkg.mod`: importable as pkg.mod
+        mod = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", None)
+        if not mod or mod.endswith("__main__"):
+            return (("unsendable", id(fn)), None, "it is defined in the script being run "
+                    "(__main__), which a worker does not import; put it in a tool pack")
     return ("attr", mod, qual), ("attr", mod, qual), None
 
 
