@@ -239,6 +239,25 @@ def test_setup_runs_once_per_worker(pack, runner):
         fresh.close()
 
 
+def test_threads_share_a_pool_of_two(pack):
+    import threading
+
+    runner = ToolRunner("process", workers=2)
+    results = []
+
+    def work():
+        results.extend(pack["model"].call([x], runner=runner).value for x in range(3))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runner.close()
+    assert len(results) == 12 and all(r["setups"] == 1 for r in results)
+    assert 1 <= len({r["pid"] for r in results}) <= 2
+
+
 def test_close_stops_every_worker(pack):
     r = ToolRunner("process", workers=1)
     pid = pack["pid"].call([], runner=r).value

@@ -88,6 +88,7 @@ class _Worker:
         self.conn = Connection(rep_r, writable=False)
         self.requests.send({"path": list(sys.path), "memory_mb": memory_mb})
         self.known: set = set()
+        self.stopped = False
 
     @property
     def pid(self) -> int:
@@ -133,6 +134,10 @@ class _Worker:
         return cap(data.decode("utf-8", errors="replace"))
 
     def stop(self, kill: bool = False) -> None:
+        """Ask it to end (kill: end it now); close the pipes. Safe to call twice."""
+        if self.stopped:
+            return
+        self.stopped = True
         if not kill and self.alive():
             try:
                 self.requests.send(None)
