@@ -323,7 +323,8 @@ def tool(fn: Callable | None = None, *, name: str | None = None,
     int/float/str/bool and list[...] of those map to JSON types; Optional or a default makes
     an argument optional; ``*args: float`` becomes an array marked ``"x-variadic": true``, so
     ``add(1, 2, 3)`` works. The docstring's first paragraph is the description; its
-    Google-style ``Args:`` lines describe the arguments.
+    Google-style ``Args:`` lines describe the arguments. ``isolation="thread"`` keeps the
+    tool's calls in this process (see ``toolken.tools.workers``).
     """
     def wrap(f: Callable) -> Tool:
         try:
