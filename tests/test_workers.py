@@ -266,6 +266,27 @@ def test_close_stops_every_worker(pack):
     assert pack["pid"].call([], runner=r).value != pid  # a closed runner starts again if used
 
 
+READER = '''
+from pathlib import Path
+from toolken.tools import Tool
+
+def build(facts="facts.txt"):
+    text = Path(facts).read_text()
+    return [Tool("fact", "the fact", fn=lambda: text.strip())]
+'''
+
+
+def test_a_pack_option_keeps_the_folder_it_was_given_in(tmp_path, monkeypatch, runner):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "facts.txt").write_text("water is wet\n")
+    (tmp_path / "reader.py").write_text(READER)
+    monkeypatch.chdir(tmp_path / "a")
+    fact = load_pack(tmp_path / "reader.py", facts="facts.txt")["fact"]
+    monkeypatch.chdir(tmp_path)  # facts.txt means a/facts.txt, as when the pack was loaded
+    r = fact.call([], runner=runner, isolation="process")
+    assert r.ok and r.text == "water is wet", r.error
+
+
 # ---------------------------------------------------------------------------- not from a pack
 @tool
 def module_level(x: int) -> int:

@@ -9,6 +9,7 @@ and refuses a pack whose tools differ. Both names are re-exported by ``toolken.t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -180,12 +181,13 @@ def load_pack(path_or_module: str | os.PathLike | types.ModuleType, **options: A
 
 
 class PackOrigin:
-    """Where a pack's tools came from (a file path or module name, and build()'s options),
-    so that a worker process can load the same pack and take a tool's function from it."""
+    """Where a pack's tools came from (a file path or module name, build()'s options and the
+    working directory its relative paths meant), so that a worker process can load the same
+    pack and take a tool's function from it."""
 
     def __init__(self, source: str, options: dict) -> None:
-        self.source, self.options = source, options
-        self.key = (source, repr(sorted(options.items())))
+        self.source, self.options, self.cwd = source, options, os.getcwd()
+        self.key = (source, repr(sorted(options.items())), self.cwd)
         self.functions: dict[str, Any] = {}  # name -> the function load_pack gave it here
 
     def __getstate__(self) -> dict:  # a worker loads the functions itself
@@ -202,7 +204,8 @@ class PackOrigin:
         """The function of tool ``name``, the pack loaded once per process."""
         pack = _LOADED.get(self.key)
         if pack is None:
-            pack = _LOADED[self.key] = load_pack(self.source, **self.options)
+            with contextlib.chdir(self.cwd):  # options' relative paths as load_pack read them
+                pack = _LOADED[self.key] = load_pack(self.source, **self.options)
         fn = pack[name].fn
         if fn is None:
             raise PackError(f"tool pack {self.source}: tool {name!r} has no function")
