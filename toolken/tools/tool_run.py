@@ -135,6 +135,9 @@ def _serve(fd_in: int, fd_out: int, fd_alive: int) -> None:
             message = requests.recv()
         except (EOFError, OSError):
             return
+        except Exception as e:  # noqa: BLE001 - a loader that cannot be unpickled here
+            replies.send(("setup-error", describe_exception(e), _drain(out)))
+            continue
         if message is None:
             return
         key, loader, a, kw, cwd = message
