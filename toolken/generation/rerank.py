@@ -88,7 +88,7 @@ class Reranker:
                stats: dict | None = None) -> tuple[int | None, RerankTrace]:
         """(tool row or None, trace) for (V + K) logits ``zz`` in which a toolken won."""
         V = self.model.vocab_size
-        k = min(self.top_k, zz.shape[-1] - V)
+        k = min(self.top_k, int(torch.isfinite(zz[V:]).sum()))  # masked rows (tool_filter) never stand
         rows = zz[V:].topk(k).indices.tolist()  # ties: lowest row first, as argmax
         tools = [self.registry[r] for r in rows]
         stats = stats if stats is not None else {"prefilled": 0}
