@@ -110,3 +110,36 @@ def test_rerank_candidates_stay_inside_the_filter(catalogue):
     few[V:][allowed.nonzero()[2:, 0]] = float("-inf")  # two rows left, top_k 5: only those two
     _, trace = Reranker(model, model.registry, 5).decide(few, "Find a text encoder.", "")
     assert trace.candidates == [model.tools[int(i)] for i in allowed.nonzero()[:2, 0]]
+
+
+def test_domain_rerank_is_pmi_among_the_winners_domain(catalogue):
+    _, model = catalogue
+    torch.manual_seed(2)
+    V, K = model.vocab_size, len(model.tools)
+    zz = torch.randn(V + K)
+    zz[V:] += 1e4
+    zz[V:][torch.rand(K) < 0.3] = float("-inf")  # a filter: masked rows never stand
+    order = sorted((i for i in range(K) if zz[V + i] > float("-inf")), key=lambda i: -float(zz[V + i]))
+    domain = model.registry[order[0]].meta["domain"]
+    want = [i for i in order if model.registry[i].meta["domain"] == domain][:4]
+    q = "Load a pretrained model that estimates depth from one image."
+    row, trace = Reranker(model, model.registry, 4, none_bias=-1e9, method="domain").decide(zz, q, "")
+    assert trace.candidates == [model.tools[i] for i in want]
+    only = torch.full_like(zz, float("-inf"))
+    only[:V] = zz[:V]
+    for rank, i in enumerate(want):
+        only[V + i] = 1e4 - rank  # the same candidates, in the same order, for plain pmi
+    _, pmi = Reranker(model, model.registry, 4, none_bias=-1e9).decide(only, q, "")
+    assert pmi.candidates == trace.candidates and pmi.scores == trace.scores
+    assert row == want[max(range(len(want)), key=lambda j: trace.scores[j])]
+
+
+def test_eval_with_the_domain_rerank_records_it(catalogue, tmp_path):
+    ckpt, model = catalogue
+    report = _run(ckpt, tmp_path / "r.json", rerank_top_k=3, rerank_method="domain",
+                  rerank_none_bias=-1e9)
+    for p in report["predictions"]:
+        (r,) = p["reranks"]
+        assert len({model.registry[c].meta["domain"] for c in r["candidates"]}) == 1
+        assert all(c.startswith("torchhub.") for c in r["candidates"])
+        assert p["calls"][0]["tool"] == r["choice"]
