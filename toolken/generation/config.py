@@ -78,7 +78,7 @@ class GenerationConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in ("stop", "tool_filter"):
-                if isinstance(value, str) or not all(isinstance(s, str) and s for s in value):
+                if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
                     raise ValueError(f"{f.name}={value!r} must be a list of non-empty strings")
                 object.__setattr__(self, f.name, tuple(value))
                 continue
@@ -91,7 +91,7 @@ class GenerationConfig:
     # ------------------------------------------------------------------ building
     def replace(self, **overrides) -> "GenerationConfig":
         """A copy with the named fields changed (validated; an unknown name is an error)."""
-        _check_keys(overrides, "generation option")
+        _check_keys(overrides, "generation options")
         return dataclasses.replace(self, **overrides)
 
     @classmethod
@@ -101,7 +101,7 @@ class GenerationConfig:
             return cls()
         if not isinstance(values, dict):
             raise ValueError(f"{where}: must be a mapping of option names to values, got {values!r}")
-        _check_keys(values, f"{where}: option")
+        _check_keys(values, where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as e:
@@ -132,11 +132,11 @@ class GenerationConfig:
                 self.arg_candidates, self.arg_temperature, self.arg_numbers)
 
 
-def _check_keys(values: dict, what: str) -> None:
+def _check_keys(values: dict, where: str) -> None:
     names = [f.name for f in dataclasses.fields(GenerationConfig)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; valid: {names}")
+        raise ValueError(f"{where}: unknown option(s) {unknown}; valid: {names}")
 
 
 def _check_type(f, value) -> None:
