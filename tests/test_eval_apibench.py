@@ -8,7 +8,7 @@ import torch
 
 from toolken.core.prompts import api_prompt
 from toolken.evaluation.loaders import load_apibench
-from toolken.evaluation.run import EvalConfig, evaluate
+from toolken.evaluation.run import EvalConfig, evaluate, summary
 from toolken.generation.config import GenerationConfig
 from toolken.generation.rerank import Reranker
 from toolken.generation.steps import new_cache, step
@@ -68,6 +68,8 @@ def test_own_catalogue_by_default_and_all_catalogues_beside(catalogue, tmp_path)
     beside = written["metrics"]["all_catalogues"]
     assert set(beside) == {"domain_accuracy", "hallucination", "exact_api_accuracy", "other_catalogue"}
     assert beside["other_catalogue"] == round(sum(not t.startswith("torchhub.") for t in every) / N, 4)
+    line = summary(report)
+    assert "[tool_filter torchhub.*]" in line and "; all_catalogues: domain_accuracy=" in line
 
 
 def test_a_given_filter_wins_and_no_second_pass(catalogue, tmp_path):

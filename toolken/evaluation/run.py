@@ -112,7 +112,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
               "config": asdict(cfg), "predictions": records, "skipped": skipped}
     if scope:  # the same questions with every catalogue's toolkens, reported beside
         everywhere = _scored(cfg, family, examples,
-                             _predict(cfg, family, model, examples, apis, gen, progress), apis)
+                             _predict(cfg, family, model, examples, apis, gen.replace(tool_filter=()), progress), apis)
         report["metrics"]["all_catalogues"] = {
             **aggregate(cfg.bench, everywhere),
             "other_catalogue": round(sum(_elsewhere(r, scope) for r in everywhere) / len(everywhere), 4)}
@@ -213,6 +213,10 @@ def _fingerprint(directory: str | None) -> str | None:
 
 
 def summary(report: dict) -> str:
-    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items())
-    return (f"{report['benchmark']} / {report['method']}: n={report['n']} "
+    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items() if not isinstance(v, dict))
+    for k, v in report["metrics"].items():
+        if isinstance(v, dict):  # all_catalogues: the same questions with every catalogue
+            m += f"; {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+    scope = f" [tool_filter {' '.join(report['tool_filter'])}]" if report.get("tool_filter") else ""
+    return (f"{report['benchmark']} / {report['method']}{scope}: n={report['n']} "
             f"(skipped {len(report['skipped'])}): {m} in {report['wall_seconds']} s")
