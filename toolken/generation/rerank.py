@@ -114,7 +114,7 @@ class Reranker:
         """The rows to rescore for toolken logits ``z`` (K), best first: the top ``top_k``;
         for ``domain``, the top ``top_k`` of those whose ``meta["domain"]`` is the best row's.
         Rows masked to -inf (``tool_filter``, the call budget) never stand."""
-        finite = int(torch.isfinite(z).sum())
+        finite = int((z > float("-inf")).sum())
         if self.method != "domain":
             return z.topk(min(self.top_k, finite)).indices.tolist()  # ties: lowest row first
         order = z.topk(finite).indices.tolist()
