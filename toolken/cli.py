@@ -198,6 +198,24 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _fit_predictor(args) -> int:
+    from .training.predict import fit_checkpoint
+
+    p = fit_checkpoint(args.toolkens, args.method, args.tools, epochs=args.epochs, lr=args.lr)
+    print(f"toolken: predictor fitted ({p.meta}) and saved in {args.toolkens}")
+    return 0
+
+
+def _add_tools(args) -> int:
+    from .training.predict import add_tools_to_checkpoint
+
+    init = "predicted" if args.zero_shot else args.init
+    model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init)
+    added = model.extra_config["added_tools"]["tools"]
+    print(f"toolken: {len(added)} tools added ({init}): {', '.join(added)}; checkpoint in {args.out}")
+    return 0
+
+
 def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
     g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
@@ -289,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="option for the pack's build() (repeatable)")
     s.set_defaults(func=_synth)
 
+    _predictor_commands(sub)
     from .evaluation.run import METHODS
 
     e = sub.add_parser("eval", help="score a method on a benchmark with the papers' metrics",
@@ -315,6 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     _rerank_arguments(e)
     e.set_defaults(func=_eval)
     return p
+
+
+def _predictor_commands(sub) -> None:
+    f = sub.add_parser("fit-predictor", help="fit the description -> toolken map on a checkpoint",
+                       description="Fit the map from a tool's description (read by the frozen base) "
+                       "to its toolken on the checkpoint's trained rows, and save it there "
+                       "(toolken_predictor.safetensors + .json).")
+    f.add_argument("--toolkens", required=True, help="checkpoint folder")
+    f.add_argument("--tools", help="tool pack (default: the checkpoint's recipe's, else its manifest)")
+    f.add_argument("--method", choices=("ridge", "loss"), default="ridge", help="ridge onto the "
+                   "trained rows, or ridge then end to end on the training features' exact loss")
+    f.add_argument("--epochs", type=int, default=3, help="--method loss: epochs (default %(default)s)")
+    f.add_argument("--lr", type=float, default=1e-3, help="--method loss: learning rate")
+    f.set_defaults(func=_fit_predictor)
+
+    a = sub.add_parser("add-tools", help="add rows for new tools to a checkpoint, without training",
+                       description="Write a new checkpoint with a row for each tool the pack adds "
+                       "after the checkpoint's own (which it lists first, in order).")
+    a.add_argument("--toolkens", required=True, help="checkpoint folder")
+    a.add_argument("--tools", required=True, help="tool pack: the checkpoint's tools, then the new ones")
+    a.add_argument("--out", required=True, help="the new checkpoint folder")
+    a.add_argument("--zero-shot", action="store_true",
+                   help="rows predicted from the tools' descriptions (= --init predicted)")
+    a.add_argument("--init", choices=("predicted", "embedding", "random"), default="predicted")
+    a.set_defaults(func=_add_tools)
 
 
 def main(argv: list[str] | None = None) -> int:

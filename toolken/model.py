@@ -20,7 +20,8 @@ from torch import nn
 
 from .core.base import Base, load_base
 from .core.checkpoint import check_base, load_checkpoint, save_checkpoint
-from .core.head import ToolkenHead, base_softcap, init_from_embeddings
+from .core.head import INITS, ToolkenHead, base_softcap, init_from_embeddings
+from .core.predictor import has_predictor, load_predictor
 
 
 class ToolkenModel(nn.Module):
@@ -43,6 +44,7 @@ class ToolkenModel(nn.Module):
 
         self.prefix_store = PrefixStore()  # recent prompts' KV caches (the base is frozen)
         self._tool_modes: dict = {}
+        self.predictor = None  # description -> toolken map (core.predictor), if fitted
 
     # ------------------------------------------------------------------ shapes and logits
     @property
@@ -82,8 +84,19 @@ class ToolkenModel(nn.Module):
               f"|| trainable%: {100 * trainable / total:.4f}")
 
     # ------------------------------------------------------------------ tools
-    def add_tools(self, names: list[str], init: str = "random", texts: list[str] | None = None) -> range:
-        """Append rows for new tools (old rows untouched). Returns the new rows' indices."""
+    def add_tools(self, tools: list, init: str = "random", texts: list[str] | None = None) -> range:
+        """Append rows for new tools (old rows untouched). Returns the new rows' indices.
+
+        ``tools``: names, ``Tool`` objects or manifest dicts. ``init``: random | embedding (the
+        mean input embedding of ``texts``, default ``name: description``) | predicted (the
+        checkpoint's description -> toolken map, ``self.predictor``, reads each tool's text)."""
+        names = [t if isinstance(t, str) else t["name"] if isinstance(t, dict) else t.name
+                 for t in tools]
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {list(INITS)}")
+        if init == "predicted" and self.predictor is None:
+            raise ValueError("init='predicted' needs a toolken predictor: this checkpoint has none "
+                             "(`toolken fit-predictor --toolkens DIR` fits one)")
         clash = sorted(set(names) & set(self.tools))
         if clash:
             raise ValueError(f"tools already in the checkpoint: {clash}")
@@ -92,9 +105,12 @@ class ToolkenModel(nn.Module):
         self.tools += list(names)
         rows = range(start, len(self.tools))
         if init == "embedding":
-            init_from_embeddings(self.head, self.base, texts or list(names), rows)
-        elif init != "random":
-            raise ValueError(f"init={init!r} is not one of ['random', 'embedding']")
+            texts = texts or [t if isinstance(t, str) else f"{n}: {_description(t)}"
+                              for n, t in zip(names, tools)]
+            init_from_embeddings(self.head, self.base, texts, rows)
+        elif init == "predicted" and names:
+            with torch.no_grad():
+                self.head.weight[start:] = self.predictor.predict(self.base, tools).to(self.head.weight)
         return rows
 
     def attach_tools(self, pack) -> "ToolkenModel":
@@ -153,7 +169,10 @@ class ToolkenModel(nn.Module):
         tensors = {"weight": self.head.weight}
         if self.head.bias is not None:
             tensors["bias"] = self.head.bias
-        return save_checkpoint(directory, tensors, self.checkpoint_config())
+        out = save_checkpoint(directory, tensors, self.checkpoint_config())
+        if self.predictor is not None:
+            self.predictor.save(out, self.base)
+        return out
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
@@ -170,9 +189,15 @@ class ToolkenModel(nn.Module):
         model = cls(base, cfg["tools"], head, toolken_bias=cfg.get("toolken_bias", 0.0),
                     manifest=cfg.get("manifest"))
         model.extra_config = {k: v for k, v in cfg.items() if k not in known}
+        if has_predictor(directory):
+            model.predictor = load_predictor(directory, base)
         if tools is not None:
             model.attach_tools(tools)
         return model
+
+
+def _description(tool) -> str:
+    return tool.get("description", "") if isinstance(tool, dict) else tool.description
 
 
 @functools.cache
