@@ -79,15 +79,17 @@ def test_ridge_fits_seen_rows_and_loo_matches_refitting():
     x, y = torch.randn(8, 30, generator=g), torch.randn(8, 4, generator=g)
     p = fit_ridge(x, y, alphas=(1e-6,))  # fewer tools than features: the map interpolates them
     torch.testing.assert_close(p(x), y, rtol=0, atol=1e-3)
-    k = torch.randn(7, 7, generator=g, dtype=torch.float64)
-    k = k @ k.T
+    xs = torch.randn(7, 5, generator=g, dtype=torch.float64)
     yc = torch.randn(7, 3, generator=g, dtype=torch.float64)
-    _, loo = ridge_loo(k, yc, 0.5)
+    xc = xs - xs.mean(0)
+    _, loo = ridge_loo(xc @ xc.T, yc, 0.5)
     errs = []
-    for i in range(7):  # plain refit without tool i (kernel ridge, no intercept)
+    for i in range(7):  # plain refit without tool i: primal ridge with an unpenalised intercept
         keep = [j for j in range(7) if j != i]
-        c = torch.linalg.solve(k[keep][:, keep] + 0.5 * torch.eye(6, dtype=torch.float64), yc[keep])
-        errs.append(float((yc[i] - k[i, keep] @ c).pow(2).sum()))
+        a, b = xs[keep], yc[keep]
+        w = torch.linalg.solve((a - a.mean(0)).T @ (a - a.mean(0)) + 0.5 * torch.eye(5, dtype=torch.float64),
+                               (a - a.mean(0)).T @ (b - b.mean(0)))
+        errs.append(float((yc[i] - (b.mean(0) + (xs[i] - a.mean(0)) @ w)).pow(2).sum()))
     assert loo == pytest.approx(sum(errs) / 7, rel=1e-6)
 
 

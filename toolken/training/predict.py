@@ -30,11 +30,14 @@ def standardise(predictor: ToolkenPredictor, x: torch.Tensor) -> torch.Tensor:
 
 
 def ridge_loo(k: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float]:
-    """Dual coefficients (n, d) for kernel k (n, n) and centred targets y, and the exact
-    leave-one-out mean squared error (hat matrix H = K (K + alpha I)^{-1})."""
-    inv = torch.linalg.inv(k + alpha * torch.eye(len(k), dtype=k.dtype))
-    coef = inv @ y
-    resid = coef / torch.diagonal(inv)[:, None]  # y_i - yhat_{-i} = c_i / inv_ii
+    """Dual coefficients (n, d) for the centred kernel k = Xc Xc^T (n, n) and targets y (n, d),
+    and the exact leave-one-out mean squared error of ridge with an unpenalised intercept:
+    hat matrix H = 11^T / n + K (K + alpha I)^{-1}, residual_i / (1 - H_ii)."""
+    n = len(k)
+    inv = torch.linalg.inv(k + alpha * torch.eye(n, dtype=k.dtype))
+    coef = inv @ (y - y.mean(0))
+    hat = torch.full((n, n), 1.0 / n, dtype=k.dtype) + k @ inv
+    resid = (y - hat @ y) / (1 - torch.diagonal(hat))[:, None]
     return coef, float(resid.pow(2).sum(1).mean())
 
 
@@ -50,7 +53,7 @@ def fit_ridge(x: torch.Tensor, rows: torch.Tensor, features=FEATURES,
     y = rows.double()
     ybar = y.mean(0)
     k = xs @ xs.T  # (K, K)
-    scored = [(ridge_loo(k, y - ybar, a), a) for a in alphas]
+    scored = [(ridge_loo(k, y, a), a) for a in alphas]
     (coef, loo), alpha = min(scored, key=lambda s: s[0][1])
     p.linear.weight.copy_((xs.T @ coef).T.float())  # (d, f)
     p.linear.bias.copy_(ybar.float())
