@@ -241,6 +241,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (default all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, help="epochs for the seen rows (default: the recipe's)")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--shot-epochs", type=int, default=20)
     ap.add_argument("--shot-batch", type=int, default=256)
@@ -256,7 +257,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = ToolkenModel.from_pretrained(args.toolkens)
     tr, dv, record_of, records, cfg = load_features(model, args.toolkens)
-    args.epochs, args.batch_size, args.lr = cfg.epochs, cfg.batch_size, cfg.lr
+    args.epochs = args.epochs or cfg.epochs
+    args.batch_size, args.lr = cfg.batch_size, cfg.lr
     tools = checkpoint_tools(model)
     texts = [tool_text(t) for t in tools]
     describe(model.base, texts[:1])  # warm-up
