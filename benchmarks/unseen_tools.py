@@ -38,7 +38,7 @@ from toolken.core.head import ToolkenHead, init_from_embeddings  # noqa: E402
 from toolken.core.predictor import FEATURES, describe, tool_text  # noqa: E402
 from toolken.model import ToolkenModel  # noqa: E402
 from toolken.training.loss import predict, toolken_loss  # noqa: E402
-from toolken.training.predict import checkpoint_tools, fit_loss, fit_ridge  # noqa: E402
+from toolken.training.predict import LossFit, checkpoint_tools, fit_loss, fit_ridge  # noqa: E402
 
 
 def load_features(model, directory):
@@ -166,8 +166,8 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
     t_seen = time.perf_counter() - t0
     ridge, extra = fit_ridge(x[seen], w_seen), {}
     loss_p = fit_ridge(x[seen], w_seen)
-    fit_loss(loss_p, x[seen], w_seen, tr_seen, epochs=args.loss_epochs, batch_size=args.batch_size,
-             lr=args.loss_lr, predicted_fraction=args.predicted_fraction, seed=args.seed)
+    fit_loss(loss_p, x[seen], w_seen, tr_seen, LossFit(args.loss_epochs, args.batch_size, args.loss_lr,
+                                                       predicted_fraction=args.predicted_fraction, seed=args.seed))
     with torch.no_grad():
         starts = {"random": random_rows(len(unseen), d, args.seed + 1),
                   "embedding": embedding_rows(model, tools, unseen, args.seed),

@@ -14,7 +14,7 @@ from toolken.model import ToolkenModel
 from toolken.training.config import load_config
 from toolken.training.features import Features
 from toolken.training.loss import toolken_loss
-from toolken.training.predict import fit_loss, fit_ridge, ridge_loo
+from toolken.training.predict import LossFit, fit_loss, fit_ridge, ridge_loo
 from toolken.training.trainer import train
 from conftest import REPO
 
@@ -133,7 +133,7 @@ def test_fit_loss_lowers_the_exact_loss_and_leaves_trained_rows():
             return float(toolken_loss(h @ p(x).T, feats.lse, feats.zt, label, V).mean())
 
     before, kept = loss(), rows.clone()
-    losses = fit_loss(p, x, rows, feats, epochs=8, batch_size=100, lr=0.05, predicted_fraction=1.0)
+    losses = fit_loss(p, x, rows, feats, LossFit(epochs=8, batch_size=100, lr=0.05, predicted_fraction=1.0))
     assert losses[-1] < losses[0] and loss() < before
     assert torch.equal(rows, kept)
 

@@ -14,6 +14,7 @@ Two ways, both on the tools a checkpoint has trained:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -61,14 +62,28 @@ def fit_ridge(x: torch.Tensor, rows: torch.Tensor, features=FEATURES,
     return p
 
 
+@dataclass(frozen=True)
+class LossFit:
+    """Options of ``fit_loss``."""
+
+    epochs: int = 3
+    batch_size: int = 1024  # positions per step
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    predicted_fraction: float = 0.25  # share of the tools whose rows come from the map each step
+    seed: int = 0
+
+
 def fit_loss(predictor: ToolkenPredictor, x: torch.Tensor, rows: torch.Tensor, feats,
-             epochs: int = 3, batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0,
-             predicted_fraction: float = 0.25, seed: int = 0) -> list[float]:
+             options: LossFit | None = None) -> list[float]:
     """Train the predictor's map end to end on cached features ``feats`` whose toolken labels
     are ``vocab_size + i`` for tool i of x (K, f) / rows (K, d). Returns the per-epoch losses.
 
     Each step draws which tools are predicted (``predicted_fraction``, at least one); their
     rows are ``predictor(x)``, the rest stay ``rows`` (frozen)."""
+    o = options or LossFit()
+    epochs, batch_size, predicted_fraction = o.epochs, o.batch_size, o.predicted_fraction
+    lr, weight_decay, seed = o.lr, o.weight_decay, o.seed
     g = torch.Generator().manual_seed(seed)
     rows = rows.detach().float()
     opt = torch.optim.AdamW(predictor.linear.parameters(), lr=lr, weight_decay=weight_decay)
@@ -109,7 +124,7 @@ def fit_for_model(model, tools, feats=None, **loss_options) -> ToolkenPredictor:
     rows = model.head.weight.detach().float().cpu()
     p = fit_ridge(x, rows)
     if feats is not None:
-        fit_loss(p, x, rows, feats, **loss_options)
+        fit_loss(p, x, rows, feats, LossFit(**loss_options))
     return p
 
 
