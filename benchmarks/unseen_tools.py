@@ -250,6 +250,8 @@ def main() -> None:
     ap.add_argument("--predicted-fraction", type=float, default=0.25)
     ap.add_argument("--feature-sets", nargs="*", default=["mean", "last", "embed", "mean+last"],
                     help="also ridge on these subsets of the description features")
+    ap.add_argument("--max-minutes", type=float, default=float("inf"),
+                    help="start no new fold after this many minutes (a shared machine's lock)")
     ap.add_argument("--out", default="outputs/unseen_kamel.json")
     args = ap.parse_args()
     if args.subsample:
@@ -270,8 +272,11 @@ def main() -> None:
            "mined_seq": torch.tensor(mined, dtype=torch.long)}
     order = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(tools)))
     folds = [order[i::args.folds].sort().values for i in range(args.folds)]
-    results = []
+    results, start = [], time.perf_counter()
     for i in args.only_folds if args.only_folds is not None else range(args.folds):
+        if results and time.perf_counter() - start > 60 * args.max_minutes:
+            print(f"stopping after {args.max_minutes} min: folds {[r['fold'] for r in results]} done")
+            break
         t = time.perf_counter()
         results.append({"fold": i, **run_fold(ctx, folds[i], args)})
         print(f"fold {i}: {len(folds[i])} unseen relations, {time.perf_counter() - t:.0f} s", flush=True)
@@ -288,6 +293,11 @@ def report(results: list[dict], t_describe: float, args) -> None:
     for name, s in out["summary"].items():
         print(f"{name:44s} {s['unseen']['accuracy']:10.3f} {s['unseen']['choice']:7.3f} "
               f"{s['unseen_mined']['accuracy']:6.3f} {s['seen']['accuracy']:9.3f}")
+    print("\n| rows for the unseen relations | unseen: tool accuracy | unseen: toolken choice | "
+          "unseen, mined questions | seen: tool accuracy |\n|---|---:|---:|---:|---:|")
+    for name, s in out["summary"].items():
+        print(f"| {name} | {s['unseen']['accuracy']:.3f} | {s['unseen']['choice']:.3f} | "
+              f"{s['unseen_mined']['accuracy']:.3f} | {s['seen']['accuracy']:.3f} |")
     n_seen = sum(r["n"]["seen"] for r in results)
     seen_only = sum(r["seen_only_head"][0] * r["n"]["seen"] for r in results) / max(1, n_seen)
     print(f"seen relations with the seen rows alone: {seen_only:.3f}; questions: "
