@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from toolken.core.head import ToolkenHead, init_from_embeddings  # noqa: E402
-from toolken.core.predictor import FEATURES, describe, tool_text  # noqa: E402
+from toolken.core.predictor import FEATURES, describe, reading_text, tool_text  # noqa: E402
 from toolken.model import ToolkenModel  # noqa: E402
 from toolken.training.loss import predict, toolken_loss  # noqa: E402
-from toolken.training.predict import LossFit, checkpoint_tools, fit_loss, fit_ridge  # noqa: E402
+from toolken.training.predict import LossFit, checkpoint_tools, fit_loss, fit_prototype, fit_ridge  # noqa: E402
 
 
 def load_features(model, directory):
@@ -165,14 +165,20 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
                         args.epochs, args.batch_size, args.lr, args.seed)
     t_seen = time.perf_counter() - t0
     ridge, extra = fit_ridge(x[seen], w_seen), {}
-    loss_p = fit_ridge(x[seen], w_seen)
-    fit_loss(loss_p, x[seen], w_seen, tr_seen, LossFit(args.loss_epochs, args.batch_size, args.loss_lr,
-                                                       predicted_fraction=args.predicted_fraction, seed=args.seed))
+    xp = ctx["x_prompted"]
+    proto = fit_prototype(xp[seen], w_seen, tr_seen, args.layout, seed=args.seed)
+    proto_loss = fit_prototype(xp[seen], w_seen, tr_seen, args.layout, seed=args.seed)
+    if args.loss_epochs:
+        fit_loss(proto_loss, xp[seen], w_seen, tr_seen, LossFit(args.loss_epochs, args.batch_size, args.loss_lr,
+                                                                 predicted_fraction=args.predicted_fraction,
+                                                                 seed=args.seed))
     with torch.no_grad():
         starts = {"random": random_rows(len(unseen), d, args.seed + 1),
                   "embedding": embedding_rows(model, tools, unseen, args.seed),
-                  "predicted (ridge)": ridge(x[unseen]),
-                  "predicted (ridge + loss)": loss_p(x[unseen])}
+                  "predicted (ridge on the description)": ridge(x[unseen]),
+                  "predicted (prototype)": proto(xp[unseen])}
+        if args.loss_epochs:
+            starts["predicted (prototype + loss)"] = proto_loss(xp[unseen])
     for subset in args.feature_sets:  # ridge on fewer of the description features (no + texts)
         cols = torch.cat([torch.arange(FEATURES.index(f) * d, (FEATURES.index(f) + 1) * d)
                           for f in subset.split("+")])
@@ -180,7 +186,7 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
     pos = eval_positions(dv, unseen, ctx["mined_seq"])
     shot_f = shots(tr, unseen, args.shots, args.seed)
     out = {"unseen_tools": [name_description(tools[i]).split(":")[0] for i in unseen.tolist()], "seen_rows_seconds": t_seen,
-           "ridge_alpha": ridge.meta["alpha"], "n": {k: len(v) for k, v in pos.items()}, "rows": {}}
+           "ridge_alpha": ridge.meta["alpha"], "prototype": proto.meta, "n": {k: len(v) for k, v in pos.items()}, "rows": {}}
     dv_seen = remap(dv, seen, K)
     _, _, seen_only_pos = seq_tools(dv_seen, None)
     out["seen_only_head"] = accuracy(w_seen, dv_seen, seen_only_pos)
@@ -248,7 +254,9 @@ def main() -> None:
     ap.add_argument("--loss-epochs", type=int, default=2)
     ap.add_argument("--loss-lr", type=float, default=1e-3)
     ap.add_argument("--predicted-fraction", type=float, default=0.25)
-    ap.add_argument("--feature-sets", nargs="*", default=["mean", "last", "embed", "mean+last"],
+    ap.add_argument("--layout", default="Question: {description}\nAnswer: The answer is",
+                    help="the prototype predictor reads each tool's text in this layout")
+    ap.add_argument("--feature-sets", nargs="*", default=[],
                     help="also ridge on these subsets of the description features")
     ap.add_argument("--max-minutes", type=float, default=float("inf"),
                     help="start no new fold after this many minutes (a shared machine's lock)")
@@ -268,7 +276,8 @@ def main() -> None:
     x = describe(model.base, texts)
     t_describe = (time.perf_counter() - t0) / len(tools)  # the map itself is one (d, 3d) product
     mined = [s for s in range(len(record_of)) if "mined" in (records[record_of[s]].source or "")]
-    ctx = {"tr": tr, "dv": dv, "x": x, "tools": tools, "model": model,
+    x_prompted = describe(model.base, [reading_text(t, args.layout) for t in tools], ("last",))
+    ctx = {"tr": tr, "dv": dv, "x": x, "x_prompted": x_prompted, "tools": tools, "model": model,
            "mined_seq": torch.tensor(mined, dtype=torch.long)}
     order = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(tools)))
     folds = [order[i::args.folds].sort().values for i in range(args.folds)]

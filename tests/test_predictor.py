@@ -14,7 +14,7 @@ from toolken.model import ToolkenModel
 from toolken.training.config import load_config
 from toolken.training.features import Features
 from toolken.training.loss import toolken_loss
-from toolken.training.predict import LossFit, fit_loss, fit_ridge, ridge_loo
+from toolken.training.predict import LossFit, fit_loss, fit_prototype, fit_ridge, ridge_loo
 from toolken.training.trainer import train
 from conftest import REPO
 
@@ -212,3 +212,59 @@ def test_add_tools_predicted_needs_a_predictor_and_texts_train_from_it(checkpoin
     assert (checkpoint / "few" / "toolken_predictor.safetensors").exists()
     with pytest.raises(ValueError, match="init=predicted needs resume_from"):
         load_config(REPO / "configs" / "tiny.yaml", {"init": "predicted"})
+
+
+def test_prototype_rows_and_scale_chosen_by_the_exact_loss():
+    g = torch.Generator().manual_seed(4)
+    K, d, V, n = 8, 6, 15, 400
+    x, rows = torch.randn(K, d, generator=g), torch.randn(K, d, generator=g)
+    label = torch.where(torch.rand(n, generator=g) < 0.5, V + torch.randint(K, (n,), generator=g),
+                        torch.randint(V, (n,), generator=g))
+    feats = Features(torch.randn(n, d, generator=g), torch.randn(n, generator=g) + 3,
+                     torch.randn(n, generator=g), torch.zeros(n), torch.zeros(n, dtype=torch.long),
+                     label, torch.arange(n), V)
+    p = fit_prototype(x, rows, feats, "Q: {description}", scales=(0.5, 1.0, 4.0), masks=2)
+    xc, wc = x - x.mean(0), rows - rows.mean(0)
+    slope = float((xc * wc).sum() / (xc * xc).sum())
+    c = p.meta["scale"]
+    assert c / slope in (0.5, 1.0, 4.0)
+    torch.testing.assert_close(p(x), rows.mean(0) + c * xc, rtol=1e-5, atol=1e-5)
+    losses = p.meta["scale_losses"]
+    assert losses[c / slope] == min(losses.values())
+
+
+def test_reading_text_layout_is_saved_and_read(tmp_path, tiny_base):
+    from toolken.core.predictor import reading_text
+
+    tool = {"name": "P1", "description": "taxon(name): gets the taxon of a species."}
+    assert reading_text(tool, "Question: {description}\nAnswer:") == \
+        "Question: gets the taxon of a species.\nAnswer:"
+    with pytest.raises(PredictorError, match="only {text} and {description}"):
+        reading_text(tool, "{question}")
+    p = ToolkenPredictor(16, 16, ("last",), layout="Q: {description}")
+    p.linear.weight.data.normal_()
+    p.save(tmp_path, tiny_base)
+    q = load_predictor(tmp_path, tiny_base)
+    assert q.layout == "Q: {description}" and q.features == ("last",)
+    torch.testing.assert_close(q.predict(tiny_base, [tool]), p.predict(tiny_base, [tool]), rtol=0, atol=0)
+    x = describe(tiny_base, ["Q: gets the taxon of a species."], ("last",))
+    torch.testing.assert_close(q.predict(tiny_base, [tool]), p(x), rtol=0, atol=0)
+
+
+def test_cli_prototype_predictor_with_loss_then_add_tools(checkpoint, tiny_base):
+    from toolken.core.predictor import reading_text
+    from toolken.tools import load_pack
+
+    out = checkpoint / "proto"
+    ToolkenModel.from_pretrained(checkpoint / "out", base=tiny_base).save_pretrained(out)
+    assert main(["fit-predictor", "--toolkens", str(out), "--tools", str(checkpoint / "p.py"),
+                 "--method", "prototype", "--layout", "Q: {description}\nA:", "--loss-epochs", "1"]) == 0
+    p = load_predictor(out, tiny_base)
+    assert p.meta["method"] == "prototype+loss" and p.layout == "Q: {description}\nA:"
+    assert main(["add-tools", "--toolkens", str(out), "--tools", str(checkpoint / "p.py"),
+                 "--zero-shot", "--out", str(checkpoint / "proto_plus")]) == 0
+    pack = load_pack(checkpoint / "p.py")
+    x = describe(tiny_base, [reading_text(pack[n], "Q: {description}\nA:") for n in ("divide", "power")],
+                 ("last",))
+    w = load_file(str(checkpoint / "proto_plus" / "toolken_model.safetensors"))["weight"]
+    torch.testing.assert_close(w[3:], p(x), rtol=0, atol=1e-6)

@@ -159,9 +159,10 @@ def _synth(args) -> int:
 
 
 def _fit_predictor(args) -> int:
-    from .training.predict import fit_checkpoint
+    from .training.predict import LossFit, fit_checkpoint
 
-    p = fit_checkpoint(args.toolkens, args.method, args.tools, epochs=args.epochs, lr=args.lr)
+    loss = LossFit(epochs=args.loss_epochs, lr=args.lr) if args.loss_epochs else None
+    p = fit_checkpoint(args.toolkens, args.method, args.tools, args.layout, loss)
     print(f"toolken: predictor fitted ({p.meta}) and saved in {args.toolkens}")
     return 0
 
@@ -268,10 +269,14 @@ def _predictor_commands(sub) -> None:
                        "(toolken_predictor.safetensors + .json).")
     f.add_argument("--toolkens", required=True, help="checkpoint folder")
     f.add_argument("--tools", help="tool pack (default: the checkpoint's recipe's, else its manifest)")
-    f.add_argument("--method", choices=("ridge", "loss"), default="ridge", help="ridge onto the "
-                   "trained rows, or ridge then end to end on the training features' exact loss")
-    f.add_argument("--epochs", type=int, default=3, help="--method loss: epochs (default %(default)s)")
-    f.add_argument("--lr", type=float, default=1e-3, help="--method loss: learning rate")
+    f.add_argument("--method", choices=("ridge", "prototype"), default="ridge",
+                   help="ridge onto the trained rows, or prototype: rows pointing the way of the "
+                   "tool text read in --layout, scaled by the exact loss on the training features")
+    f.add_argument("--layout", default="{text}", help="how each tool's text is read: {text} "
+                   "and/or {description}, e.g. 'Question: {description}\\nAnswer: The answer is'")
+    f.add_argument("--loss-epochs", type=int, default=0,
+                   help="then train the map end to end on the training features' exact loss")
+    f.add_argument("--lr", type=float, default=1e-4, help="--loss-epochs: learning rate")
     f.set_defaults(func=_fit_predictor)
 
     a = sub.add_parser("add-tools", help="add rows for new tools to a checkpoint, without training",

@@ -51,6 +51,20 @@ def tool_text(tool) -> str:
     return "\n".join([head, *[str(d) for d in list(demos)[:MAX_DEMOS]]])
 
 
+def reading_text(tool, layout: str = "{text}") -> str:
+    """The tool's text laid out as the predictor reads it: ``layout`` with ``{text}`` (the
+    ``tool_text``) or ``{description}`` (its first line without the signature), e.g. the
+    prompt a toolken fires in: ``"Question: {description}\nAnswer: The answer is"``."""
+    text = tool_text(tool)
+    first = text.split("\n")[0]
+    description = first.split(":", 1)[1].strip() if SIGNATURE.match(first) else first
+    try:
+        return layout.format(text=text, description=description)
+    except (KeyError, IndexError) as e:
+        raise PredictorError(f"predictor layout {layout!r}: only {{text}} and {{description}} "
+                             f"may be filled in ({e})") from None
+
+
 @torch.no_grad()
 def describe(base, texts: list[str], features: tuple[str, ...] = FEATURES) -> torch.Tensor:
     """(n, len(features) * d) fp32: what the frozen base reads in each tool text."""
@@ -75,9 +89,10 @@ class ToolkenPredictor(nn.Module):
     """A linear map from standardised description features (n, f) to rows (n, d)."""
 
     def __init__(self, in_features: int, hidden_size: int, features: tuple[str, ...] = FEATURES,
-                 meta: dict | None = None):
+                 meta: dict | None = None, layout: str = "{text}"):
         super().__init__()
         self.features = tuple(features)
+        self.layout = layout  # how the tool's text is laid out for reading (reading_text)
         self.register_buffer("mu", torch.zeros(in_features))  # (f,)
         self.register_buffer("sigma", torch.ones(in_features))  # (f,)
         self.linear = nn.Linear(in_features, hidden_size)
@@ -91,10 +106,12 @@ class ToolkenPredictor(nn.Module):
     @torch.no_grad()
     def predict(self, base, tools) -> torch.Tensor:
         """(n, d) rows for tools (``Tool`` objects, manifest dicts or names)."""
-        return self(describe(base, [tool_text(t) for t in tools], self.features).to(self.mu.device))
+        texts = [reading_text(t, self.layout) for t in tools]
+        return self(describe(base, texts, self.features).to(self.mu.device))
 
     def config(self, base=None) -> dict:
-        cfg = {"kind": "linear", "features": list(self.features), "in_features": self.mu.shape[0],
+        cfg = {"kind": "linear", "features": list(self.features), "layout": self.layout,
+               "in_features": self.mu.shape[0],
                "hidden_size": self.linear.out_features, **self.meta}
         if base is not None:
             cfg |= {"base_model": base.name, "base_fingerprint": base.fingerprint}
@@ -135,8 +152,9 @@ def load_predictor(directory: str | os.PathLike, base=None) -> ToolkenPredictor:
     if base is not None and fp is not None and fp != base.fingerprint:
         raise PredictorError(f"{d / PREDICTOR_CONFIG} was fitted for base model "
                              f"{cfg.get('base_model')!r} ({fp}), not {base.name!r} ({base.fingerprint})")
-    known = {"kind", "features", "in_features", "hidden_size", "base_model", "base_fingerprint"}
+    known = {"kind", "features", "layout", "in_features", "hidden_size", "base_model",
+             "base_fingerprint"}
     p = ToolkenPredictor(cfg["in_features"], cfg["hidden_size"], tuple(cfg["features"]),
-                         {k: v for k, v in cfg.items() if k not in known})
+                         {k: v for k, v in cfg.items() if k not in known}, cfg.get("layout", "{text}"))
     p.load_state_dict(load_file(str(d / PREDICTOR_WEIGHTS)))
     return p

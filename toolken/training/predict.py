@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.predictor import FEATURES, ToolkenPredictor, describe, tool_text
+from ..core.predictor import FEATURES, ToolkenPredictor, describe, reading_text
 from .loss import toolken_loss
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -59,6 +59,39 @@ def fit_ridge(x: torch.Tensor, rows: torch.Tensor, features=FEATURES,
     p.linear.weight.copy_((xs.T @ coef).T.float())  # (d, f)
     p.linear.bias.copy_(ybar.float())
     p.meta = {"method": "ridge", "alpha": alpha, "loo_mse": loo, "fitted_tools": len(x)}
+    return p
+
+
+SCALES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # prototype scales tried, times the least-squares slope
+
+
+@torch.no_grad()
+def fit_prototype(x: torch.Tensor, rows: torch.Tensor, feats, layout: str, scales=SCALES,
+                  positions: int = 50_000, masks: int = 4, seed: int = 0) -> ToolkenPredictor:
+    """Rows as prototypes: ``w = mean(rows) + c (x - mean(x))`` where x (K, d) is the base's
+    last hidden state over each tool's text in ``layout`` (the prompt its toolken fires in), so
+    a new row points the way its tool's questions will. c is the least-squares slope times the
+    scale whose rows give the lowest exact loss on ``feats`` (up to ``positions`` of them) when
+    a random quarter of the tools take predicted rows (``masks`` draws), the rest trained ones."""
+    g = torch.Generator().manual_seed(seed)
+    xc, wc = x - x.mean(0), rows - rows.mean(0)
+    slope = float((xc * wc).sum() / (xc * xc).sum().clamp_min(1e-12))
+    idx = torch.randperm(len(feats), generator=g)[:positions]
+    h, lse, zt, label = feats.h[idx].float(), feats.lse[idx], feats.zt[idx], feats.label[idx]
+    draws = [torch.rand(len(x), generator=g) < 0.25 for _ in range(masks)]
+    scored = []
+    for s in scales:
+        pred = rows.mean(0) + s * slope * xc
+        loss = sum(float(toolken_loss(h @ torch.where(m[:, None], pred, rows).T, lse, zt, label,
+                                      feats.vocab_size).mean()) for m in draws) / masks
+        scored.append((loss, s))
+    loss, best = min(scored)
+    p = ToolkenPredictor(x.shape[1], rows.shape[1], ("last",), layout=layout)
+    p.mu.copy_(x.mean(0))
+    p.linear.weight.copy_(torch.eye(x.shape[1]) * best * slope)
+    p.linear.bias.copy_(rows.mean(0))
+    p.meta = {"method": "prototype", "scale": best * slope, "scale_losses": dict((s, l) for l, s in scored),
+              "fitted_tools": len(x)}
     return p
 
 
@@ -112,22 +145,6 @@ def fit_loss(predictor: ToolkenPredictor, x: torch.Tensor, rows: torch.Tensor, f
     return losses
 
 
-def fit_for_model(model, tools, feats=None, **loss_options) -> ToolkenPredictor:
-    """A predictor for ``model``'s trained rows; ``tools`` are its tools in row order (``Tool``
-    objects or manifest dicts: their text is read). With ``feats`` (the model's cached
-    training features), ridge is followed by ``fit_loss``."""
-    names = [t["name"] if isinstance(t, dict) else getattr(t, "name", t) for t in tools]
-    if names != list(model.tools):
-        raise ValueError(f"fit_for_model: the tools given ({len(names)}) must be the "
-                         f"checkpoint's {len(model.tools)} tools in row order")
-    x = describe(model.base, [tool_text(t) for t in tools])
-    rows = model.head.weight.detach().float().cpu()
-    p = fit_ridge(x, rows)
-    if feats is not None:
-        fit_loss(p, x, rows, feats, LossFit(**loss_options))
-    return p
-
-
 def checkpoint_tools(model, pack: str | None = None) -> list:
     """The model's tools as objects whose text the predictor reads: from ``pack`` (or the pack
     its recipe names: demos included), else from the checkpoint's manifest, else bare names."""
@@ -146,22 +163,33 @@ def checkpoint_tools(model, pack: str | None = None) -> list:
 
 
 def fit_checkpoint(directory, method: str = "ridge", pack: str | None = None,
-                   **loss_options) -> ToolkenPredictor:
+                   layout: str = "{text}", loss: LossFit | None = None) -> ToolkenPredictor:
     """Fit the predictor on a checkpoint's trained rows and save it into the checkpoint.
-    ``method="loss"`` also trains it end to end on the checkpoint's training features (the
-    recipe stored in the checkpoint; its feature cache is reused when present)."""
+
+    ``ridge``: onto the rows from the tool texts' features; ``prototype``: rows that point
+    the way of the tool text read in ``layout``, scaled by the exact loss on the checkpoint's
+    training features (the recipe stored in it; its feature cache is reused when present).
+    ``loss`` (a ``LossFit``): then train the map end to end on those features."""
     from ..model import ToolkenModel
 
-    if method not in ("ridge", "loss"):
-        raise ValueError(f"method={method!r} is not one of ['ridge', 'loss']")
+    if method not in ("ridge", "prototype"):
+        raise ValueError(f"method={method!r} is not one of ['ridge', 'prototype']")
     model = ToolkenModel.from_pretrained(directory)
     tools = checkpoint_tools(model, pack)
-    feats = None
-    if method == "loss":
-        feats = _training_features(model, directory)
-    model.predictor = fit_for_model(model, tools, feats, **loss_options)
-    model.predictor.save(directory, model.base)
-    return model.predictor
+    rows = model.head.weight.detach().float().cpu()
+    feats = _training_features(model, directory) if method == "prototype" or loss else None
+    if method == "ridge":
+        x = describe(model.base, [reading_text(t, layout) for t in tools])
+        p = fit_ridge(x, rows)
+        p.layout = layout
+    else:
+        x = describe(model.base, [reading_text(t, layout) for t in tools], ("last",))
+        p = fit_prototype(x, rows, feats, layout)
+    if loss is not None:
+        fit_loss(p, x, rows, feats, loss)
+    model.predictor = p
+    p.save(directory, model.base)
+    return p
 
 
 def _training_features(model, directory):
