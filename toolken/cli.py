@@ -33,10 +33,9 @@ def _load_for_generation(args):
     from .model import ToolkenModel
 
     model = ToolkenModel.from_pretrained(args.toolkens)
-    pack = args.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
-    if not isinstance(pack, str):
-        raise ValueError(f"give the tool pack with --tools PACK.py ({args.toolkens} names none)")
-    return model.attach_tools(pack)
+    if not args.tools:
+        raise ValueError(model.missing_pack(args.toolkens))
+    return model.attach_tools(args.tools)
 
 
 def _config(model, args, stop_default: list[str] | None):
@@ -179,9 +178,21 @@ def _add_tools(args) -> int:
 
 def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
-    g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
+    g.add_argument("--tools", help="tool pack (.py file or module), required: Python code, "
+                   "run as such; a checkpoint never chooses it")
     g.add_argument("--template", help=template_help)
     G.add_arguments(g)
+    _tool_runner_arguments(g)
+
+
+def _tool_runner_arguments(g) -> None:
+    """Where tools run (toolken.tools.workers); applied by main() before the command."""
+    g.add_argument("--tool-isolation", choices=("process", "thread"), default="process",
+                   help="process (default): persistent worker processes, killed on timeout, "
+                   "memory-capped, output captured; thread: in this process, not contained")
+    g.add_argument("--tool-workers", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--tool-memory-mb", type=int, default=4096,
+                   help="private memory each worker may use, in MB (0: no limit; default 4096)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "records must not duplicate (repeatable)")
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable)")
+    _tool_runner_arguments(s)
     s.set_defaults(func=_synth)
 
     _predictor_commands(sub)
@@ -250,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", default="toolken", help="toolken | icl | cot | zero-shot | retrieval "
                    "(which apply: " + "; ".join(f"{b}: {'/'.join(m)}" for b, m in METHODS.items()) + ")")
     e.add_argument("--toolkens", help="checkpoint folder (needed for method toolken)")
-    e.add_argument("--tools", help="tool pack; default: the checkpoint's")
+    e.add_argument("--tools", help="tool pack (.py): needed by methods toolken and icl; a "
+                   "checkpoint never chooses it")
     e.add_argument("--base-model", help="base model for the baselines (default SmolLM2-135M-Instruct)")
     e.add_argument("--limit", type=int, help="only the first N examples")
     e.add_argument("--out", help="write the JSON report here")
@@ -258,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
     G.add_arguments(e)
+    _tool_runner_arguments(e)
     e.set_defaults(func=_eval)
     return p
 
@@ -295,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "tool_isolation", None):
+            from .tools.workers import configure
+
+            configure(args.tool_isolation, args.tool_workers, args.tool_memory_mb or None)
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as e:  # our errors say what to fix
         if os.environ.get("TOOLKEN_DEBUG"):
