@@ -198,15 +198,17 @@ def test_add_tools_predicted_needs_a_predictor_and_texts_train_from_it(checkpoin
         model.add_tools(["divide"], init="guess")
     # init: predicted with resume_from: the new rows start from the map's output, then train
     model = ToolkenModel.from_pretrained(checkpoint / "out", base=tiny_base)
+    model.predictor = fit_ridge(describe(tiny_base, model.tools), model.head.weight.detach())
     model.predictor.save(checkpoint / "out", tiny_base)
     cfg = load_config(REPO / "configs" / "tiny.yaml", {
         "output_dir": str(checkpoint / "few"), "cache_dir": str(checkpoint / "cache"),
         "train_file": str(REPO / "data/tiny/train.jsonl"), "resume_from": str(checkpoint / "out"),
-        "tools": str(checkpoint / "p.py"), "init": "predicted", "train_only": "new", "epochs": 1, "lr": 0.0})
-    res = train(cfg)  # lr 0: the saved new rows are the rows training started from
+        "tools": str(checkpoint / "p.py"), "init": "predicted", "train_only": "new", "epochs": 1, "lr": 1e-12})
+    res = train(cfg)  # lr ~0: the saved new rows are the rows training started from
     pack = load_pack(checkpoint / "p.py")
     torch.testing.assert_close(res.model.head.weight[3:],
-                               model.predictor.predict(tiny_base, [pack["divide"], pack["power"]]))
+                               model.predictor.predict(tiny_base, [pack["divide"], pack["power"]]),
+                               rtol=0, atol=1e-6)
     assert res.model.tools[3:] == ["divide", "power"]
     assert torch.equal(res.model.head.weight[:3], model.head.weight)
     assert (checkpoint / "few" / "toolken_predictor.safetensors").exists()
