@@ -6,10 +6,11 @@
 
 The 234 relations are split (by seed) into folds. Per fold, the seen relations' rows are
 trained (the recipe's epochs, batch and lr) on the train-split records of the seen relations
-only; the description -> toolken map is fitted on those rows (ridge; then end to end on the
+only; the description -> toolken maps are fitted on those rows (``toolken.training.predict``:
+ridge on the description; prototype, read in ``--layout``; prototype then end to end on the
 same features); the held-out fold's rows are then set by each method compared:
 
-    random | init: embedding | predicted (ridge) | predicted (ridge + loss) |
+    random | init: embedding | predicted (ridge) | predicted (prototype) | (prototype + loss) |
     each of these + 5 texts (5 train-split records per unseen relation, only those rows trained) |
     trained on all data (the checkpoint's rows: the upper bound)
 
