@@ -107,6 +107,19 @@ class ToolkenModel(nn.Module):
         self.registry = registry
         return self
 
+    def tools_openai(self) -> list[dict]:
+        """The checkpoint's tools in the OpenAI function schema, row order (from the attached
+        pack if any, else the stored manifest); for a server's ``tools`` or
+        ``tokenizer.apply_chat_template(tools=...)``."""
+        from .tools.registry import ToolRegistry
+
+        if self.registry is not None:
+            return self.registry.to_openai()
+        if not self.manifest:
+            raise ValueError("this checkpoint stores no tool manifest (names only: "
+                             f"{self.tools[:5]}...); attach the pack with attach_tools(PACK)")
+        return ToolRegistry.from_manifest(self.manifest).to_openai()
+
     def tool_mode(self, registry=None, backend: str = "xgrammar", options=None):
         """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry and
         options (``ToolModeOptions``, a dict of them, or None: ``generation_defaults()``)."""
