@@ -198,6 +198,20 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _export(args) -> int:
+    from .export import export
+    from .model import ToolkenModel
+
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device="cpu")
+    pack = args.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+    if isinstance(pack, str):
+        model.attach_tools(pack)
+    out = export(model, args.out)
+    print(f"toolken: exported {len(model.tools)} toolken(s) as <tool:NAME> tokens "
+          f"{model.vocab_size}..{model.vocab_size + len(model.tools) - 1} to {out}")
+    return 0
+
+
 def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
     g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
@@ -288,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable)")
     s.set_defaults(func=_synth)
+
+    x = sub.add_parser("export", help="write a transformers model folder that serving engines load",
+                       description="Export a checkpoint as a plain transformers folder: the base "
+                       "weights with K special tokens <tool:NAME> whose LM-head rows are the "
+                       "toolkens, the tokenizer, generation_config.json (toolken ids as EOS, their "
+                       "bias as sequence_bias) and toolken_tools.json (schemas, tool-mode prompts, "
+                       "argument grammars).")
+    x.add_argument("--toolkens", required=True, help="checkpoint folder")
+    x.add_argument("--out", required=True, help="new folder to write")
+    x.add_argument("--tools", help="tool pack for the tool-mode prompts (default: the pack the "
+                   "checkpoint was trained with, else its manifest)")
+    x.add_argument("--dtype", default="float32", help="weights' dtype (default %(default)s)")
+    x.set_defaults(func=_export)
 
     from .evaluation.run import METHODS
 
