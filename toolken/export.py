@@ -27,7 +27,7 @@ import torch
 
 from .core.checkpoint import library_version
 from .generation.constrain import call_grammar
-from .generation.decode import ToolMode
+from .generation.tool_mode import ToolMode
 from .tools.registry import ToolRegistry
 
 TOOLS_FILE = "toolken_tools.json"
@@ -132,7 +132,7 @@ def _grown_model(model):
 
 def tools_file(model, registry: ToolRegistry, ids: list[int], bias: list[float], eos: list[int]) -> dict:
     """The contents of ``toolken_tools.json``."""
-    mode = ToolMode(model, registry)
+    mode = ToolMode(model, registry, model.generation_config)
     tools = []
     for tool, i in zip(registry, ids):
         prefix, suffix = mode.split_prompt(tool)

@@ -31,6 +31,7 @@ from . import features as F
 from ..core.base import load_base, resolve_device
 from .config import TrainConfig, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
+from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
 from ..model import ToolkenModel
 
 
@@ -128,8 +129,6 @@ def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
 
 
 def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
-    from .pipeline import load_records, prepare_data, prepare_model, split_features
-
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -140,6 +139,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
+    model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
         raise TrainingError("no labelled training positions: the training set is empty after labelling")
