@@ -172,6 +172,28 @@ def _export(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .model import ToolkenModel
+    from .server import make_server
+
+    model = ToolkenModel.from_pretrained(args.toolkens)
+    if args.tools:
+        model.attach_tools(args.tools)
+    name = args.model_name or os.path.basename(os.path.normpath(args.toolkens))
+    server = make_server(model, args.host, args.port, args.api_key, name, args.max_tokens,
+                         args.max_batch, args.verbose)
+    host, port = server.server_address[:2]
+    side = f"server-side tools from {args.tools}" if args.tools else "client-side tools only"
+    print(f"toolken: serving {name!r} ({len(model.tools)} toolkens, {side}) on "
+          f"http://{host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.engine.stop()
+    return 0
+
+
 def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
     g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
@@ -246,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint was trained with, else its manifest)")
     x.add_argument("--dtype", default="float32", help="weights' dtype (default %(default)s)")
     x.set_defaults(func=_export)
+
+    v = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server",
+                       description="Serve a checkpoint with the OpenAI chat-completions API "
+                       "(POST /v1/chat/completions, GET /v1/models, GET /health). A request's "
+                       "tools (OpenAI function schemas, each a toolken of the checkpoint) are "
+                       "called by the client; with --tools the pack's tools run in the server.")
+    v.add_argument("--toolkens", required=True, help="checkpoint folder")
+    v.add_argument("--tools", help="tool pack whose tools run in the server (default: none)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    v.add_argument("--model-name", help="the model id clients name (default: the folder's name)")
+    v.add_argument("--max-tokens", type=int, default=1024, help="the most max_tokens a request may ask")
+    v.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
+    v.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    v.set_defaults(func=_serve)
 
     from .evaluation.run import METHODS
 
