@@ -95,7 +95,7 @@ def test_exported_logits_equal_toolken_logits(tiny_base, tmp_path, tied):
 
 
 @torch.no_grad()
-def _bias_firing_late(m: ToolkenModel, prompt: str, steps: int = 12) -> float:
+def _bias_firing_late(m: ToolkenModel, prompt: str, steps: int = 12, rows=slice(None)) -> float:
     """Set a toolken bias under which reasoning mode writes at least two tokens before a
     toolken wins: a plain greedy loop over the vocabulary (toolkens off) gives, per step, the
     margin of the best word over the best toolken; a bias between a new running minimum of the
@@ -106,7 +106,7 @@ def _bias_firing_late(m: ToolkenModel, prompt: str, steps: int = 12) -> float:
         margins = []
         for _ in range(steps):
             z = m(ids)[0][0, -1]
-            margins.append(float(z[:V].max() - z[V:].max()))
+            margins.append(float(z[:V].max() - z[V:][rows].max()))  # rows: the toolkens that may win
             ids = torch.cat([ids, z[:V].argmax().view(1, 1)], dim=1)
         for s in range(2, steps):
             lowest = min(margins[:s])

@@ -198,3 +198,33 @@ def test_server_side_tools_and_api_key(tiny_base):
         assert c["result"] in resp.choices[0].message.content
     finally:
         r.stop()
+
+
+def test_call_after_some_text_continues_from_the_cache_at_the_call(client_side):
+    """A toolken that wins after a few tokens: the second request reuses the prompt and the
+    text before the call from the cache the first one left, and encodes only the result."""
+    from test_export import _bias_firing_late
+
+    from toolken.server.protocol import render_messages
+
+    m, store, c = client_side.model, client_side.model.prefix_store, client_side.client()
+    msgs = [{"role": "user", "content": "Add 12 and 30 for me, please."}]
+    prompt, _ = render_messages(m.tokenizer, [{**msgs[0], "tool_calls": False}])
+    saved = m.generation_config
+    try:
+        m.registry = client_side.server.engine.registry(["add"])
+        m.generation_config = saved.replace(tool_filter=("add",))
+        _bias_firing_late(m, prompt, rows=[0])  # sets m.generation_config.toolken_bias (row 0: add)
+        r1 = c.chat.completions.create(model="tiny", messages=msgs, tools=ADD, max_tokens=12)
+        assert r1.choices[0].finish_reason == "tool_calls"
+        before = r1.choices[0].message.content
+        assert len(before) >= 2
+        call = r1.choices[0].message.tool_calls[0]
+        msgs += [r1.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "42"}]
+        reused = store.reused_tokens
+        c.chat.completions.create(model="tiny", messages=msgs, tools=ADD, max_tokens=4, tool_choice="none")
+        n_before = len(m.tokenizer(prompt + before)["input_ids"])
+        assert store.reused_tokens - reused >= n_before - 1  # at most the join space re-encoded
+    finally:
+        m.generation_config = saved

@@ -7,7 +7,8 @@ returns a sentinel, and the sentinel is a stop string; so when the toolken wins,
 writes the arguments as usual, the "result" stops the row at once, and the call goes back to
 the client. The reasoning cache of a request run alone holds exactly the conversation up to
 the call; it is kept in ``model.prefix_store`` under its token ids, so the next request (the
-same conversation plus the tool's result) starts from it and encodes only the result.
+same conversation plus the tool's result) starts from it and encodes only the result. (A
+request decoded in a batch keeps only the prompt prefix its batch shared.)
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class Engine:
             else:
                 gens = self.model.generate_batch([j.prompt for j in ready], cfg.replace(batch_size=len(ready)),
                                                  questions=[j.question for j in ready])
+                self.model.prefix_store.live = None  # a batch's cache is not kept
                 for j, g in zip(ready, gens):
                     j.out.put(("done", self.result(j, g, None)))
         except GenerationError as e:
