@@ -103,14 +103,17 @@ class Engine:
         return not (job.req.temperature > 0 and job.req.seed is not None)  # batch rows reseed
 
     def _gather(self, first: Job) -> list[Job]:
-        """``first`` and the queued jobs with the same options (waiting ``batch_wait`` for more)."""
+        """``first`` and the queued jobs with the same options: more are awaited while they
+        keep coming ``batch_wait`` apart, for at most 5 x ``batch_wait`` in all."""
         group, key = [first], self._key(first)
-        deadline = time.perf_counter() + self.batch_wait
+        start = time.perf_counter()
+        deadline = start + self.batch_wait
         while len(group) < self.max_batch:
             try:
                 job = self._queue.get(timeout=max(deadline - time.perf_counter(), 0))
             except queue.Empty:
                 break
+            deadline = min(time.perf_counter() + self.batch_wait, start + 5 * self.batch_wait)
             if job is not None and not job.req.stream and self._batchable(job) and self._key(job) == key:
                 group.append(job)
             else:
