@@ -228,3 +228,10 @@ def test_call_after_some_text_continues_from_the_cache_at_the_call(client_side):
         assert store.reused_tokens - reused >= n_before - 1  # at most the join space re-encoded
     finally:
         m.generation_config = saved
+
+
+def test_cli_serve_binds_localhost_by_default():
+    from toolken.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--toolkens", "ck"])
+    assert (args.host, args.port, args.api_key, args.tools) == ("127.0.0.1", 8000, None, None)
