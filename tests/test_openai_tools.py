@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import pytest
 import torch
 
-from toolken.generation.constrain import call_grammar, parse_arguments
+from toolken.tools.arguments import call_grammar, parse_arguments
 from toolken.model import ToolkenModel
 from toolken.tools import Tool, ToolError, ToolRegistry, tool
 

@@ -14,7 +14,7 @@ computes ``[vocab ; toolkens]`` logits (ToolkenGPT's reasoning mode, Hao et al. 
   the weights; transformers' ``generate`` applies ``sequence_bias``, engines take it as the
   request's ``logit_bias``);
 * ``toolken_tools.json``: the ids, the bias per id, and per tool its OpenAI schema, its
-  tool-mode prompt and its argument grammar (xgrammar's EBNF, ``constrain.call_grammar``).
+  tool-mode prompt and its argument grammar (xgrammar's EBNF, ``tools.arguments.call_grammar``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .core.checkpoint import library_version
-from .generation.constrain import call_grammar
+from .tools.arguments import call_grammar
 from .generation.tool_mode import ToolMode
 from .tools.registry import ToolRegistry
 
