@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 
 import openai
 import pytest
@@ -157,7 +158,13 @@ def test_client_disconnect_mid_stream(client_side):
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     assert s.recv(64).startswith(b"HTTP/1.1 200")
-    s.close()  # gone mid-stream
+    engine, before = client_side.server.engine, client_side.server.engine.cancelled
+    s.close()  # gone mid-stream: the server notices at a write and stops generating for it
+    for _ in range(300):
+        if engine.cancelled > before:
+            break
+        time.sleep(0.1)
+    assert engine.cancelled == before + 1
     r = client_side.client().chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
     assert r.choices[0].message.content is not None

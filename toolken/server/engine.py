@@ -68,6 +68,7 @@ class Engine:
         self.tools = {t.name: t for t in self.base_registry}
         self.max_batch, self.batch_wait = max_batch, batch_wait
         self._registries: dict[frozenset, ToolRegistry] = {}
+        self.cancelled = 0  # requests stopped because their client went away
         store = model.prefix_store
         model.prefix_store = KeepingStore(store.max_tokens, store.min_reuse)
         self.limit = getattr(model.base.model.config, "max_position_embeddings", None) or 10**9
@@ -163,6 +164,7 @@ class Engine:
         for item in events:
             if job.cancelled.is_set():
                 events.close()
+                self.cancelled += 1
                 return
             if isinstance(item, Generation):
                 if client_call and item.stop_reason == "stop" and store.live is not None:
