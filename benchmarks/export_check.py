@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import append_report, machine
+from benchutil import append_report, command_line, machine
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO.parent / "shared/benchmarks/toolkengpt/funcqa/template_oh/llama_general.txt"
@@ -70,8 +70,7 @@ def main() -> None:
                 ok = not g.calls and g.token_ids[x["input_ids"].shape[1]:] == new[:-1]
             agree += ok
             print(f"{'same' if ok else 'DIFFERENT'}: {q[:60]!r} -> <tool:{tool}>", flush=True)
-    cmd = (f"flock /tmp/toolken-heavy.lock env OMP_NUM_THREADS=2 python benchmarks/export_check.py "
-           f"--toolkens {args.toolkens} --questions {args.questions}")
+    cmd = command_line()
     report = (f"### Export check: transformers `generate` on the exported folder vs reasoning mode "
               f"({time.strftime('%Y-%m-%d')})\n\n`{cmd}`\n\nMachine: {machine()}. Export took "
               f"{seconds:.1f} s. Of {args.questions} FuncQA-style questions in the paper's template, "

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchutil import append_report, machine
+from benchutil import append_report, command_line, machine
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCQA = REPO.parent / "shared/benchmarks/toolkengpt/funcqa"
@@ -124,9 +124,7 @@ def main() -> None:
               f"same text {same}/{len(qs)}", flush=True)
     server.shutdown()
     server.engine.stop()
-    cmd = ("flock /tmp/toolken-heavy.lock env OMP_NUM_THREADS=2 python benchmarks/serve.py "
-           f"--toolkens {args.toolkens} --levels {args.levels} --rounds {args.rounds} "
-           f"--max-tokens {args.max_tokens}")
+    cmd = command_line()
     lines = [f"### Serving: `toolken serve` vs `generate_batch` ({time.strftime('%Y-%m-%d')})", "",
              f"`{cmd}`", "", f"Machine: {machine()}. Checkpoint {args.toolkens} (SmolLM2-135M-Instruct), "
              f"pack {Path(args.tools).name} run in the server, greedy, max_tokens {args.max_tokens}, "

@@ -95,8 +95,9 @@ def test_exported_logits_equal_toolken_logits(tiny_base, tmp_path, tied):
 
 
 @torch.no_grad()
-def _bias_firing_late(m: ToolkenModel, prompt: str, steps: int = 12, rows=slice(None)) -> float:
-    """Set a toolken bias under which reasoning mode writes at least two tokens before a
+def _bias_firing_late(m: ToolkenModel, prompt: str, steps: int = 12, rows=slice(None),
+                      first: int = 2) -> float:
+    """Set a toolken bias under which reasoning mode writes at least ``first`` tokens before a
     toolken wins: a plain greedy loop over the vocabulary (toolkens off) gives, per step, the
     margin of the best word over the best toolken; a bias between a new running minimum of the
     margins (step >= 2) and the minimum before it fires the toolken exactly there."""
@@ -108,14 +109,14 @@ def _bias_firing_late(m: ToolkenModel, prompt: str, steps: int = 12, rows=slice(
             z = m(ids)[0][0, -1]
             margins.append(float(z[:V].max() - z[V:][rows].max()))  # rows: the toolkens that may win
             ids = torch.cat([ids, z[:V].argmax().view(1, 1)], dim=1)
-        for s in range(2, steps):
+        for s in range(first, steps):
             lowest = min(margins[:s])
             if margins[s] < lowest - 1e-3:
                 m.toolken_bias = (margins[s] + lowest) / 2
                 return m.toolken_bias
         torch.manual_seed(attempt)
         m.head.reset_parameters()
-    pytest.skip("no random head made a toolken win after two tokens")
+    pytest.skip(f"no random head made a toolken win after {first} token(s)")
 
 
 def test_plain_generate_gives_reasoning_mode_tokens(tiny_base, tmp_path):
@@ -201,12 +202,12 @@ def test_smollm2_export_matches_reasoning_mode(smol_base, tmp_path):
     """The tied default base: the exported folder's greedy tokens are reasoning mode's."""
     m = toolken_model(smol_base, bias=False, toolken_bias=0.0, seed=random.randrange(10**6))
     prompt = "Q: A shop sells 12 boxes of 18 pens. How many pens?\nA:"
-    _bias_firing_late(m, prompt)
+    _bias_firing_late(m, prompt, steps=20, first=1)
     export(m, tmp_path / "x")
     lm, tok = load_exported(tmp_path / "x")
-    text, tool_name, _ = reasoning_until_toolken(m, prompt, 12)
+    text, tool_name, _ = reasoning_until_toolken(m, prompt, 20)
     x = tok(prompt, return_tensors="pt")
-    out = lm.generate(**x, max_new_tokens=12, do_sample=False)[0, x["input_ids"].shape[1]:].tolist()
+    out = lm.generate(**x, max_new_tokens=20, do_sample=False)[0, x["input_ids"].shape[1]:].tolist()
     assert out[-1] == tok.convert_tokens_to_ids(f"<tool:{tool_name}>")
     assert tok.decode(out[:-1], skip_special_tokens=True) == text
     before = m.generate(prompt, max_new_tokens=len(out) - 1)
