@@ -190,7 +190,7 @@ class Engine:
             if len(self._registries) >= 32:
                 self._registries.pop(next(iter(self._registries)))
             self._registries[key] = ToolRegistry(
-                dataclasses.replace(t, fn=_client_side, render=None) if t.name in key else t
+                dataclasses.replace(t, fn=_client_side, render=None, isolation="thread") if t.name in key else t
                 for t in self.base_registry)
         return self._registries[key]
 
