@@ -86,7 +86,7 @@ def run_features(args, work: Path) -> dict:
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "positions": len(feats), "records": len(data.records),
             "tokens": sum(map(len, data.labelled.input_ids)),
-            "toolken_labels": int((feats.label >= base.vocab_size).sum()),
+            "toolken_labels": feats.toolken_labels(),
             "cache_bytes": folder_bytes(Path(cfg.cache_dir))}
 
 
