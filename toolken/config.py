@@ -56,7 +56,7 @@ class TrainConfig:
     cache_dir: str | None = None  # feature cache; default $TOOLKEN_HOME/features
     feature_dtype: str = "auto"  # h in the cache: auto (the base's: fp32 on CPU, bf16 on GPU) |
     # float32 | bfloat16 | float16; the loss always accumulates in fp32
-    feature_memory_mb: int = 4096  # cached features in memory per process while training: a
+    feature_memory_mb: float = 4096  # cached features in memory per process while training: a
     # train split this size or smaller is read once; a larger one streams in shuffled blocks
     feature_batch_tokens: int = 8192
     vocab_chunk: int = 8192

@@ -50,7 +50,7 @@ class EpochStream:
                  rank: int = 0, world: int = 1):
         self.view, self.batch, self.seed, self.rank, self.world = view, batch_size, seed, rank, world
         n = len(view)
-        budget_rows = max(1, budget_bytes // view.row_bytes)
+        budget_rows = max(1, int(budget_bytes // view.row_bytes))
         self.fits = n <= budget_rows
         window_rows = n if self.fits else max(1, budget_rows // 2)
         self.block = max(1, math.ceil(window_rows / BLOCKS_PER_WINDOW))
