@@ -2,7 +2,7 @@
 
     python benchmarks/feature_dtype.py [--recipes tiny,funcqa] [--out RESULTS.md]
 
-For each recipe, ``toolken.trainer.train`` three times with ``feature_dtype`` = float32,
+For each recipe, ``toolken.training.trainer.train`` three times with ``feature_dtype`` = float32,
 bfloat16 and float16 (each its own feature cache in a temporary folder; the loss always
 accumulates in fp32); the best epoch's dev loss and toolken P / R / F1 and the cache's size.
 ``tiny`` is configs/tiny.yaml; ``funcqa`` is configs/funcqa.yaml on the bare texts (no prompt,
@@ -30,8 +30,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def run(recipe: str, dtype: str, work: Path) -> dict:
-    from toolken.config import load_config
-    from toolken.trainer import train
+    from toolken.training.config import load_config
+    from toolken.training.trainer import train
 
     path, over = RECIPES[recipe]
     cfg = load_config(REPO / path, {**over, "feature_dtype": dtype, "output_dir": str(work / "out"),

@@ -13,9 +13,9 @@ only the amount of data and K change. (Real texts spend more tokens per call: KA
 
 Per K, each step in its own child process (peak memory = that process's RSS high-water
 mark, ``ru_maxrss``: base model, data, cache and head together):
-(1) the frozen pass: ``toolken.pipeline.split_features`` into an empty cache folder; its
+(1) the frozen pass: ``toolken.training.pipeline.split_features`` into an empty cache folder; its
     time, and the bytes of the Arrow cache it writes;
-(2) ``toolken.trainer.train`` on that cache (reused, not rebuilt): time per epoch (the
+(2) ``toolken.training.trainer.train`` on that cache (reused, not rebuilt): time per epoch (the
     trainer's ``epoch_seconds``: the optimisation steps over every training position);
 then (3) one process decodes with K = 0 and every K (``generate_speed``'s loop, toolkens
 masked, interleaved rounds): median ms per decoded token, and the overhead against K = 0.
@@ -25,7 +25,7 @@ Prints a table and appends it, with this command, to BENCHMARKS.md.
 
 The memory row instead: a synthetic feature cache at d = 4,096 (h in bf16, 8 KB per position;
 K = 8 toolkens, labels 2 % toolkens) of 8 parts of ``--memory-gb`` each, written once; then
-``toolken.trainer.fit`` (the training loop, no base model) in a child process per run, with
+``toolken.training.trainer.fit`` (the training loop, no base model) in a child process per run, with
 ``feature_memory_mb = --memory-mb`` and one compute thread: one epoch on 1, 2, 4 and 8 parts (the 1x to 8x caches,
 peak RSS and time per epoch); the 1x cache with its pages dropped from the page cache first
 (``posix_fadvise``: the disk read rate); and two epochs on the 1x cache both streamed and in
@@ -70,7 +70,7 @@ def write_data(path: Path, k: int, per_tool: int, per_record: int, seed: int = 0
 
 
 def config(args, work: Path):
-    from toolken.config import load_config
+    from toolken.training.config import load_config
 
     data = work / "train.jsonl"
     if not data.exists():
@@ -87,7 +87,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def run_features(args, work: Path) -> dict:
-    from toolken.pipeline import split_features
+    from toolken.training.pipeline import split_features
 
     cfg = config(args, work)
     base, model, data = prepare(cfg)
@@ -101,7 +101,7 @@ def run_features(args, work: Path) -> dict:
 
 
 def run_train(args, work: Path) -> dict:
-    from toolken.trainer import train
+    from toolken.training.trainer import train
 
     res = train(config(args, work))
     return {"epoch_seconds": [h["epoch_seconds"] for h in res.history]}
@@ -109,9 +109,9 @@ def run_train(args, work: Path) -> dict:
 
 def run_decode(args, work: Path) -> dict:
     from generate_speed import PLAIN_PROMPTS, per_token_ours, with_k
-    from toolken.base import load_base
+    from toolken.core.base import load_base
     from toolken.model import ToolkenModel
-    from toolken.registry import ToolRegistry
+    from toolken.tools.registry import ToolRegistry
 
     holder = ToolkenModel(load_base(args.base_model), [])
     holder.registry = ToolRegistry()  # no tool ever runs: toolkens are masked
@@ -132,8 +132,8 @@ def write_synthetic(args, work: Path) -> dict:
     ``x{k}`` for k = 1, 2, 4, 8 whose meta.json names the first k parts (symlinked)."""
     import numpy as np
     import torch
-    from toolken.base import build_tiny_tokenizer
-    from toolken.feature_store import ROW, PartWriter, write_meta
+    from toolken.core.base import build_tiny_tokenizer
+    from toolken.training.feature_store import ROW, PartWriter, write_meta
 
     V = len(build_tiny_tokenizer())  # the vocabulary of run_memtrain's base
     rows = int(args.memory_gb * 2**30 // (D * 2 + ROW.itemsize)) // SEQ * SEQ
@@ -178,11 +178,11 @@ def drop_page_cache(folder: Path) -> None:
 def run_memtrain(args, work: Path) -> dict:
     """``fit`` on the synthetic cache ``work`` (the last sequence held out for dev)."""
     import numpy as np
-    from toolken.base import Base, build_tiny
-    from toolken.config import load_config
-    from toolken.feature_store import FeatureView
+    from toolken.core.base import Base, build_tiny
+    from toolken.training.config import load_config
+    from toolken.training.feature_store import FeatureView
     from toolken.model import ToolkenModel
-    from toolken.trainer import fit
+    from toolken.training.trainer import fit
 
     import torch
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from toolken.feature_store import ROW, FeatureView, PartWriter, write_meta
-from toolken.stream import EpochStream
-from toolken.trainer import scheduler_for, train
+from toolken.training.feature_store import ROW, FeatureView, PartWriter, write_meta
+from toolken.training.stream import EpochStream
+from toolken.training.trainer import scheduler_for, train
 from test_train import tiny_cfg
 
 
@@ -89,10 +89,10 @@ def test_streamed_order_every_row_once_reproducible_disjoint_across_processes(tm
 def test_training_matches_a_plain_in_memory_loop_and_streams(tmp_path, capsys):
     """train() against the loop it replaced, written plainly: every training position in
     memory, randperm per epoch, the exact loss, AdamW; then the same run streamed."""
-    from toolken.base import load_base
-    from toolken.loss import toolken_loss
-    from toolken.pipeline import load_records, prepare_data, prepare_model, split_features
-    from toolken.trainer import seed_everything
+    from toolken.core.base import load_base
+    from toolken.training.loss import toolken_loss
+    from toolken.training.pipeline import load_records, prepare_data, prepare_model, split_features
+    from toolken.training.trainer import seed_everything
 
     cfg = tiny_cfg(tmp_path, epochs=3, batch_size=64, schedule="cosine", lr=0.01)
     train(cfg)
@@ -131,8 +131,8 @@ def test_training_matches_a_plain_in_memory_loop_and_streams(tmp_path, capsys):
 
 
 def test_feature_dtypes_store_h_rounded_and_smaller(tmp_path):
-    from toolken.pipeline import load_records, prepare_data, prepare_model, split_features
-    from toolken.base import load_base
+    from toolken.training.pipeline import load_records, prepare_data, prepare_model, split_features
+    from toolken.core.base import load_base
 
     cfgs = {d: tiny_cfg(tmp_path, feature_dtype=d) for d in ("float32", "bfloat16", "float16")}
     cfg = cfgs["float32"]

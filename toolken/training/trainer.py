@@ -28,10 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import features as F
-from .base import load_base, resolve_device
+from ..core.base import load_base, resolve_device
 from .config import TrainConfig, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
-from .model import ToolkenModel
+from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
+from ..model import ToolkenModel
 from .stream import EpochStream
 
 
@@ -129,8 +130,6 @@ def evaluate(module: nn.Module, feats: F.Features | F.FeatureView, device, chunk
 
 def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     """Label the data, build (or reuse) the feature cache, and fit the toolken rows on it."""
-    from .pipeline import load_records, prepare_data, prepare_model, split_features
-
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process
     seed_everything(cfg.seed)
@@ -138,6 +137,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
+    model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     return fit(cfg, model, start, train_f, dev_f, accelerator)
 

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-BACKENDS = ("xgrammar", "llguidance")
+from .config import BACKENDS
+
 SCALAR_TYPES = ("integer", "number", "string", "boolean")
 INT_DIGITS = 20  # integer: at most 20 digits
 NUM_DIGITS, FRAC_DIGITS = 15, 8  # number: at most 15 digits, '.', 8 digits, '%' (~25 chars)

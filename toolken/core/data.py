@@ -170,13 +170,18 @@ def load_jsonl(path: str | os.PathLike, tools: Sequence[str] | None = None) -> l
     return records
 
 
+def record_lines(records: Sequence[Record]) -> Iterator[str]:
+    """Canonical JSONL lines of records."""
+    for r in records:
+        yield json.dumps(r.to_json(), ensure_ascii=False) + "\n"
+
+
 def save_jsonl(records: Sequence[Record], path: str | os.PathLike) -> None:
     """Write records as canonical JSONL, atomically (temporary file, then os.replace)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+        f.writelines(record_lines(records))
     os.replace(tmp, path)
 
 
@@ -330,3 +335,10 @@ def _label(ids: list[int], spans: list[tuple[int, int, int]], max_length: int,
         labels[p - 1] = toolken
         labels[p:e - 1] = [IGNORE] * (e - 1 - p)
     return labels
+
+
+def result_join(before: str, result: str) -> str:
+    """The whitespace rule of labelling (toolken.core.data): a result after a word gets one space."""
+    if before and (before[-1].isalnum() or before[-1] in ".,;:!?%)\"'"):
+        return " " + result
+    return result

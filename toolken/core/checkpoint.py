@@ -35,8 +35,11 @@ def library_version() -> str:
         return "unknown"
 
 
-def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
-    """Atomically write (or replace) a checkpoint folder."""
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], config: dict,
+                    files: dict[str, str] | None = None) -> Path:
+    """Atomically write (or replace) a checkpoint folder; ``files``: more text files in it
+    (name -> content), written in the same step."""
+    files = files or {}
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -44,12 +47,14 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], con
     try:
         if directory.exists():  # keep what else lives there (training logs), as hard links
             for entry in directory.iterdir():
-                if entry.name not in (CONFIG_NAME, WEIGHTS_NAME):
+                if entry.name not in (CONFIG_NAME, WEIGHTS_NAME, *files):
                     _link_copy(entry, tmp / entry.name)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                   str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         cfg = {"format_version": FORMAT_VERSION, "toolken_version": library_version(), **config}
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
         _fsync_dir(tmp)
         old = None
         if directory.exists():

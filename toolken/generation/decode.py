@@ -1,0 +1,436 @@
+"""Generation with tools: reasoning mode, tool mode, and back (ToolkenGPT sec. 3.3).
+
+One decode core serves single, batched and streamed generation: ``stream`` and ``generate``
+run it on a batch of one, ``generate_batch`` on many prompts at once. Reasoning mode is a manual
+decode loop over the frozen model with one KV cache for the whole batch; at every step each
+row's next token is chosen among ``[vocab ; toolkens + bias]``. When a toolken wins, tool mode
+(``tool_mode.ToolMode``) writes that tool's arguments under its schema on a per-tool cache, the
+tool runs, and only the result's tokens are fed to the reasoning cache, which is never
+re-encoded. If tool mode fails, the trace records the error and reasoning continues with the
+best non-toolken token (the paper's fallback).
+
+Each step feeds a block of tokens per row (the chosen token, a tool's whole result, or the
+token plus prompt-lookup drafts); rows that feed fewer tokens are padded and the padding is
+masked, with explicit position ids, so a row sees exactly the tokens it would see alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+
+from ..core.data import result_join
+from .config import GenerationConfig
+from .steps import GenerationError, held, lookup_draft, new_cache, pick, stop_at
+
+__all__ = ["CallTrace", "Event", "Generation", "GenerationError", "generate", "generate_batch",
+           "resolve_config", "stream"]
+
+
+@dataclass
+class CallTrace:
+    tool: str
+    arguments: list | None = None  # parsed, typed arguments
+    argument_text: str = ""  # what the model wrote in tool mode
+    result: str | None = None  # the text inserted into the answer
+    error: str | None = None
+    start: int | None = None  # character offsets of the result in Generation.text
+    end: int | None = None
+    seconds_arguments: float = 0.0
+    seconds_tool: float = 0.0
+    candidates: list | None = None  # arg_candidates > 1: [{"argument_text", "result", "logprob"}]
+
+
+@dataclass
+class Generation:
+    text: str
+    calls: list[CallTrace] = field(default_factory=list)
+    prefilled_tokens: int = 0  # prompt + tool-mode prompts + inserted results
+    decoded_tokens: int = 0  # tokens chosen by the model (reasoning + arguments)
+    drafted_tokens: int = 0  # prompt_lookup: draft tokens verified ...
+    accepted_drafts: int = 0  # ... and how many of them the model chose
+    seconds: float = 0.0
+    stop_reason: str = ""  # eos | stop | max_new_tokens | context
+    token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
+    next_logits: torch.Tensor | None = field(default=None, repr=False)  # (V + K) after the last token
+    reranks: list = field(default_factory=list)  # rerank decisions (toolken.generation.rerank.RerankTrace)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("next_logits")
+        return d
+
+
+@dataclass
+class Event:
+    """A streaming event: kind is "text", "tool_call" (tool chosen) or "tool_result"."""
+
+    kind: str
+    text: str = ""
+    call: CallTrace | None = None
+
+
+# ---------------------------------------------------------------------------- public API
+def resolve_config(model, config: GenerationConfig | None = None, overrides: dict | None = None
+                   ) -> GenerationConfig:
+    """The options of one call: ``config`` (default: the checkpoint's ``generation_config``)
+    with ``overrides`` (field names) replacing their fields."""
+    base = config if config is not None else model.generation_config
+    if not isinstance(base, GenerationConfig):
+        raise TypeError(f"config must be a GenerationConfig, got {type(base).__name__}")
+    return base.replace(**overrides) if overrides else base
+
+
+def stream(model, prompt, config: GenerationConfig | None = None, *, question: str | None = None,
+           **overrides) -> Iterator[Event | Generation]:
+    """Yield events as they happen; the last item is the finished ``Generation``.
+
+    ``prompt``: text, a template with ``[QUESTION]`` (filled with ``question``; with
+    ``prompt_demos`` its demos are retrieved per question), or chat messages. ``question``:
+    what tool mode shows the tool (default: the prompt, or the last user message)."""
+    cfg = resolve_config(model, config, overrides)
+    run = _run(model, [prompt], [question], cfg, seeds=[cfg.seed])
+    while True:
+        try:
+            _, event = next(run)
+        except StopIteration as done:
+            yield done.value[0]
+            return
+        yield event
+
+
+def generate(model, prompt, config: GenerationConfig | None = None, *, question: str | None = None,
+             **overrides) -> Generation:
+    """Run ``stream`` to the end and return the ``Generation`` (text and trace)."""
+    item = None
+    for item in stream(model, prompt, config, question=question, **overrides):
+        pass
+    return item
+
+
+def generate_batch(model, prompts: list, config: GenerationConfig | None = None, *,
+                   questions: list | None = None, progress: bool = False,
+                   **overrides) -> list[Generation]:
+    """Generate for every prompt, ``batch_size`` rows at a time, in lockstep on one cache;
+    each row's text is the one ``generate`` gives for it alone (prompt i samples with seed
+    ``seed + i``)."""
+    from tqdm.auto import tqdm
+
+    cfg = resolve_config(model, config, overrides)
+    questions = list(questions) if questions is not None else [None] * len(prompts)
+    if len(questions) != len(prompts):
+        raise GenerationError(f"{len(prompts)} prompts but {len(questions)} questions")
+    out: list[Generation] = []
+    n = cfg.batch_size
+    with tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress) as bar:
+        for s in range(0, len(prompts), n):
+            seeds = [None if cfg.seed is None else cfg.seed + i for i in range(s, s + n)]
+            run = _run(model, prompts[s:s + n], questions[s:s + n], cfg, seeds)
+            while True:
+                try:
+                    next(run)
+                except StopIteration as done:
+                    out += done.value
+                    break
+            bar.update(len(prompts[s:s + n]))
+    return out
+
+
+# ---------------------------------------------------------------------------- the core
+@dataclass
+class _Row:
+    """One prompt's state in the decode loop."""
+
+    ids: list[int]  # the prompt's tokens
+    question: str
+    gen: torch.Generator | None
+    out: list[int] = field(default_factory=list)
+    text: str = ""
+    calls: list = field(default_factory=list)
+    reranks: list = field(default_factory=list)
+    stats: dict = field(default_factory=lambda: {"prefilled": 0, "decoded": 0, "drafted": 0,
+                                                 "accepted": 0})
+    z: torch.Tensor | None = None  # (V + K) logits after what the cache holds for this row
+    pos: int = 0  # position id of the next token
+    steps: int = 0
+    emitted: int = 0  # characters of text streamed so far
+    drafts: list = field(default_factory=list)  # (token, logits) fed ahead, not yet accepted
+    reason: str = "max_new_tokens"
+    done: bool = False
+
+
+@dataclass
+class _Context:
+    """What every row's step shares: the model, the options and the per-call helpers."""
+
+    model: object
+    cfg: GenerationConfig
+    registry: object
+    tool_mode: object
+    reranker: object
+    allowed: torch.Tensor | None  # (K,) bool: toolkens that may win (tool_filter)
+    digits: torch.Tensor | None  # vocabulary ids starting with a digit (close_results)
+    eos: set
+    limit: float  # the model's context length
+
+
+def _run(model, prompts: list, questions: list, cfg: GenerationConfig, seeds: list):
+    """The decode loop over a batch; yields ``(row, Event)``, returns the Generations."""
+    t0 = time.perf_counter()
+    ctx = _context(model, cfg)
+    rows = [_new_row(model, p, q, cfg, ctx, s) for p, q, s in zip(prompts, questions, seeds)]
+    cache, mask = _prefill(model, rows, cfg)
+    lookahead = cfg.prompt_lookup if not cfg.do_sample and len(rows) == 1 else 0
+    with torch.no_grad():
+        while any(not r.done for r in rows):
+            feeds = {}
+            for b, r in enumerate(rows):
+                if not r.done:
+                    feeds[b] = yield from _advance(ctx, r, b, cache, lookahead)
+            if any(feeds.values()):
+                mask = _feed(model, rows, feeds, cache, mask)
+            for b, r in enumerate(rows):
+                if not r.done and r.steps >= cfg.max_new_tokens:
+                    r.done = True
+                elif not r.done and len(r.ids) + len(r.out) >= ctx.limit:
+                    r.reason, r.done = "context", True
+    wall = time.perf_counter() - t0
+    gens = []
+    for b, r in enumerate(rows):
+        if r.emitted < len(r.text):
+            yield b, Event("text", text=r.text[r.emitted:])
+        s = r.stats
+        gens.append(Generation(
+            text=r.text, calls=r.calls, prefilled_tokens=s["prefilled"], decoded_tokens=s["decoded"],
+            drafted_tokens=s["drafted"], accepted_drafts=s["accepted"], seconds=wall,
+            stop_reason=r.reason, token_ids=r.ids + r.out, reranks=r.reranks,
+            next_logits=r.z if r.reason in ("max_new_tokens", "context") else None))
+    return gens
+
+
+def _context(model, cfg: GenerationConfig) -> _Context:
+    registry = model.registry
+    if registry is None:
+        raise GenerationError("no tools attached: model.attach_tools(pack) first")
+    if cfg.arg_demos and model.demo_records is None:
+        raise GenerationError(f"arg_demos={cfg.arg_demos} needs the checkpoint's demo pool "
+                              f"(toolken_demos.jsonl), and this model has none: arg_demos=0 uses "
+                              f"the tools' own demos")
+    allowed = None
+    if cfg.tool_filter:
+        allowed = torch.tensor([any(fnmatch.fnmatchcase(t, p) for p in cfg.tool_filter)
+                                for t in model.tools], dtype=torch.bool)
+        if model.tools and not allowed.any():
+            raise GenerationError(f"tool_filter {list(cfg.tool_filter)} matches none of the "
+                                  f"{len(model.tools)} tools (e.g. {model.tools[:3]})")
+    reranker = None
+    if cfg.rerank_top_k:
+        from .rerank import Reranker
+
+        reranker = Reranker(model, registry, cfg.rerank_top_k, cfg.rerank_none_bias, cfg.rerank_method)
+    tok = model.tokenizer
+    eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)]
+           if i is not None}
+    limit = getattr(model.base.model.config, "max_position_embeddings", None) or float("inf")
+    return _Context(model, cfg, registry, model.tool_mode(registry, cfg), reranker, allowed,
+                    model.digit_token_ids() if cfg.close_results else None, eos, limit)
+
+
+def _new_row(model, prompt, question, cfg: GenerationConfig, ctx: _Context, seed) -> _Row:
+    text, question = _prompt_text(model, prompt, question, cfg)
+    ids = model.tokenizer(text, add_special_tokens=True)["input_ids"]
+    if len(ids) + cfg.max_new_tokens > ctx.limit:
+        raise GenerationError(f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} "
+                              f"exceeds the model's context of {ctx.limit} tokens")
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return _Row(ids=ids, question=question, gen=gen)
+
+
+def _prefill(model, rows: list[_Row], cfg: GenerationConfig):
+    """Encode the prompts (left-padded; a prefix all rows share comes from the model's prefix
+    store when ``reuse_prompt``); set each row's logits. Returns (cache, attention mask)."""
+    ids = [r.ids for r in rows]
+    dev = model.base.device
+    cache, P, computed = _shared_prefix(model, ids) if cfg.reuse_prompt else (new_cache(model), 0, 0)
+    W = max(len(r) - P for r in ids)
+    pad = model.tokenizer.pad_token_id or 0
+    x = torch.tensor([[pad] * (W - len(r) + P) + r[P:] for r in ids], device=dev)
+    mask = torch.tensor([[1] * P + [0] * (W - len(r) + P) + [1] * (len(r) - P) for r in ids], device=dev)
+    if len(rows) == 1:
+        out = model.decode(x, cache)
+    else:
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, P:]
+        out = model.decode(x, cache, attention_mask=mask, position_ids=pos)
+    z = model.logits_from_hidden(out.last_hidden_state[:, -1])  # (B, V + K)
+    for b, r in enumerate(rows):
+        r.z, r.pos = z[b], len(r.ids)
+        r.stats["prefilled"] = len(r.ids) - P + (computed if b == 0 else 0)
+    return cache, mask
+
+
+def _shared_prefix(model, ids: list[list[int]]):
+    """(cache, P, computed): a cache holding the rows' common first P tokens for every row,
+    taken from ``model.prefix_store`` where it has them; ``computed`` of them were encoded now."""
+    P = min(len(r) for r in ids) - 1
+    for r in ids[1:]:
+        P = next((i for i in range(P) if r[i] != ids[0][i]), P)
+    store = model.prefix_store
+    if P < store.min_reuse:
+        return new_cache(model), 0, 0
+    cache, n = store.start(model, ids[0][:P + 1], limit=P)
+    if n < P:
+        model.decode(torch.tensor([ids[0][n:P]], device=model.base.device), cache)
+        store.remember(model, ids[0][:P], cache)
+    if len(ids) > 1:
+        cache.batch_repeat_interleave(len(ids))
+    return cache, P, P - n
+
+
+def _feed(model, rows: list[_Row], feeds: dict, cache, mask):
+    """Feed each row's block (right-padded, padding masked) and set its logits; drafts after a
+    row's token get their logits kept for verification. Returns the grown attention mask."""
+    B, L = len(rows), max(len(f) for f in feeds.values())
+    dev = model.base.device
+    if B == 1:  # nothing to pad: the plain forward
+        h = model.decode(torch.tensor([feeds[0]], device=dev), cache).last_hidden_state
+    else:
+        pad = model.tokenizer.pad_token_id or 0
+        x = torch.full((B, L), pad, dtype=torch.long)
+        m = torch.zeros((B, L), dtype=mask.dtype)
+        pos = torch.zeros((B, L), dtype=torch.long)
+        for b, r in enumerate(rows):
+            f = feeds.get(b) or []
+            x[b, :len(f)] = torch.tensor(f, dtype=torch.long)
+            m[b, :len(f)] = 1
+            pos[b] = r.pos + torch.arange(L).clamp(max=max(len(f) - 1, 0))
+        mask = torch.cat([mask, m.to(dev)], dim=1)
+        h = model.decode(x.to(dev), cache, attention_mask=mask, position_ids=pos.to(dev)).last_hidden_state
+    for b, f in feeds.items():
+        if not f:
+            continue
+        r = rows[b]
+        n_draft = len(r.drafts)
+        zs = model.logits_from_hidden(h[b, len(f) - 1 - n_draft:len(f)])  # (1 + drafts, V + K)
+        r.z = zs[0]
+        r.drafts = [(tok, z) for (tok, _), z in zip(r.drafts, zs[1:])]
+        r.pos += len(f)
+    return mask
+
+
+def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
+    """Choose the row's next token (or call a tool), update its text; yields ``(b, Event)``;
+    returns the tokens to feed (the token or the result's, then any drafts; [] when the
+    logits after them are known already)."""
+    model, cfg, V = ctx.model, ctx.cfg, ctx.model.vocab_size
+    zz = r.z.clone()
+    zz[V:] += cfg.toolken_bias
+    if ctx.allowed is not None:
+        zz[V:][~ctx.allowed] = float("-inf")
+    if len(r.calls) >= cfg.max_tool_calls:
+        zz[V:] = float("-inf")
+    if ctx.digits is not None and r.calls and r.calls[-1].end == len(r.text):
+        zz[ctx.digits] = float("-inf")  # a result is a whole number
+
+    def sample(z):
+        return pick(z, cfg.do_sample, cfg.temperature, cfg.top_p, r.gen)
+
+    choice = sample(zz)
+    if choice >= V and ctx.reranker is not None:
+        choice = ctx.reranker.choose(zz, r.question, r.text, sample, r.reranks, r.stats)
+    new_ids, accepted, trace = [choice], False, None
+    if r.drafts and choice == r.drafts[0][0]:
+        r.z, accepted = r.drafts.pop(0)[1], True  # the logits after this token are known
+        r.stats["accepted"] += 1
+    elif r.drafts:  # a draft token lost: forget it and those after it (batch of one)
+        cache.crop(-len(r.drafts))
+        r.pos -= len(r.drafts)
+        r.drafts = []
+    if choice >= V:  # a toolken: tool mode
+        trace = CallTrace(tool=ctx.registry[choice - V].name)
+        yield b, Event("tool_call", call=trace)
+        result = _call_tool(ctx, ctx.registry[choice - V], r, sample, trace)
+        r.calls.append(trace)
+        if result is None:  # the paper's fallback: the best non-toolken token
+            new_ids = [sample(zz[:V])]
+            r.stats["decoded"] += 1
+        else:
+            new_ids = model.tokenizer(result_join(r.text, result), add_special_tokens=False)["input_ids"]
+            r.stats["prefilled"] += len(new_ids)
+    else:
+        r.stats["decoded"] += 1
+    r.out += new_ids
+    r.steps += 1
+    yield from _update_text(ctx, r, b, trace)
+    if r.done or accepted:
+        return []
+    room = ctx.limit - len(r.ids) - len(r.out) - 1
+    draft = lookup_draft(r.ids + r.out, int(min(lookahead, room))) if lookahead else []
+    r.drafts = [(t, None) for t in draft]
+    r.stats["drafted"] += len(draft)
+    return new_ids + draft
+
+
+def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
+    """Decode the row's text; cut a stop string; stream what cannot begin one."""
+    before = r.text
+    new_text = ctx.model.tokenizer.decode(r.out, skip_special_tokens=True)
+    hit = stop_at(before, new_text, ctx.cfg.stop)
+    if hit is not None:  # a stop string: cut it, and never stream it
+        new_text, r.reason, r.done = new_text[:hit], "stop", True
+    r.text = new_text
+    if trace is not None and trace.result is not None and hit is None:
+        trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
+        yield b, Event("tool_result", text=new_text[r.emitted:], call=trace)
+        r.emitted = len(new_text)
+    else:  # hold back what may be the start of a stop string
+        safe = len(new_text) - (0 if hit is not None else held(new_text, ctx.cfg.stop))
+        if safe > r.emitted:
+            yield b, Event("text", text=new_text[r.emitted:safe])
+            r.emitted = safe
+    if not r.done and r.out[-1] in ctx.eos and not ctx.cfg.ignore_eos:
+        r.reason, r.done = "eos", True
+
+
+def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace) -> str | None:
+    t = time.perf_counter()
+    try:
+        res = ctx.tool_mode.call(tool, r.question, r.text, sample, r.stats, trace, ctx.cfg)
+    except Exception as e:  # noqa: BLE001 — a tool never crashes a generation
+        trace.error = str(e) if str(e).startswith("arguments: ") else f"arguments: {e}"
+        return None
+    finally:
+        trace.seconds_arguments = time.perf_counter() - t
+    trace.seconds_tool = res.seconds
+    trace.seconds_arguments -= res.seconds
+    if not res.ok:
+        trace.error = res.error
+        return None
+    trace.result = res.text
+    return res.text
+
+
+def _prompt_text(model, prompt, question: str | None, cfg: GenerationConfig) -> tuple[str, str]:
+    """(the text to encode, the question tool mode shows)."""
+    if isinstance(prompt, list):  # chat messages
+        if not prompt:
+            raise GenerationError("empty message list")
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        text = model.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return text, question or (users[-1] if users else "")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise GenerationError("the prompt is empty")
+    if "[QUESTION]" in prompt:  # a template
+        if not question:
+            raise GenerationError("the prompt is a template ([QUESTION]): pass question=...")
+        from .demos import prompt_for
+
+        return prompt_for(model, prompt, question, cfg.prompt_demos, cfg.arg_retriever), question
+    return prompt, question or prompt
+
+
+def _list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
