@@ -21,15 +21,15 @@ then (3) one process decodes with K = 0 and every K (``generate_speed``'s loop, 
 masked, interleaved rounds): median ms per decoded token, and the overhead against K = 0.
 Prints a table and appends it, with this command, to BENCHMARKS.md.
 
-    python benchmarks/scale.py --memory [--memory-gb 1.5] [--memory-mb 1024]
+    python benchmarks/scale.py --memory [--memory-gb 1] [--memory-mb 512]
 
 The memory row instead: a synthetic feature cache at d = 4,096 (h in bf16, 8 KB per position;
 K = 8 toolkens, labels 2 % toolkens) of 8 parts of ``--memory-gb`` each, written once; then
-``toolken.training.trainer.fit`` (the training loop, no base model) in a child process per run, with
-``feature_memory_mb = --memory-mb`` and one compute thread: one epoch on 1, 2, 4 and 8 parts (the 1x to 8x caches,
-peak RSS and time per epoch); the 1x cache with its pages dropped from the page cache first
-(``posix_fadvise``: the disk read rate); and two epochs on the 1x cache both streamed and in
-memory (a budget that holds it), for the time per epoch.
+``toolken.training.trainer.fit`` (the training loop, no base model) in a child process per
+run, with ``feature_memory_mb = --memory-mb`` and one compute thread: one epoch on 1, 2, 4 and
+8 parts (the 1x to 8x caches: peak RSS and time per epoch); the 1x cache with its pages
+dropped from the page cache first (``posix_fadvise``: the disk read rate); and two epochs on
+the 1x cache both streamed and in memory (a budget that holds it), for the time per epoch.
 """
 
 from __future__ import annotations
@@ -219,8 +219,8 @@ def main() -> None:
     p.add_argument("--base-model", default=DEFAULT)
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     p.add_argument("--memory", action="store_true", help="the memory row instead (see above)")
-    p.add_argument("--memory-gb", type=float, default=1.5, help="size of the 1x synthetic cache")
-    p.add_argument("--memory-mb", type=float, default=1024, help="feature_memory_mb of the runs")
+    p.add_argument("--memory-gb", type=float, default=1.0, help="size of the 1x synthetic cache")
+    p.add_argument("--memory-mb", type=float, default=512, help="feature_memory_mb of the runs")
     p.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, help=argparse.SUPPRESS)
@@ -301,8 +301,8 @@ def memory_report(args, wrote: dict, runs: dict, cold: dict, both: dict, wall: f
     gb = 2**30
     rss = [r["peak_rss_mb"] for r in runs.values()]
     cmd = "python benchmarks/scale.py --memory" + (
-        f" --memory-gb {args.memory_gb:g}" if args.memory_gb != 1.5 else "") + (
-        f" --memory-mb {args.memory_mb:g}" if args.memory_mb != 1024 else "")
+        f" --memory-gb {args.memory_gb:g}" if args.memory_gb != 1.0 else "") + (
+        f" --memory-mb {args.memory_mb:g}" if args.memory_mb != 512 else "")
     lines = [f"## Scale: training on a feature cache larger than memory — {time.strftime('%Y-%m-%d')}", "",
              f"`{cmd}` on {machine()}; synthetic cache, d = {D:,}, h in bf16 "
              f"({D * 2 + 28:,} bytes per position), K = {K_MEM}, batch 256, "
