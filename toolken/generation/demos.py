@@ -25,7 +25,7 @@ import torch
 from ..core.data import Record
 from ..core.prompts import fill
 from ..core.text import bm25_index
-from .constrain import format_arguments
+from ..tools.arguments import format_arguments
 
 RETRIEVERS = ("bm25", "hidden", "minilm")
 _Q_RE = re.compile(r"\s*Q:\s*(.*?)\s*\nA:", re.S)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
-from .constrain import context_numbers, make_constraint, parse_arguments
+from ..tools.arguments import context_numbers, parse_arguments
+from .constrain import make_constraint
 from .steps import GenerationError, new_cache, pick, step
 
 
