@@ -182,11 +182,16 @@ def cache_is_valid(folder: Path, key: str) -> bool:
         return False
 
 
-def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batch_tokens=8192,
-                  vocab_chunk=8192, progress=True, *, h_dtype: torch.dtype | None = None) -> FeatureView:
-    """The cached features under ``folder``, computed (split across processes, h stored in
-    ``h_dtype``, default the base's) when the cache is missing, stale or corrupt."""
-    h_dtype = h_dtype or base.model.dtype
+def h_dtype_of(cfg, base) -> torch.dtype:
+    """The dtype h is cached in: ``feature_dtype``, where ``auto`` is the base model's."""
+    return base.model.dtype if cfg.feature_dtype == "auto" else H_DTYPES[cfg.feature_dtype]
+
+
+def build_or_load(folder: Path, key: str, base, labelled, cfg, accelerator=None) -> FeatureView:
+    """The cached features under ``folder``, computed (split across processes; batches of
+    ``cfg.feature_batch_tokens``, h stored as ``h_dtype_of(cfg, base)``) when the cache is
+    missing, stale or corrupt."""
+    h_dtype = h_dtype_of(cfg, base)
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     main = rank == 0
@@ -202,8 +207,8 @@ def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batc
         mine = list(range(rank, len(labelled.input_ids), world))
         writer = PartWriter(folder / f"part-{rank:05d}", base.hidden_size, h_dtype)
         for batch in iter_features(base, [labelled.input_ids[i] for i in mine],
-                                   [labelled.labels[i] for i in mine], mine, batch_tokens,
-                                   vocab_chunk, progress and main):
+                                   [labelled.labels[i] for i in mine], mine,
+                                   cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress and main):
             writer.write(batch)
         writer.close()
         if accelerator:
@@ -221,6 +226,5 @@ def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batc
         if valid:
             print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
             (folder / "meta.json").unlink(missing_ok=True)
-            return build_or_load(folder, key, base, labelled, accelerator, batch_tokens,
-                                 vocab_chunk, progress, h_dtype=h_dtype)
+            return build_or_load(folder, key, base, labelled, cfg, accelerator)
         raise
