@@ -33,10 +33,9 @@ def _load_for_generation(args):
     from .model import ToolkenModel
 
     model = ToolkenModel.from_pretrained(args.toolkens)
-    pack = args.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
-    if not isinstance(pack, str):
-        raise ValueError(f"give the tool pack with --tools PACK.py ({args.toolkens} names none)")
-    return model.attach_tools(pack)
+    if not args.tools:
+        raise ValueError(model.missing_pack(args.toolkens))
+    return model.attach_tools(args.tools)
 
 
 def _config(model, args, stop_default: list[str] | None):
@@ -160,7 +159,8 @@ def _synth(args) -> int:
 
 def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
-    g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
+    g.add_argument("--tools", help="tool pack (.py file or module), required: Python code, "
+                   "run as such; a checkpoint never chooses it")
     g.add_argument("--template", help=template_help)
     G.add_arguments(g)
 
@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", default="toolken", help="toolken | icl | cot | zero-shot | retrieval "
                    "(which apply: " + "; ".join(f"{b}: {'/'.join(m)}" for b, m in METHODS.items()) + ")")
     e.add_argument("--toolkens", help="checkpoint folder (needed for method toolken)")
-    e.add_argument("--tools", help="tool pack; default: the checkpoint's")
+    e.add_argument("--tools", help="tool pack (.py): needed by methods toolken and icl; a "
+                   "checkpoint never chooses it")
     e.add_argument("--base-model", help="base model for the baselines (default SmolLM2-135M-Instruct)")
     e.add_argument("--limit", type=int, help="only the first N examples")
     e.add_argument("--out", help="write the JSON report here")

@@ -3,15 +3,16 @@ papers' metrics and written as the JSON contract of ``metrics.write_report``."""
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.prompts import api_prompt
 from ..core.text import bm25_index
-from .loaders import BENCHMARKS, load_benchmark
+from .loaders import BENCHMARKS, EXPECTED, load_benchmark
 from ..generation.decode import generate_batch
-from .methods import run_icl, run_toolken, template_path
+from .methods import _record, run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
 METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
@@ -46,6 +47,18 @@ def check(cfg: EvalConfig) -> None:
                          f"choose one of: {', '.join(METHODS[cfg.bench])}")
     if cfg.method == "toolken" and not cfg.toolkens:
         raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
+    if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
+        raise ValueError(f"--limit {cfg.limit}: give a positive number of examples (omit it for all)")
+
+
+def no_examples(cfg: EvalConfig, skipped: list) -> str:
+    """Why a benchmark file gave no example: its problems by reason, with the first places."""
+    from ..core.data import _grouped
+
+    shown = "\n".join(_grouped(skipped)[:5])
+    first = f"\n  first: {skipped[0].detail}" if skipped else ""
+    return (f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} records skipped):\n"
+            f"{shown}{first}\n  a {cfg.bench} record is {EXPECTED[cfg.bench]}")
 
 
 def load_model(cfg: EvalConfig):
@@ -56,10 +69,10 @@ def load_model(cfg: EvalConfig):
 
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
-        pack = cfg.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+        pack = cfg.tools
         if cfg.method == "toolken":
-            if not isinstance(pack, str):
-                raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")
+            if not pack:
+                raise ValueError(model.missing_pack(cfg.toolkens))
             return model.attach_tools(pack)
         base = model.base
     else:
@@ -79,7 +92,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.limit:
         examples = examples[: cfg.limit]
     if not examples:
-        raise ValueError(f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} skipped)")
+        raise ValueError(no_examples(cfg, skipped))
     model = load_model(cfg)
     family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
     apis = None
@@ -89,7 +102,51 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         provider = cfg.bench.removeprefix("apibench-")
         docs = cfg.api_docs or str(Path(cfg.shared) / "apibench" / "api" / f"{provider}_api.jsonl")
         apis = ApiIndex.from_file(docs, provider)
-    preds = _predict(cfg, family, model, examples, apis, progress)
+    gen = model.generation_config.replace(**cfg.generation)
+    scope = catalogue_filter(cfg, model)
+    preds = _predict(cfg, family, model, examples, apis, gen.replace(**scope), progress)
+    records = _scored(cfg, family, examples, preds, apis)
+    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
+              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
+              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
+              "config": asdict(cfg), "predictions": records, "skipped": skipped}
+    if scope:  # the same questions with every catalogue's toolkens, reported beside
+        everywhere = _scored(cfg, family, examples,
+                             _predict(cfg, family, model, examples, apis, gen.replace(tool_filter=()), progress), apis)
+        report["metrics"]["all_catalogues"] = {
+            **aggregate(cfg.bench, everywhere),
+            "other_catalogue": round(sum(_elsewhere(r, scope) for r in everywhere) / len(everywhere), 4)}
+        for r, e in zip(records, everywhere):
+            r["all_catalogues_prediction"] = e["prediction"]
+    report["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    report["tool_filter"] = list(scope.get("tool_filter", gen.tool_filter))
+    if cfg.out:
+        write_report(cfg.out, report)
+    return report
+
+
+def catalogue_filter(cfg: EvalConfig, model) -> dict:
+    """``{"tool_filter": ("hf.*",)}`` for ``toolken`` on ``apibench-huggingface`` (the
+    benchmark's own catalogue: Gorilla's user knows which hub they ask about) unless the run
+    names its own ``tool_filter`` (``--tool-filter '*'``: every catalogue); ``{}`` otherwise."""
+    if cfg.method != "toolken" or not cfg.bench.startswith("apibench") or "tool_filter" in cfg.generation:
+        return {}
+    from ..tools.catalog import PROVIDERS
+
+    pattern = f"{PROVIDERS[cfg.bench.removeprefix('apibench-')]}.*"
+    if not any(fnmatch.fnmatchcase(t, pattern) for t in model.tools):
+        raise ValueError(f"{cfg.bench}: the checkpoint {cfg.toolkens} has no {pattern} toolken "
+                         f"(e.g. {model.tools[:3]}); give --tool-filter PATTERN ('*' for all)")
+    return {"tool_filter": (pattern,)}
+
+
+def _elsewhere(record: dict, scope: dict) -> bool:
+    """Whether the record's first call chose a toolken outside ``scope``'s filter."""
+    calls = record["calls"]
+    return bool(calls) and not any(fnmatch.fnmatchcase(calls[0]["tool"], p) for p in scope["tool_filter"])
+
+
+def _scored(cfg, family, examples, preds, apis) -> list[dict]:
     records = []
     for ex, p in zip(examples, preds):
         if family == "apibench":
@@ -99,18 +156,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         records.append({"id": ex.id, "prediction": p["prediction"], "gold": ex.gold,
                         **s, "calls": p["calls"], "text": p["text"],
                         **({"reranks": p["reranks"]} if "reranks" in p else {})})
-    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
-              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
-              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
-              "config": asdict(cfg), "predictions": records, "skipped": skipped,
-              "wall_seconds": round(time.perf_counter() - t0, 2)}
-    if cfg.out:
-        write_report(cfg.out, report)
-    return report
+    return records
 
 
-def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[dict]:
-    gen = model.generation_config.replace(**cfg.generation)
+def _predict(cfg, family, model, examples, apis, gen, progress: bool = True) -> list[dict]:
     if family == "apibench":
         return _apibench(cfg, model, examples, apis, gen, progress)
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
@@ -134,12 +183,9 @@ def _apibench(cfg, model, examples, apis, gen, progress: bool = True) -> list[di
         prompts = [api_prompt(ex.question) for ex in examples]
         gens = generate_batch(model, prompts, gen.replace(max_new_tokens=8, max_tool_calls=1),
                               questions=[ex.question for ex in examples], progress=progress)
-        out = []
-        for ex, g in zip(examples, gens):
-            call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
-            out.append({"id": ex.id, "prediction": call, "text": g.text,
-                        "calls": [c.__dict__ for c in g.calls]})
-        return out
+        return [_record(ex, g.text, g.calls,
+                        model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else "",
+                        g.reranks) for ex, g in zip(examples, gens)]
     docs = [f"{r.get('api_name', '')} {r.get('functionality', '')} {r.get('description', '')} "
             f"{r.get('api_call', '')}" for r in apis.records]
     search = bm25_index(docs) if cfg.method == "retrieval" else None
@@ -167,6 +213,10 @@ def _fingerprint(directory: str | None) -> str | None:
 
 
 def summary(report: dict) -> str:
-    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items())
-    return (f"{report['benchmark']} / {report['method']}: n={report['n']} "
+    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items() if not isinstance(v, dict))
+    for k, v in report["metrics"].items():
+        if isinstance(v, dict):  # all_catalogues: the same questions with every catalogue
+            m += f"; {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+    scope = f" [tool_filter {' '.join(report['tool_filter'])}]" if report.get("tool_filter") else ""
+    return (f"{report['benchmark']} / {report['method']}{scope}: n={report['n']} "
             f"(skipped {len(report['skipped'])}): {m} in {report['wall_seconds']} s")

@@ -63,8 +63,9 @@ class GenerationConfig:
     rerank_top_k: int = _f(0, "when a toolken wins, the base model rescores the top k tools' "
                               "descriptions and 'none' (0: off)", minimum=0)
     rerank_none_bias: float = _f(0.0, "the score of 'none'; higher: fewer calls")
-    rerank_method: str = _f("pmi", "pmi: description PMI; choice: Toolken+'s multiple choice",
-                            ("pmi", "choice"))
+    rerank_method: str = _f("pmi", "pmi: description PMI; choice: Toolken+'s multiple choice; "
+                                   "domain: PMI among the top k of the winner's domain (meta)",
+                            ("pmi", "choice", "domain"))
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "
                               "training texts most similar to the question replace them", minimum=0)
@@ -77,7 +78,7 @@ class GenerationConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in ("stop", "tool_filter"):
-                if isinstance(value, str) or not all(isinstance(s, str) and s for s in value):
+                if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
                     raise ValueError(f"{f.name}={value!r} must be a list of non-empty strings")
                 object.__setattr__(self, f.name, tuple(value))
                 continue
@@ -90,7 +91,7 @@ class GenerationConfig:
     # ------------------------------------------------------------------ building
     def replace(self, **overrides) -> "GenerationConfig":
         """A copy with the named fields changed (validated; an unknown name is an error)."""
-        _check_keys(overrides, "generation option")
+        _check_keys(overrides, "generation options")
         return dataclasses.replace(self, **overrides)
 
     @classmethod
@@ -100,7 +101,7 @@ class GenerationConfig:
             return cls()
         if not isinstance(values, dict):
             raise ValueError(f"{where}: must be a mapping of option names to values, got {values!r}")
-        _check_keys(values, f"{where}: option")
+        _check_keys(values, where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as e:
@@ -119,8 +120,8 @@ class GenerationConfig:
     def load(cls, directory: str | Path) -> "GenerationConfig":
         path = Path(directory) / GENERATION_CONFIG_NAME
         try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON: {e}") from None
         return cls.from_dict(values, where=str(path))
 
@@ -131,11 +132,11 @@ class GenerationConfig:
                 self.arg_candidates, self.arg_temperature, self.arg_numbers)
 
 
-def _check_keys(values: dict, what: str) -> None:
+def _check_keys(values: dict, where: str) -> None:
     names = [f.name for f in dataclasses.fields(GenerationConfig)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; valid: {names}")
+        raise ValueError(f"{where}: unknown option(s) {unknown}; valid: {names}")
 
 
 def _check_type(f, value) -> None:

@@ -26,12 +26,14 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.locks import folder_lock
 from .feature_store import (H_DTYPES, Features, FeatureView, PartWriter, dtype_name, part_is_whole,
                             write_meta)
 
@@ -190,41 +192,53 @@ def h_dtype_of(cfg, base) -> torch.dtype:
 def build_or_load(folder: Path, key: str, base, labelled, cfg, accelerator=None) -> FeatureView:
     """The cached features under ``folder``, computed (split across processes; batches of
     ``cfg.feature_batch_tokens``, h stored as ``h_dtype_of(cfg, base)``) when the cache is
-    missing, stale or corrupt."""
-    h_dtype = h_dtype_of(cfg, base)
+    missing, stale or corrupt. The main process holds the folder's lock throughout
+    (``toolken.locks``): a second run building the same cache waits for the first and then
+    reuses its cache, and never deletes its parts."""
+    main = accelerator is None or accelerator.process_index == 0
+    with folder_lock(folder, "feature cache", wait=True) if main else nullcontext():
+        if accelerator:
+            accelerator.wait_for_everyone()  # every process checks the cache under the lock
+        valid = cache_is_valid(folder, key)
+        if not valid:
+            _build(folder, key, base, labelled, cfg, accelerator)
+        elif main:
+            print(f"toolken: reusing feature cache {folder}")
+        try:
+            return FeatureView.open(folder, base.vocab_size)
+        except Exception as e:  # noqa: BLE001 — any unreadable cache is rebuilt once
+            if not valid:
+                raise
+            if main:
+                print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
+            _build(folder, key, base, labelled, cfg, accelerator)
+            return FeatureView.open(folder, base.vocab_size)
+
+
+def _build(folder: Path, key: str, base, labelled, cfg, accelerator) -> None:
+    """Compute every process's share of the features, writing each batch as it comes."""
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     main = rank == 0
-    valid = cache_is_valid(folder, key)
-    if not valid:
-        if main:
-            if folder.exists():
-                print(f"toolken: feature cache {folder} is incomplete or corrupt: rebuilding")
-                shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-        if accelerator:
-            accelerator.wait_for_everyone()
-        mine = list(range(rank, len(labelled.input_ids), world))
-        writer = PartWriter(folder / f"part-{rank:05d}", base.hidden_size, h_dtype)
-        for batch in iter_features(base, [labelled.input_ids[i] for i in mine],
-                                   [labelled.labels[i] for i in mine], mine,
-                                   cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress and main):
-            writer.write(batch)
-        writer.close()
-        if accelerator:
-            accelerator.wait_for_everyone()
-        if main:
-            write_meta(folder, key, [f"part-{r:05d}" for r in range(world)], base.hidden_size,
-                       h_dtype, FORMAT)
-        if accelerator:
-            accelerator.wait_for_everyone()
-    elif main:
-        print(f"toolken: reusing feature cache {folder}")
-    try:
-        return FeatureView.open(folder, base.vocab_size)
-    except Exception as e:  # noqa: BLE001 — any unreadable cache is rebuilt once
-        if valid:
-            print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
-            (folder / "meta.json").unlink(missing_ok=True)
-            return build_or_load(folder, key, base, labelled, cfg, accelerator)
-        raise
+    h_dtype = h_dtype_of(cfg, base)
+    if main:
+        if folder.exists():
+            print(f"toolken: feature cache {folder} is incomplete or corrupt: rebuilding")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    if accelerator:
+        accelerator.wait_for_everyone()
+    mine = list(range(rank, len(labelled.input_ids), world))
+    writer = PartWriter(folder / f"part-{rank:05d}", base.hidden_size, h_dtype)
+    for batch in iter_features(base, [labelled.input_ids[i] for i in mine],
+                               [labelled.labels[i] for i in mine], mine,
+                               cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress and main):
+        writer.write(batch)
+    writer.close()
+    if accelerator:
+        accelerator.wait_for_everyone()
+    if main:
+        write_meta(folder, key, [f"part-{r:05d}" for r in range(world)], base.hidden_size,
+                   h_dtype, FORMAT)
+    if accelerator:
+        accelerator.wait_for_everyone()
