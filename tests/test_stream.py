@@ -46,6 +46,15 @@ def test_view_reads_rows_in_seq_pos_order(tmp_path):
     assert view.toolken_labels() == 0
 
 
+def test_view_reads_the_files_it_opened_after_the_folder_goes(tmp_path):
+    import shutil
+
+    view, h = synthetic_cache(tmp_path / "c", rng_lengths(10))
+    train_part = view.select(np.arange(5))
+    shutil.rmtree(tmp_path / "c")  # e.g. another run found it stale and rebuilt it
+    assert torch.equal(view.read().h, h) and len(train_part.load()) < len(h)
+
+
 def rng_lengths(n, seed=1):
     return np.random.default_rng(seed).integers(1, 30, n).tolist()
 

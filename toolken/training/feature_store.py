@@ -12,8 +12,9 @@ one folder per process that computed features, ``part-00000``, ...:
 Rows of a sequence are contiguous in its part; the parts hold sequences in the order the
 frozen pass met them (by length). A ``FeatureView`` is a list of runs in (sequence, position)
 order — the logical order every consumer sees, whatever the number of parts — and reads any
-row range with ``os.preadv`` into buffers it allocates. Nothing is memory-mapped, so what a
-reader holds in memory (its RSS) is what it asked for, not the pages of the file it touched.
+row range with ``os.preadv`` (its files opened once) into buffers it allocates. Nothing is
+memory-mapped, so what a reader holds in memory (its RSS) is what it asked for, not the pages
+of the file it touched.
 """
 
 from __future__ import annotations
@@ -133,6 +134,30 @@ def part_is_whole(path: Path, hidden_size: int, h_dtype: torch.dtype) -> bool:
         return False
 
 
+def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    """Read ``len(buf)`` bytes at ``offset`` into ``buf`` (no copy where ``os.preadv`` exists)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buf], offset)
+    data = os.pread(fd, len(buf), offset)  # macOS before Python 3.13 has no preadv
+    buf[:len(data)] = data
+    return len(data)
+
+
+class PartFiles:
+    """Every part's ``h.bin`` and ``scalars.bin``, opened once and closed with the last view:
+    a run reads the files it started with, even if the folder is replaced meanwhile."""
+
+    def __init__(self, folder: Path, parts: list[str]):
+        self.fds: dict[tuple[int, str], int] = {}
+        for i, p in enumerate(parts):
+            for name in ("h.bin", "scalars.bin"):
+                self.fds[i, name] = os.open(folder / p / name, os.O_RDONLY)
+
+    def __del__(self):
+        for fd in self.fds.values():
+            os.close(fd)
+
+
 class FeatureView:
     """Rows of a cache in (seq, pos) order, or of a subset of its sequences; reads on demand.
 
@@ -140,9 +165,10 @@ class FeatureView:
     """
 
     def __init__(self, folder: Path, parts: list[str], hidden_size: int, h_dtype: torch.dtype,
-                 vocab_size: int, runs: np.ndarray):
+                 vocab_size: int, runs: np.ndarray, files: PartFiles | None = None):
         self.folder, self.parts, self.d, self.h_dtype = folder, parts, hidden_size, h_dtype
         self.vocab_size, self.runs = vocab_size, runs
+        self.files = files or PartFiles(folder, parts)
         self.offsets = np.r_[0, np.cumsum(runs[:, 3])]  # logical first row of each run
         self.h_item = torch.empty(0, dtype=h_dtype).element_size()
         self.row_bytes = hidden_size * self.h_item + ROW.itemsize
@@ -165,7 +191,8 @@ class FeatureView:
     def select(self, seqs: np.ndarray) -> "FeatureView":
         """The rows of the given sequence ids (in the same order as here)."""
         keep = np.isin(self.runs[:, 0], seqs)
-        return FeatureView(self.folder, self.parts, self.d, self.h_dtype, self.vocab_size, self.runs[keep])
+        return FeatureView(self.folder, self.parts, self.d, self.h_dtype, self.vocab_size,
+                           self.runs[keep], self.files)
 
     def pieces(self, a: int, b: int) -> list[tuple[int, int, int]]:
         """Rows [a, b) as (part, first row in the part, rows), physically adjacent ones merged."""
@@ -189,20 +216,15 @@ class FeatureView:
         done = nbytes = 0
         hb = h.reshape(-1).view(np.uint8) if h is not None else None
         for part, first, n in self.pieces(a, b):
-            folder = self.folder / self.parts[part]
             files = [("scalars.bin", rec.view(np.uint8), ROW.itemsize)]
             if hb is not None:
                 files.append(("h.bin", hb, self.d * self.h_item))
             for name, buf, width in files:
                 want = memoryview(buf[done * width:(done + n) * width])
-                fd = os.open(folder / name, os.O_RDONLY)
-                try:
-                    got = os.preadv(fd, [want], first * width)
-                finally:
-                    os.close(fd)
+                got = _pread_into(self.files.fds[part, name], want, first * width)
                 if got != len(want):
-                    raise OSError(f"{folder / name}: short read ({got} of {len(want)} bytes); "
-                                  "the feature cache is damaged: delete it to rebuild")
+                    raise OSError(f"{self.folder / self.parts[part] / name}: short read ({got} of "
+                                  f"{len(want)} bytes); the feature cache is damaged: delete it to rebuild")
                 nbytes += got
             done += n
         return nbytes
