@@ -209,6 +209,7 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
     if cfg.report_to != "none":
         accelerator.init_trackers(cfg.wandb_project, config=to_dict(cfg))
     V = train_f.vocab_size
+    read0 = (0, 0.0)  # bytes and seconds the read-ahead thread had spent at the last record
     curve: list[tuple[float, float]] = [p for e in history for p in e.get("curve", [])]
     for epoch in range(first_epoch, cfg.epochs):
         bad = torch.zeros((), dtype=torch.bool, device=device)
@@ -217,7 +218,7 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress))
         epoch_curve = []
-        t_epoch, read0 = time.perf_counter(), (stream.read_bytes, stream.read_seconds)
+        t_epoch = time.perf_counter()
         for step, (mine, n_global) in enumerate(bar):  # this process's share of the global batch
             z = ddp_rows(mine.h.to(device))  # (n, K), fp32
             per = toolken_loss(z, mine.lse.to(device), mine.zt.to(device), mine.label.to(device), V)
@@ -244,9 +245,10 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
         dev = evaluate(rows, dev_f, device) if len(dev_f) else None
         record = {"epoch": epoch + 1, "train_loss": epoch_curve[-1][1], "lr": scheduler.get_last_lr()[0],
                   "epoch_seconds": epoch_seconds, "read_mb": (stream.read_bytes - read0[0]) / 2**20,
-                  "read_seconds": stream.read_seconds - read0[1],
+                  "read_seconds": stream.read_seconds - read0[1],  # since the last epoch's record
                   "curve": epoch_curve, **({f"dev_{k}": v for k, v in dev.items()} if dev else {})}
         history.append(record)
+        read0 = (stream.read_bytes, stream.read_seconds)
         improved = best is None or dev is None or (dev["f1"], -dev["loss"]) > (best["dev_f1"], -best["dev_loss"])
         if improved:
             best = {k: v for k, v in record.items() if k != "curve"}
