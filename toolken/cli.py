@@ -163,6 +163,17 @@ def _generation_arguments(g, template_help: str) -> None:
                    "run as such; a checkpoint never chooses it")
     g.add_argument("--template", help=template_help)
     G.add_arguments(g)
+    _tool_runner_arguments(g)
+
+
+def _tool_runner_arguments(g) -> None:
+    """Where tools run (toolken.tools.workers); applied by main() before the command."""
+    g.add_argument("--tool-isolation", choices=("process", "thread"), default="process",
+                   help="process (default): persistent worker processes, killed on timeout, "
+                   "memory-capped, output captured; thread: in this process, not contained")
+    g.add_argument("--tool-workers", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--tool-memory-mb", type=int, default=4096,
+                   help="private memory each worker may use, in MB (0: no limit; default 4096)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "records must not duplicate (repeatable)")
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable)")
+    _tool_runner_arguments(s)
     s.set_defaults(func=_synth)
 
     from .evaluation.run import METHODS
@@ -239,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
     G.add_arguments(e)
+    _tool_runner_arguments(e)
     e.set_defaults(func=_eval)
     return p
 
@@ -247,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "tool_isolation", None):
+            from .tools.workers import configure
+
+            configure(args.tool_isolation, args.tool_workers, args.tool_memory_mb or None)
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as e:  # our errors say what to fix
         if os.environ.get("TOOLKEN_DEBUG"):
