@@ -50,7 +50,7 @@ def load_features(model, directory):
     cfg = from_dict(model.extra_config["training"]["config"], f"{directory}'s recipe")
     train, dev, digest = load_records(cfg, verbose=False)
     data = prepare_data(cfg, model.base, model.tools, train, dev, digest, verbose=False)
-    tr, dv = split_features(cfg, model.base, model.tools, data)
+    tr, dv = (v.load() for v in split_features(cfg, model.base, model.tools, data))  # in memory
     record_of = np.asarray(data.labelled.record_index)
     return tr, dv, record_of, data.records, cfg
 

@@ -203,7 +203,7 @@ def _training_features(model, directory):
     cfg = from_dict(stored, f"{directory}'s training config")
     train, dev, digest = load_records(cfg, verbose=False)
     data = prepare_data(cfg, model.base, model.tools, train, dev, digest, verbose=False)
-    return split_features(cfg, model.base, model.tools, data)[0]
+    return split_features(cfg, model.base, model.tools, data)[0].load()  # in memory
 
 
 def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted"):
