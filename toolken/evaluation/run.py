@@ -7,7 +7,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .loaders import BENCHMARKS, load_benchmark
+from ..demos import has_demos
+from .loaders import BENCHMARKS, load_benchmark, load_warnings
 from .methods import bm25_index, run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
@@ -85,6 +86,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         examples = examples[: cfg.limit]
     if not examples:
         raise ValueError(f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} skipped)")
+    notes = load_warnings(examples)
+    if notes:
+        print(f"toolken eval: {len(notes)} record(s) scored without tool metadata; "
+              f"first: {notes[0]}")
     model = load_model(cfg)
     family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
     apis = None
@@ -94,7 +99,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         provider = cfg.bench.removeprefix("apibench-")
         docs = cfg.api_docs or str(Path(cfg.shared) / "apibench" / "api" / f"{provider}_api.jsonl")
         apis = ApiIndex.from_file(docs, provider)
-    preds = _predict(cfg, family, model, examples, apis, progress)
+    preds = _predict(cfg, family, model, examples, apis, notes, progress)
     records = []
     for ex, p in zip(examples, preds):
         if family == "apibench":
@@ -107,14 +112,15 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
               "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
               "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
-              "config": asdict(cfg), "predictions": records, "skipped": skipped,
+              "config": {**asdict(cfg), "notes": notes}, "predictions": records,
+              "skipped": skipped,
               "wall_seconds": round(time.perf_counter() - t0, 2)}
     if cfg.out:
         write_report(cfg.out, report)
     return report
 
 
-def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[dict]:
+def _predict(cfg, family, model, examples, apis, notes, progress: bool = True) -> list[dict]:
     if family == "apibench":
         return _apibench(cfg, model, examples, apis, progress)
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
@@ -127,8 +133,7 @@ def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[
     if cfg.method == "icl":
         return run_icl(model, examples, template, stop, n, read)
     if cfg.method == "toolken":
-        defaults = model.generation_defaults()
-        k = cfg.prompt_demos if cfg.prompt_demos is not None else defaults.get("prompt_demos", 0)
+        k = _prompt_demos(cfg, model, template, notes)
         return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
                            first_call_only=family == "kamel", toolken_bias=cfg.toolken_bias,
                            tool_options=model.tool_options_over(cfg.tool_options), prompt_demos=k,
@@ -136,6 +141,28 @@ def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[
     return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
                        first_call_only=family == "kamel", mask_tools=cfg.method == "cot",
                        rerank=_rerank(cfg))
+
+
+def _prompt_demos(cfg: EvalConfig, model, template: str, notes: list[str]) -> int:
+    """The number of retrieved prompt demos: --prompt-demos, else the checkpoint's default.
+    A stored default that does not apply (the template has no 'Q: ...' demo block, as the
+    funcqa-mh and gsm8k-xl prompts) is skipped with a note, printed and kept in ``notes``;
+    an explicit --prompt-demos on such a template is an error."""
+    if cfg.prompt_demos:
+        if not has_demos(template):
+            raise ValueError(f"--prompt-demos {cfg.prompt_demos}: the {cfg.bench} template has "
+                             f"no 'Q: ...' demo block to replace; use --prompt-demos 0")
+        return cfg.prompt_demos
+    if cfg.prompt_demos is not None:
+        return cfg.prompt_demos
+    k = model.generation_defaults().get("prompt_demos", 0) or 0
+    if k and not has_demos(template):
+        note = (f"the checkpoint's default prompt_demos={k} skipped: the template has no "
+                f"'Q: ...' demo block to replace (its own demos are used)")
+        print(f"toolken eval: {note}")
+        notes.append(note)
+        return 0
+    return k
 
 
 def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
