@@ -54,9 +54,9 @@ def append_report(path: str, text: str) -> None:
 
 
 def prepare(cfg):
-    """Base, model and labelled data exactly as ``toolken.trainer.train`` makes them."""
-    from toolken.base import load_base
-    from toolken.pipeline import load_records, prepare_data, prepare_model
+    """Base, model and labelled data exactly as ``toolken.training.trainer.train`` makes them."""
+    from toolken.core.base import load_base
+    from toolken.training.pipeline import load_records, prepare_data, prepare_model
 
     base = load_base(cfg.base_model, dtype=cfg.dtype, device=cfg.device)
     train_r, dev_r, digest = load_records(cfg, verbose=False)

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from toolken.data import FORMATS  # noqa: E402
+from toolken.core.data import FORMATS  # noqa: E402
 from toolken.evaluation import BENCHMARKS, load_benchmark  # noqa: E402
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -95,11 +95,11 @@ class Index:
 
 
 def training_texts(paths: list[str], fmt: str, tools: str | None) -> list[str]:
-    from toolken.convert import convert
+    from toolken.training.convert import convert
 
     registry = None
     if tools:
-        from toolken.registry import load_pack
+        from toolken.tools import load_pack
 
         registry = load_pack(tools)
     texts = []

@@ -1,4 +1,4 @@
-"""False-call rate and tool accuracy with and without the Toolken+ rerank (toolken.rerank).
+"""False-call rate and tool accuracy with and without the Toolken+ rerank (toolken.generation.rerank).
 
     OMP_NUM_THREADS=1 python benchmarks/false_calls.py --toolkens outputs/kamel --limit 100 \
         --bias calibrated 2 --top-k 3 --method pmi choice --none-bias 0 2 \
@@ -37,7 +37,7 @@ def no_tool_questions(path: Path) -> list[str]:
 
 def run(model, questions: list[str], template: str, bias: float, top_k: int, none_bias: float,
         method: str, batch_size: int):
-    from toolken.batch import generate_batch
+    from toolken.generation.batch import generate_batch
     from toolken.evaluation.run import STOPS
 
     return generate_batch(model, [template.replace("[QUESTION]", q) for q in questions],

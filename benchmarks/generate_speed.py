@@ -112,7 +112,7 @@ def main() -> None:
                                stop=["\nQ:", "\n\n"], reencode=reencode, prompt_lookup=lookup)
                 for q in qs]
         runs[name] = (time.perf_counter() - t, gens)
-    from toolken.batch import generate_batch
+    from toolken.generation.batch import generate_batch
 
     model.prefix_store.clear()
     model._tool_modes.clear()

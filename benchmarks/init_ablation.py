@@ -63,8 +63,8 @@ def initial_head(base, names: list[str], texts: list[str], init: str, seed: int)
 
 def fit(rows, feats, cfg, seed: int) -> None:
     """Train the rows on the cached features: the trainer's objective and schedule."""
-    from toolken.loss import toolken_loss
-    from toolken.trainer import scheduler_for
+    from toolken.training.loss import toolken_loss
+    from toolken.training.trainer import scheduler_for
 
     opt = torch.optim.AdamW(rows.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(len(feats) / cfg.batch_size)
@@ -83,7 +83,7 @@ def fit(rows, feats, cfg, seed: int) -> None:
 
 @torch.no_grad()
 def score(rows, dev) -> dict:
-    from toolken.trainer import evaluate
+    from toolken.training.trainer import evaluate
 
     gold = dev.label >= dev.vocab_size
     top1 = rows(dev.h[gold]).argmax(-1) == dev.label[gold] - dev.vocab_size
@@ -107,9 +107,9 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "RESULTS.md"))
     args = p.parse_args()
     shots, seeds = [int(x) for x in args.shots.split(",")], [int(x) for x in args.seeds.split(",")]
-    from toolken.config import load_config
-    from toolken.pipeline import split_features, tool_list
-    from toolken.trainer import TrainableRows
+    from toolken.training.config import load_config
+    from toolken.training.pipeline import split_features, tool_list
+    from toolken.training.trainer import TrainableRows
 
     t0 = time.perf_counter()
     cfg = load_config(None, SETTINGS)

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args(argv)
 
-    from toolken.demos import checkpoint_pool, retrieved_template
+    from toolken.generation.demos import checkpoint_pool, retrieved_template
     from toolken.model import ToolkenModel
     from toolken.tools import load_pack
 

@@ -13,9 +13,9 @@ only the amount of data and K change. (Real texts spend more tokens per call: KA
 
 Per K, each step in its own child process (peak memory = that process's RSS high-water
 mark, ``ru_maxrss``: base model, data, cache and head together):
-(1) the frozen pass: ``toolken.pipeline.split_features`` into an empty cache folder; its
+(1) the frozen pass: ``toolken.training.pipeline.split_features`` into an empty cache folder; its
     time, and the bytes of the Arrow cache it writes;
-(2) ``toolken.trainer.train`` on that cache (reused, not rebuilt): time per epoch (the
+(2) ``toolken.training.trainer.train`` on that cache (reused, not rebuilt): time per epoch (the
     trainer's ``epoch_seconds``: the optimisation steps over every training position);
 then (3) one process decodes with K = 0 and every K (``generate_speed``'s loop, toolkens
 masked, interleaved rounds): median ms per decoded token, and the overhead against K = 0.
@@ -60,7 +60,7 @@ def write_data(path: Path, k: int, per_tool: int, per_record: int, seed: int = 0
 
 
 def config(args, work: Path):
-    from toolken.config import load_config
+    from toolken.training.config import load_config
 
     data = work / "train.jsonl"
     if not data.exists():
@@ -77,7 +77,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def run_features(args, work: Path) -> dict:
-    from toolken.pipeline import split_features
+    from toolken.training.pipeline import split_features
 
     cfg = config(args, work)
     base, model, data = prepare(cfg)
@@ -91,7 +91,7 @@ def run_features(args, work: Path) -> dict:
 
 
 def run_train(args, work: Path) -> dict:
-    from toolken.trainer import train
+    from toolken.training.trainer import train
 
     res = train(config(args, work))
     return {"epoch_seconds": [h["epoch_seconds"] for h in res.history]}
@@ -99,9 +99,9 @@ def run_train(args, work: Path) -> dict:
 
 def run_decode(args, work: Path) -> dict:
     from generate_speed import PLAIN_PROMPTS, per_token_ours, with_k
-    from toolken.base import load_base
+    from toolken.core.base import load_base
     from toolken.model import ToolkenModel
-    from toolken.registry import ToolRegistry
+    from toolken.tools.registry import ToolRegistry
 
     holder = ToolkenModel(load_base(args.base_model), [])
     holder.registry = ToolRegistry()  # no tool ever runs: toolkens are masked

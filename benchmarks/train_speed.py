@@ -32,7 +32,7 @@ TOOLS = ["add", "subtract", "multiply", "divide", "power", "sqrt", "log", "ln", 
 
 
 def config(args, out: str):
-    from toolken.config import load_config
+    from toolken.training.config import load_config
 
     return load_config(REPO / "configs/funcqa.yaml", {
         "base_model": args.base_model, "tools": TOOLS, "epochs": args.epochs, "output_dir": out,
@@ -50,7 +50,7 @@ def limited(args, out: str) -> str:
 
 
 def run_ours(args, out: str) -> dict:
-    from toolken.trainer import train
+    from toolken.training.trainer import train
 
     t0 = time.perf_counter()
     res = train(config(args, out))
@@ -71,8 +71,8 @@ def run_paper(args, out: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from toolken.features import compute_features
-    from toolken.loss import predict, prf, toolken_counts
+    from toolken.training.features import compute_features
+    from toolken.training.loss import predict, prf, toolken_counts
 
     cfg, base, model, data = setup(args, out)
     dev = set(data.dev_seqs.tolist())

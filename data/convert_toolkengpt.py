@@ -5,13 +5,13 @@
     python data/convert_toolkengpt.py kamel $B/kamel/train_clean.json kamel_train.jsonl
 
 Prints what was converted and every record that could not be (with its index and reason).
-The rules live in toolken.convert (convert_funcqa, convert_kamel).
+The rules live in toolken.training.convert (convert_funcqa, convert_kamel).
 """
 
 import argparse
 
-from toolken.convert import convert
-from toolken.data import save_jsonl
+from toolken.training.convert import convert
+from toolken.core.data import save_jsonl
 
 FORMATS = {"funcqa": "toolkengpt-funcqa", "kamel": "toolkengpt-kamel"}
 

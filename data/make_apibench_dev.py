@@ -3,7 +3,7 @@
     python data/make_apibench_dev.py [--config configs/apibench.yaml] [--out outputs/apibench_torchhub_dev.json]
 
 Takes exactly the dev split of `toolken train CONFIG` (the same files in the same order,
-dev_fraction and seed; toolken.pipeline.dev_indices) and keeps the held-out records that came
+dev_fraction and seed; toolken.training.pipeline.dev_indices) and keeps the held-out records that came
 from train_file (Gorilla's torchhub_train.json), written as JSON lines: the layout
 `toolken eval apibench-torchhub` reads. The synthetic HuggingFace / TF Hub records of the split
 are not benchmark records and are left out.
@@ -15,9 +15,9 @@ import os
 import re
 import warnings
 
-from toolken.config import load_config
-from toolken.convert import _json_records
-from toolken.pipeline import dev_indices, load_records
+from toolken.training.config import load_config
+from toolken.training.convert import _json_records
+from toolken.training.pipeline import dev_indices, load_records
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import json
 import os
 import re
 
-from toolken.config import load_config
-from toolken.convert import convert
-from toolken.pipeline import dev_indices, load_records
+from toolken.training.config import load_config
+from toolken.training.convert import convert
+from toolken.training.pipeline import dev_indices, load_records
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ ToolkenGPT's training or test files; the templates were written for this project
 from the hand-written dev sets (``data/dev/``; ``benchmarks/dev_audit.py`` measures their
 overlap with this file's texts, RESULTS.md).
 
-    python data/make_funcqa_questions.py --out outputs/funcqa_questions.jsonl [--per-template 3]
+    python data/make_funcqa_questions.py --out outputs/funcqa_questions.jsonl [--per-template 4]
 
 ``configs/funcqa.yaml`` reads the file as ``extra_train_files`` (after ``train.json``).
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from toolken.data import Record, ToolCall, save_jsonl  # noqa: E402
-from toolken.registry import load_pack  # noqa: E402
+from toolken.core.data import Record, ToolCall, save_jsonl  # noqa: E402
+from toolken.tools import load_pack  # noqa: E402
 
 
 def _int(lo, hi):
@@ -264,7 +264,7 @@ def build(per_template: int, seed: int) -> list[Record]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/funcqa_questions.jsonl")
-    p.add_argument("--per-template", type=int, default=3)
+    p.add_argument("--per-template", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     records = build(a.per_template, a.seed)

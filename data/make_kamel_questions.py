@@ -19,8 +19,8 @@ descriptions (``api_desc.json``); never from ``dev_first_30.json``. Per training
   <subject>?").
 
 The record is ``<prompt with the question> <answer>.`` with the answer's span marked as the
-call's result (canonical format, ``toolken.data``). ``--story`` appends the converted
-story-style records too (``toolken.convert``, format ``toolkengpt-kamel``), so one file
+call's result (canonical format, ``toolken.core.data``). ``--story`` appends the converted
+story-style records too (``toolken.training.convert``, format ``toolkengpt-kamel``), so one file
 holds both kinds. Duplicate texts are written once.
 """
 
@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from make_kamel_knowledge import DEFAULT_TRAIN, parse_call  # noqa: E402  (data/ sibling)
 
-from toolken.convert import convert  # noqa: E402
-from toolken.data import Record, save_jsonl  # noqa: E402
-from toolken.generate import result_join  # noqa: E402
+from toolken.training.convert import convert  # noqa: E402
+from toolken.core.data import Record, save_jsonl  # noqa: E402
+from toolken.core.data import result_join  # noqa: E402
 
 KAMEL_DIR = DEFAULT_TRAIN.parent
 SIGNATURE = re.compile(r"^\s*(\w+)\(([^)]*)\)\s*:\s*(?:gets\s+)?(.*?)\.?\s*$")

@@ -23,13 +23,13 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_base():
-    from toolken.base import load_base
+    from toolken.core.base import load_base
 
     return load_base("tiny-random-llama")
 
 
 @pytest.fixture(scope="session")
 def smol_base():
-    from toolken.base import load_base
+    from toolken.core.base import load_base
 
     return load_base("SmolLM2-135M-Instruct")

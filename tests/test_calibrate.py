@@ -2,10 +2,10 @@
 
 import torch
 
-from toolken.calibrate import best_bias, calibrate
-from toolken.loss import predict, prf, toolken_counts
+from toolken.training.calibrate import best_bias, calibrate
+from toolken.training.loss import predict, prf, toolken_counts
 from test_train import tiny_cfg
-from toolken.trainer import train
+from toolken.training.trainer import train
 
 
 def test_best_bias_matches_brute_force():

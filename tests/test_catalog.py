@@ -1,4 +1,4 @@
-"""APIBench catalogues as tools (toolken.catalog, tools/apibench.py): counts and names
+"""APIBench catalogues as tools (toolken.tools.catalog, tools/apibench.py): counts and names
 against a plain count of the files, kept records, duplicate reports, bad lines, calls."""
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from toolken.catalog import (CatalogError, base_name, domain_task, hub_ids, load_catalog,
+from toolken.tools.catalog import (CatalogError, base_name, domain_task, hub_ids, load_catalog,
                              unique_names)
-from toolken.registry import NAME_RULE
+from toolken.tools.registry import NAME_RULE
 from toolken.tools import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_calls_that_cannot_run_say_why(catalog):
 
 @pytest.mark.real_model
 def test_local_hf_record_runs_through_hf_model_tool(api_paths):
-    from toolken.hf_tools import minilm_folder
+    from toolken.tools.hf_tools import minilm_folder
 
     try:
         folder = minilm_folder()

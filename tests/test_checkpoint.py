@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from toolken.base import build_tiny
-from toolken.checkpoint import CheckpointError, load_checkpoint
+from toolken.core.base import build_tiny
+from toolken.core.checkpoint import CheckpointError, load_checkpoint
 from toolken.model import ToolkenModel
 
 
@@ -50,7 +50,7 @@ def test_logits_equal_base_model_on_vocab(tiny_base):
 def test_other_base_is_refused(tiny_base, tmp_path):
     make_model(tiny_base).save_pretrained(tmp_path / "ckpt")
     other_model, tok = build_tiny(seed=1)
-    from toolken.base import Base, weight_fingerprint
+    from toolken.core.base import Base, weight_fingerprint
     other = Base(other_model.eval(), tok, "my-other-llama", weight_fingerprint(other_model))
     with pytest.raises(CheckpointError, match="made for base model 'tiny-random-llama'.*my-other-llama"):
         ToolkenModel.from_pretrained(tmp_path / "ckpt", base=other)
@@ -60,7 +60,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tiny_base, tmp_path, monkeypat
     m = make_model(tiny_base)
     m.save_pretrained(tmp_path / "ckpt")
     before = (tmp_path / "ckpt" / "toolken_model.safetensors").read_bytes()
-    import toolken.checkpoint as ck
+    import toolken.core.checkpoint as ck
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -90,7 +90,7 @@ def test_add_tools_keeps_old_rows(tiny_base):
     assert list(rows) == [3] and m.tools[-1] == "power"
     assert torch.equal(m.head.weight[:3], old)
     # the direction of the text's mean input embedding, at the norm random rows have
-    from toolken.head import RANDOM_ROW_NORM
+    from toolken.core.head import RANDOM_ROW_NORM
 
     ids = tiny_base.tokenizer("power: a to the power b", add_special_tokens=False)["input_ids"]
     mean = tiny_base.model.get_input_embeddings().weight[ids].mean(0)

@@ -8,7 +8,7 @@ import torch
 
 from toolken.cli import main
 from toolken.model import ToolkenModel
-from toolken.registry import load_pack
+from toolken.tools.registry import load_pack
 
 PACK = '''
 from toolken import tool

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolken.config import extra_files, load_config
+from toolken.training.config import extra_files, load_config
 from conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Tests for toolken.constrain: argument grammar, parser, and token masks.
+"""Tests for toolken.generation.constrain: argument grammar, parser, and token masks.
 
 The masks are checked on the real SmolLM2 tokenizer (marked ``real_model``) by sampling
 from random logits under the constraint and checking the text with plain regexes written
@@ -15,9 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolken import constrain
-from toolken.base import TINY_CHARS, build_tiny_tokenizer, load_base
-from toolken.constrain import (BACKENDS, call_grammar, format_arguments, make_constraint,
+from toolken.generation import constrain
+from toolken.core.base import TINY_CHARS, build_tiny_tokenizer, load_base
+from toolken.generation.constrain import (BACKENDS, call_grammar, format_arguments, make_constraint,
                                parse_arguments, parse_number, positional_params)
 
 K = 13  # toolken columns appended after the LM head rows

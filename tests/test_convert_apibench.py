@@ -1,4 +1,4 @@
-"""APIBench's torchhub_train.json against the real Torch Hub catalogue (toolken.convert),
+"""APIBench's torchhub_train.json against the real Torch Hub catalogue (toolken.training.convert),
 and the config-driven path (configs/apibench.yaml -> pipeline.load_records)."""
 
 import json
@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 
 from conftest import REPO, shared_path
-from toolken.catalog import load_catalog
-from toolken.config import load_config
-from toolken.convert import convert, convert_apibench
-from toolken.data import DataError, Record
+from toolken.tools.catalog import load_catalog
+from toolken.training.config import load_config
+from toolken.training.convert import convert, convert_apibench
+from toolken.core.data import DataError, Record
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_config_path_loads_the_catalogue(train_file, monkeypatch):
     monkeypatch.chdir(REPO)
     for name in ("huggingface_api.jsonl", "tensorflowhub_api.jsonl"):
         shared_path("apibench", "api", name)
-    from toolken.pipeline import load_records
+    from toolken.training.pipeline import load_records
 
     cfg = load_config(REPO / "configs" / "apibench.yaml", {"extra_train_files": []})
     with warnings.catch_warnings():
@@ -98,7 +98,7 @@ def test_make_apibench_dev_writes_the_held_out_torchhub_records(train_file, tmp_
     """The script's split is the training run's: the same files, order, fraction and seed."""
     import sys
 
-    from toolken.pipeline import dev_indices
+    from toolken.training.pipeline import dev_indices
 
     lines = [x for x in train_file.read_text().splitlines() if x.strip()][:12]
     (tmp_path / "th.json").write_text("\n".join(lines) + "\n")

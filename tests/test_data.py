@@ -1,4 +1,4 @@
-"""Tests for toolken.data: the canonical format, the ToolkenGPT converters, labelling."""
+"""Tests for toolken.core.data: the canonical format, the ToolkenGPT converters, labelling."""
 
 import json
 import random
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from toolken.base import build_tiny_tokenizer
-from toolken.convert import convert, convert_funcqa, convert_kamel
-from toolken.data import IGNORE, DataError, Record, ToolCall, label_records, load_jsonl, save_jsonl
+from toolken.core.base import build_tiny_tokenizer
+from toolken.training.convert import convert, convert_funcqa, convert_kamel
+from toolken.core.data import IGNORE, DataError, Record, ToolCall, label_records, load_jsonl, save_jsonl
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "toolkengpt"
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data absent: {BENCH}")
@@ -283,7 +283,7 @@ def test_duplicate_tools(tok):
 
 @pytest.mark.real_model
 def test_whitespace_rule_real_tokenizer():
-    from toolken.base import load_base
+    from toolken.core.base import load_base
 
     tokenizer = load_base("SmolLM2-135M-Instruct").tokenizer
     text = "For example, the school district for FGH Elementary School is District 1011."

@@ -4,11 +4,11 @@ majority vote, numbers from the context, and the checkpoint's generation default
 import pytest
 import torch
 
-from toolken.data import Record, ToolCall, save_jsonl
-from toolken.demos import DemoPool, checkpoint_pool, question_of, retrieved_template, with_calls
-from toolken.generate import ToolModeOptions
+from toolken.core.data import Record, ToolCall, save_jsonl
+from toolken.generation.demos import DemoPool, checkpoint_pool, question_of, retrieved_template, with_calls
+from toolken.generation.decode import ToolModeOptions
 from toolken.model import ToolkenModel
-from toolken.registry import ToolRegistry
+from toolken.tools.registry import ToolRegistry
 from toolken.tools import tool
 
 
@@ -88,7 +88,7 @@ def trained(tiny_base, tmp_path):
 
 
 def test_checkpoint_pool_leaves_out_dev_records(trained):
-    from toolken.pipeline import dev_indices
+    from toolken.training.pipeline import dev_indices
 
     pool = checkpoint_pool(trained, trained.registry)
     dev = {question_of(RECORDS[i]) for i in dev_indices(len(RECORDS), 0.5, 0)}
@@ -144,8 +144,8 @@ def test_run_toolken_with_retrieved_prompt_demos(trained, monkeypatch):
 
 
 def test_close_results_single_and_batch_agree(trained):
-    from toolken.batch import generate_batch
-    from toolken.generate import digit_tokens
+    from toolken.generation.batch import generate_batch
+    from toolken.generation.decode import digit_tokens
 
     digits = digit_tokens(trained, True)
     pieces = trained.tokenizer.convert_ids_to_tokens(digits.tolist())
@@ -166,7 +166,7 @@ TEMPLATE = "Answer with a tool.\n\nQ: fixed demo?\nA: 1+1=2.\n\nQ: [QUESTION]\nA
 
 
 def test_in_prompt_layout(tmp_path):
-    from toolken.demos import in_prompt_layout
+    from toolken.generation.demos import in_prompt_layout
 
     path = tmp_path / "t.txt"
     path.write_text(TEMPLATE)
@@ -239,7 +239,7 @@ def _bm25_reference(docs, query, k):
 def test_bm25_index_matches_a_plain_reference():
     import random
 
-    from toolken.evaluation.methods import bm25_index
+    from toolken.core.text import bm25_index
 
     rng, words = random.Random(3), "a b c d e f g h 1 2 3".split()
     for _ in range(200):

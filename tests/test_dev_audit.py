@@ -7,7 +7,7 @@ import math
 import random
 from collections import Counter
 
-from toolken.data import Record, save_jsonl
+from toolken.core.data import Record, save_jsonl
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("dev_audit", REPO / "benchmarks" / "dev_audit.py")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from toolken.data import DataError
+from toolken.core.data import DataError
 from toolken.evaluation import BENCHMARKS, Example, load_benchmark, load_warnings
 from conftest import shared_path
 

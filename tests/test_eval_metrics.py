@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolken.data import Problem
+from toolken.core.data import Problem
 from toolken.evaluation import (ApiIndex, aggregate, approx_correct, em2_correct,
                                 final_number, first_tool, load_benchmark, score,
                                 tool_correct, write_report)

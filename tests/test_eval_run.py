@@ -6,7 +6,7 @@ import pytest
 
 from toolken.evaluation.run import METHODS, EvalConfig, evaluate
 from toolken.model import ToolkenModel
-from toolken.registry import load_pack
+from toolken.tools.registry import load_pack
 from conftest import REPO, SHARED, shared_path
 
 DATA = {"funcqa-oh": ("toolkengpt", "funcqa", "format_sample_oh.json"),

@@ -5,9 +5,9 @@ import time
 import pytest
 import torch
 
-from toolken.generate import Event, Generation, GenerationError, generate
+from toolken.generation.decode import Event, Generation, GenerationError, generate
 from toolken.model import ToolkenModel
-from toolken.registry import ToolRegistry
+from toolken.tools.registry import ToolRegistry
 from toolken.tools import ToolError, tool
 
 
@@ -110,7 +110,7 @@ def test_sampling_is_seeded(tiny_base):
 
 
 def test_batched_generation_equals_one_by_one(tiny_base):
-    from toolken.batch import generate_batch
+    from toolken.generation.batch import generate_batch
 
     m = model_with(tiny_base, add)
     prompts = ["Q: 2 and 3? A:", "Q: what is 10 plus 20? A: ", "Q: x"]
@@ -150,7 +150,7 @@ def test_prompt_prefix_reuse_is_exact(tiny_base):
 
 
 def test_batch_shares_its_prompt_prefix(tiny_base):
-    from toolken.batch import generate_batch
+    from toolken.generation.batch import generate_batch
 
     m = model_with(tiny_base, add)
     template = "Use the add tool when asked.\nQ: "
@@ -167,7 +167,7 @@ def test_batch_shares_its_prompt_prefix(tiny_base):
 
 
 def test_prefix_store_bounds_and_partial_reuse(tiny_base):
-    from toolken.prefix import PrefixStore
+    from toolken.generation.prefix import PrefixStore
 
     m = model_with(tiny_base, add)
     store = PrefixStore(max_tokens=30, min_reuse=4)
@@ -187,7 +187,7 @@ def test_prefix_store_bounds_and_partial_reuse(tiny_base):
 
 
 def test_lookup_draft():
-    from toolken.generate import lookup_draft
+    from toolken.generation.decode import lookup_draft
 
     ids = [1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 2, 3]
     assert lookup_draft(ids, 2) == [4, 7]  # the latest earlier "2 3", longest n-gram first
@@ -212,7 +212,7 @@ def test_prompt_lookup_keeps_greedy_text(tiny_base, bias):
 
 
 def test_streamed_text_never_includes_a_stop_string(tiny_base):
-    from toolken.generate import _held
+    from toolken.generation.decode import _held
 
     assert _held("ab\n", ["\n\n"]) == 1 and _held("ab", ["\n\n"]) == 0 and _held("xQ", ["\nQ:", "Q:"]) == 1
     m = model_with(tiny_base, add)

@@ -9,9 +9,9 @@ import threading
 import pytest
 import torch
 
-from toolken.hf_tools import (SUPPORTED_TASKS, HFModelTool, clear_shared_models, minilm_folder,
+from toolken.tools.hf_tools import (SUPPORTED_TASKS, HFModelTool, clear_shared_models, minilm_folder,
                               read_model_card)
-from toolken.registry import ToolRegistry
+from toolken.tools.registry import ToolRegistry
 from toolken.tools import ToolError
 
 CARD = """---
@@ -92,7 +92,7 @@ def test_classifier_end_to_end(classifier_dir):
 
 
 def test_classifier_loads_once_under_concurrent_first_calls(classifier_dir, monkeypatch):
-    from toolken import hf_tools
+    from toolken.tools import hf_tools
 
     clear_shared_models()
     loads = []
@@ -213,7 +213,7 @@ def test_minilm_embedding_and_similarity(minilm):
 
 @pytest.mark.real_model
 def test_smollm2_generation_by_prompt(smol_base):
-    from toolken.base import smollm2_folder
+    from toolken.core.base import smollm2_folder
 
     folder = smollm2_folder()
     cont = HFModelTool(folder, task="text-generation", name="cont", max_new_tokens=6)

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from toolken.data import load_jsonl
+from toolken.core.data import load_jsonl
 
 from conftest import REPO
 

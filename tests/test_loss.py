@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-from toolken.features import compute_features, vocab_stats
-from toolken.head import ToolkenHead
-from toolken.loss import predict, prf, toolken_counts, toolken_loss
+from toolken.training.features import compute_features, vocab_stats
+from toolken.core.head import ToolkenHead
+from toolken.training.loss import predict, prf, toolken_counts, toolken_loss
 
 
 def random_batch(base, k, seed, n_seq=4, length=23):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from toolken.config import load_config
-from toolken.trainer import train
+from toolken.training.config import load_config
+from toolken.training.trainer import train
 from conftest import REPO, shared_path
 
 pytestmark = pytest.mark.real_model
@@ -32,7 +32,7 @@ def test_short_funcqa_run_beats_chance(tmp_path, smol_base):
 def test_generate_calls_a_tool_with_valid_arguments(tmp_path, smol_base):
     """Tool mode on the real model: the paper's per-tool prompt, schema-constrained arguments."""
     from toolken.model import ToolkenModel
-    from toolken.registry import ToolRegistry, load_pack
+    from toolken.tools.registry import ToolRegistry, load_pack
 
     add = load_pack(REPO / "tools" / "funcqa.py")["add"]
     model = ToolkenModel(smol_base, [])

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from toolken.batch import generate_batch
-from toolken.generate import GenerationError, _new_cache, _step
+from toolken.generation.batch import generate_batch
+from toolken.generation.decode import GenerationError, _new_cache, _step
 from toolken.model import ToolkenModel
-from toolken.registry import ToolRegistry
-from toolken.rerank import CONTENT_FREE, NONE, Reranker, option_logprobs
+from toolken.tools.registry import ToolRegistry
+from toolken.generation.rerank import CONTENT_FREE, NONE, Reranker, option_logprobs
 from toolken.tools import tool
 
 
@@ -109,7 +109,7 @@ def test_pmi_scores_equal_a_plain_computation(m):
 
 
 def test_rerank_can_overrule_the_top_toolken(m, monkeypatch):
-    monkeypatch.setattr("toolken.rerank.option_logprobs",
+    monkeypatch.setattr("toolken.generation.rerank.option_logprobs",
                         lambda model, cache, z, options: [0.0 if i == 1 else -5.0 for i in range(len(options))])
     g = m.generate("Q: 2 and 3? A:", rerank_top_k=2, rerank_method="choice", **{**KW, "max_tool_calls": 1})
     r = g.reranks[0]

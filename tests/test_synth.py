@@ -1,4 +1,4 @@
-"""Tests for toolken.synth and `toolken synth`: counts per tool, valid spans, duplicates,
+"""Tests for toolken.tools.synth and `toolken synth`: counts per tool, valid spans, duplicates,
 the report of tools that got no data, sources, and the model (self-instruct) path."""
 
 import random
@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolken import synth
+from toolken.tools import synth
 from toolken.cli import main
-from toolken.data import Record, label_records, load_jsonl, save_jsonl
-from toolken.registry import ToolRegistry, load_pack
-from toolken.synth import Seen, synthesize
+from toolken.core.data import Record, label_records, load_jsonl, save_jsonl
+from toolken.tools.registry import ToolRegistry, load_pack
+from toolken.tools.synth import Seen, synthesize
 from toolken.tools import Tool
 
 PACK = '''

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from toolken.config import ConfigError, load_config
-from toolken.trainer import TrainingError, train
+from toolken.training.config import ConfigError, load_config
+from toolken.training.trainer import TrainingError, train
 from conftest import REPO
 
 
@@ -38,7 +38,7 @@ def test_full_run_writes_checkpoint_and_loss_falls(tmp_path, capsys):
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     full = train(tiny_cfg(tmp_path / "a", epochs=4))
-    import toolken.trainer as T
+    import toolken.training.trainer as T
 
     calls = {"n": 0}
     real = T._write_logs
@@ -143,7 +143,7 @@ def test_extra_train_files_are_read_after_train_file(tmp_path, capsys):
     extra = [{"file": str(tmp_path / "mult.jsonl"), "data_format": "canonical"}]
     cfg = tiny_cfg(tmp_path, tools=None, epochs=1, train_file=str(tmp_path / "two.jsonl"),
                    extra_train_files=extra)
-    from toolken.pipeline import load_records
+    from toolken.training.pipeline import load_records
 
     train_r, dev_r, digest = load_records(cfg, verbose=False)
     assert len(train_r) == len(lines) and dev_r is None
@@ -166,7 +166,7 @@ def test_bad_extra_train_files_are_clear_errors(tmp_path, extra, match):
 
 
 def test_train_prompt_reads_texts_in_the_prompt_layout(tmp_path, capsys):
-    from toolken.pipeline import load_records, prepare_data
+    from toolken.training.pipeline import load_records, prepare_data
 
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Use the tools.\n\nQ: [QUESTION]\nA:")

@@ -9,14 +9,16 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_base": "base", "Base": "base", "DEFAULT_BASE_MODEL": "base",
-    "ToolkenHead": "head", "ToolkenModel": "model",
-    "TrainConfig": "config", "load_config": "config",
-    "train": "trainer", "TrainResult": "trainer",
-    "Record": "data", "ToolCall": "data", "load_jsonl": "data", "label_records": "data",
-    "Tool": "tools", "tool": "tools", "ToolRegistry": "registry", "load_pack": "registry",
-    "HFModelTool": "hf_tools", "load_catalog": "catalog",
-    "generate_batch": "batch", "calibrate": "calibrate",
+    "load_base": "core.base", "Base": "core.base", "DEFAULT_BASE_MODEL": "core.base",
+    "ToolkenHead": "core.head", "ToolkenModel": "model",
+    "Record": "core.data", "ToolCall": "core.data", "load_jsonl": "core.data",
+    "label_records": "core.data",
+    "Tool": "tools.tool", "tool": "tools.tool", "ToolRegistry": "tools.registry",
+    "load_pack": "tools.registry", "HFModelTool": "tools.hf_tools", "load_catalog": "tools.catalog",
+    "generate_batch": "generation.batch",
+    "TrainConfig": "training.config", "load_config": "training.config",
+    "train": "training.trainer", "TrainResult": "training.trainer",
+    "calibrate": "training.calibrate",
 }
 
 __all__ = sorted(_EXPORTS)

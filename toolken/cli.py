@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 
-from . import config as C
+from .training import config as C
 
 
 def _train(args) -> int:
-    from .trainer import train
+    from .training.trainer import train
 
     cfg = C.load_config(args.config, args.overrides)
     result = train(cfg)
@@ -22,7 +22,7 @@ def _train(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from .calibrate import calibrate
+    from .training.calibrate import calibrate
 
     calibrate(args.toolkens, C.parse_overrides(args.overrides))
     return 0
@@ -41,7 +41,7 @@ def _load_for_generation(args):
 def _prompt(model, args, template: str, question: str) -> str:
     """The template filled with the question, its demos retrieved per question when asked
     (--prompt-demos) or when the checkpoint's recipe says so and the template has demos."""
-    from .demos import has_demos, prompt_for
+    from .generation.demos import has_demos, prompt_for
 
     k = args.prompt_demos
     if k is None:
@@ -86,7 +86,7 @@ def _tool_mode_arguments(g) -> None:
 
 def _show_stream(model, prompt, kw):
     """Print the answer as it comes, tool calls marked; return the finished Generation."""
-    from .generate import Generation
+    from .generation.decode import Generation
 
     for item in model.stream(prompt, **kw):
         if isinstance(item, Generation):
@@ -170,9 +170,9 @@ def _eval(args) -> int:
 def _synth(args) -> int:
     import fnmatch
 
-    from .data import load_jsonl, save_jsonl
-    from .synth import synthesize
-    from .tools import load_pack
+    from .core.data import load_jsonl, save_jsonl
+    from .tools.synth import synthesize
+    from .tools.registry import load_pack
 
     pack = load_pack(args.tools, **C.parse_overrides(args.tool_option or []))
     tools = list(pack)
@@ -184,7 +184,7 @@ def _synth(args) -> int:
         tools = [t for t in pack if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
     base = None
     if args.method != "template":
-        from .base import load_base
+        from .core.base import load_base
 
         base = load_base(args.base_model)
     avoid = [r for path in args.avoid or [] for r in load_jsonl(path)]

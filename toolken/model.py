@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import Base, load_base
-from .checkpoint import check_base, load_checkpoint, save_checkpoint
-from .head import ToolkenHead, base_softcap, init_from_embeddings
+from .core.base import Base, load_base
+from .core.checkpoint import check_base, load_checkpoint, save_checkpoint
+from .core.head import ToolkenHead, base_softcap, init_from_embeddings
 
 
 class ToolkenModel(nn.Module):
@@ -39,7 +39,7 @@ class ToolkenModel(nn.Module):
         self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
         self.extra_config: dict = {}
         self.registry = None  # the tools' callables (attach_tools)
-        from .prefix import PrefixStore
+        from .generation.prefix import PrefixStore
 
         self.prefix_store = PrefixStore()  # recent prompts' KV caches (the base is frozen)
         self._tool_modes: dict = {}
@@ -100,7 +100,7 @@ class ToolkenModel(nn.Module):
     def attach_tools(self, pack) -> "ToolkenModel":
         """Attach callables from a pack (a path, module or ToolRegistry) whose tools are this
         checkpoint's, in the same order; a pack that differs is refused, naming the tools."""
-        from .registry import ToolRegistry, load_pack
+        from .tools.registry import ToolRegistry, load_pack
 
         registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack)
         registry.check_same(self.tools, what="the checkpoint")
@@ -110,7 +110,7 @@ class ToolkenModel(nn.Module):
     def tool_mode(self, registry=None, backend: str = "xgrammar", options=None):
         """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry and
         options (``ToolModeOptions``, a dict of them, or None: ``generation_defaults()``)."""
-        from .generate import ToolMode, ToolModeOptions
+        from .generation.decode import ToolMode, ToolModeOptions
 
         registry = registry if registry is not None else self.registry
         options = ToolModeOptions.of(self.tool_options_over({}) if options is None else options)
@@ -131,13 +131,13 @@ class ToolkenModel(nn.Module):
         return dict(self.extra_config.get("training", {}).get("config", {}).get("generation") or {})
 
     def generate(self, prompt, **kw):
-        """Generate with tools; see toolken.generate.stream for the options."""
-        from .generate import generate
+        """Generate with tools; see toolken.generation.decode.stream for the options."""
+        from .generation.decode import generate
 
         return generate(self, prompt, **kw)
 
     def stream(self, prompt, **kw):
-        from .generate import stream
+        from .generation.decode import stream
 
         return stream(self, prompt, **kw)
 

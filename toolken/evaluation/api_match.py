@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..data import DataError
+from ..core.data import DataError
 
 __all__ = ["PROVIDERS", "ApiIndex", "ApiMatch", "extract_api_call", "call_keys", "doc_key",
            "score_api"]

@@ -1,7 +1,7 @@
 """Loaders for the published benchmark files, in their own formats.
 
 Each loader returns ``(examples, skipped)``: the well-formed records as :class:`Example`
-and one :class:`toolken.data.Problem` per malformed record. Nothing is dropped silently; the
+and one :class:`toolken.core.data.Problem` per malformed record. Nothing is dropped silently; the
 caller counts and reports ``skipped``.
 
     from toolken.evaluation import load_benchmark
@@ -48,7 +48,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data import DataError, Problem, json_lines
+from ..core.data import DataError, Problem, json_lines
+from ..core.prompts import instruction
 
 __all__ = ["Example", "BENCHMARKS", "load_benchmark", "load_funcqa_oh", "load_funcqa_mh",
            "load_kamel", "load_gsm8k_xl", "load_apibench", "read_records", "exact_value",
@@ -313,25 +314,6 @@ def _gsm8k_xl(obj: dict):
 
 
 # ---------------------------------------------------------------- APIBench
-
-_TORCHHUB_CODE = re.compile(r"\{\s*'Instruction'\s*:\s*(.*?)\s*,\s*'Output'\s*:", re.S)
-_HF_CODE = re.compile(r"###\s*Instruction\s*:\s*(.*?)\s*(?:###\s*Output\s*:|$)", re.S)
-
-
-def instruction(code: str) -> str | None:
-    """The instruction in an APIBench ``code`` field (either layout), or None."""
-    m = _TORCHHUB_CODE.match(code.strip())
-    if m:
-        text = m.group(1)
-        if text[:1] in "'\"" and text[-1:] == text[:1]:  # a quoted one (a few records)
-            try:
-                text = ast.literal_eval(text)  # a string literal from the data file
-            except (ValueError, SyntaxError):
-                text = text[1:-1]
-        return (text.strip() or None) if isinstance(text, str) else None
-    m = _HF_CODE.search(code)
-    return (m.group(1).strip() or None) if m else None
-
 
 def _apibench(obj: dict):
     code = _text(obj, "code")

@@ -18,14 +18,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..batch import generate_batch
-from ..generate import CallTrace, generate
+from ..core.prompts import fill
+from ..core.text import bm25_index
+from ..generation.batch import generate_batch
+from ..generation.decode import CallTrace, generate
 
 OPEN_RE = re.compile(r"<([A-Za-z_][A-Za-z0-9_.\-]*)>\(([^()<>]*)$")  # "<add>(3, 4" before ")="
-
-
-def fill(template: str, question: str) -> str:
-    return template.replace("[QUESTION]", question)
 
 
 def _record(ex, text: str, calls: list, prediction, reranks: list | None = None) -> dict:
@@ -45,7 +43,7 @@ def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens:
     training texts most similar to each question replace the template's demos; ``rerank``: the
     rerank options of ``generate_batch`` (``rerank_top_k``, ``rerank_none_bias``, ``rerank_method``)."""
     if prompt_demos:
-        from ..demos import prompt_for
+        from ..generation.demos import prompt_for
 
         retriever = (tool_options or {}).get("arg_retriever")
         prompts = [prompt_for(model, template, ex.question, prompt_demos, retriever)
@@ -93,40 +91,6 @@ def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int
             text += res.text
         out.append(_record(ex, text, calls, read(text, calls)))
     return out
-
-
-def bm25_index(docs: list[str]):
-    """A small BM25 (k1=1.5, b=0.75) over whitespace/punctuation tokens; returns a search fn
-    ``search(query, k)``: the k best document indices, ties and unmatched documents in index
-    order. An inverted index: a query costs the postings of its words, not a pass over all."""
-    import math
-    from collections import Counter, defaultdict
-
-    tok = lambda s: re.findall(r"[a-z0-9]+", s.lower())  # noqa: E731
-    toks = [tok(d) for d in docs]
-    avg = sum(map(len, toks)) / max(1, len(toks))
-    n = len(docs)
-    df = Counter(w for t in toks for w in set(t))
-    idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
-    postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for i, t in enumerate(toks):
-        if not t:
-            continue
-        norm = 1.5 * (0.25 + 0.75 * len(t) / avg)
-        for w, c in Counter(t).items():
-            postings[w].append((i, c * 2.5 / (c + norm)))
-
-    def search(query: str, k: int = 1) -> list[int]:
-        scores: dict[int, float] = defaultdict(float)
-        for w in tok(query):  # a repeated query word counts each time
-            for i, v in postings.get(w, ()):
-                scores[i] += idf[w] * v
-        ranked = sorted(scores, key=lambda i: (-scores[i], i))
-        if k > len(ranked):
-            ranked += [i for i in range(n) if i not in scores]
-        return ranked[:k]
-
-    return search
 
 
 def template_path(shared: Path, bench: str, method: str) -> Path:

@@ -7,9 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..demos import has_demos
+from ..core.prompts import api_prompt
+from ..core.text import bm25_index
+from ..generation.demos import has_demos
 from .loaders import BENCHMARKS, load_benchmark, load_warnings
-from .methods import bm25_index, run_icl, run_toolken, template_path
+from .methods import run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
 METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
@@ -56,9 +58,9 @@ def check(cfg: EvalConfig) -> None:
 
 def load_model(cfg: EvalConfig):
     """The checkpoint's model (toolken) or the bare base model with the pack (baselines)."""
-    from ..base import DEFAULT_BASE_MODEL, load_base
+    from ..core.base import DEFAULT_BASE_MODEL, load_base
     from ..model import ToolkenModel
-    from ..registry import ToolRegistry, load_pack
+    from ..tools.registry import ToolRegistry, load_pack
 
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
@@ -169,8 +171,8 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
     """toolken: the first toolken chosen stands for its documented api_call (it cannot name
     an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
     if cfg.method == "toolken":
-        prompts = [f"###Instruction: {ex.question}\n###Output: <<<api_call>>>:" for ex in examples]
-        from ..batch import generate_batch
+        prompts = [api_prompt(ex.question) for ex in examples]
+        from ..generation.batch import generate_batch
 
         gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
                               max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size,
@@ -191,8 +193,8 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
             r = apis.records[search(ex.question, 1)[0]]
             head = (f"Use this API documentation for reference: api_call: {r.get('api_call')}; "
                     f"{r.get('description', '')}\n")
-        prompts.append(f"{head}###Instruction: {ex.question}\n###Output: <<<api_call>>>:")
-    from ..batch import generate_batch
+        prompts.append(head + api_prompt(ex.question))
+    from ..generation.batch import generate_batch
 
     gens = generate_batch(model, prompts, max_new_tokens=min(cfg.max_new_tokens, 64),
                           max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size,
@@ -209,7 +211,7 @@ def _rerank(cfg: EvalConfig) -> dict:
 def _fingerprint(directory: str | None) -> str | None:
     if not directory:
         return None
-    from ..features import file_digest
+    from ..training.features import file_digest
 
     return file_digest(Path(directory) / "toolken_model.safetensors")[:16]
 

@@ -1,7 +1,7 @@
 """Model-API catalogues as tools: Gorilla's APIBench (Patil et al., 2023) documentation
 records (``{huggingface,torchhub,tensorflowhub}_api.jsonl``), one toolken per record.
 
-    from toolken.catalog import load_catalog
+    from toolken.tools.catalog import load_catalog
     cat = load_catalog(["huggingface_api.jsonl", "torchhub_api.jsonl"],
                        local_models={"sentence-transformers/all-MiniLM-L6-v2": folder})
     cat["hf.sentence-transformers.all-MiniLM-L6-v2"].meta["api_call"]
@@ -37,10 +37,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from .data import json_lines
+from ..core.data import json_lines
 from .hf_tools import SUPPORTED_TASKS, HFModelTool, task_parameters
 from .registry import ToolRegistry
-from .tools import Tool, ToolError, ToolResult
+from .tool import Tool, ToolError, ToolResult
 
 __all__ = ["Catalog", "CatalogError", "load_catalog", "read_catalog", "hub_ids", "domain_task",
            "base_name", "unique_names", "is_hf"]

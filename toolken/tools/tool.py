@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import jsonschema
 
-from . import tool_syntax as syntax
+from . import syntax
 
 __all__ = ["Tool", "ToolResult", "ToolRegistry", "tool", "load_pack", "parse_call_args",
            "ToolError", "ToolArgumentError", "PackError", "format_number", "render_value"]
@@ -400,11 +400,3 @@ def parse_call_args(text: str, tool: Tool) -> dict:
     except ValueError as e:
         raise ToolArgumentError(f"tool {tool.name!r}: cannot parse arguments {text!r}: {e}") \
             from None
-
-
-def __getattr__(name: str) -> Any:
-    """ToolRegistry and load_pack live in toolken.registry (built on Tool); re-exported."""
-    if name in ("ToolRegistry", "load_pack"):
-        from . import registry
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

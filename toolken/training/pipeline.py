@@ -11,11 +11,11 @@ import torch
 
 from .config import TrainConfig, extra_files
 from .convert import NEEDS_TOOLS, convert
-from .data import Record, label_records
+from ..core.data import Record, label_records
 from . import features as F
-from .base import toolken_home
+from ..core.base import toolken_home
 from .features import file_digest
-from .model import ToolkenModel
+from ..model import ToolkenModel
 
 
 @dataclass
@@ -32,7 +32,7 @@ def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], 
     files = [(cfg.train_file, cfg.data_format)] + extra_files(cfg)
     pack = None  # formats that map calls to tools by the pack (apibench) get it
     if any(fmt in NEEDS_TOOLS for _, fmt in files) and isinstance(cfg.tools, str):
-        from .tools import load_pack
+        from ..tools.registry import load_pack
 
         pack = load_pack(cfg.tools, **cfg.tool_options)
 
@@ -56,7 +56,7 @@ def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], 
 def tool_list(cfg: TrainConfig, records: list[Record]) -> tuple[list[str], list[dict] | None, list[str]]:
     """(names in row order, manifest or None, texts for description-based init)."""
     if isinstance(cfg.tools, str):
-        from .tools import load_pack
+        from ..tools.registry import load_pack
 
         registry = load_pack(cfg.tools, **cfg.tool_options)
         names = list(registry.names)
@@ -113,7 +113,7 @@ def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
         dev_records = np.arange(len(train), len(records))
     n_train = len(records) - len(dev_records)
     if cfg.train_prompt:
-        from .demos import in_prompt_layout
+        from ..generation.demos import in_prompt_layout
 
         records = in_prompt_layout(records, set(dev_records.tolist()), cfg.train_prompt,
                                    cfg.train_prompt_demos)

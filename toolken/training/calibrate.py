@@ -41,8 +41,8 @@ def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, voc
 
 def calibrate(directory, overrides: dict | None = None, verbose: bool = True) -> dict:
     """Find and store the dev-F1-maximising bias for the checkpoint in ``directory``."""
-    from .base import load_base
-    from .model import ToolkenModel
+    from ..core.base import load_base
+    from ..model import ToolkenModel
     from .pipeline import load_records, prepare_data, split_features
 
     model = ToolkenModel.from_pretrained(directory)

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from .base import DEFAULT_BASE_MODEL
-from .data import FORMATS
+from ..core.base import DEFAULT_BASE_MODEL
+from ..core.data import FORMATS
 
 
 @dataclass
@@ -130,7 +130,7 @@ def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]
 
 
 def _check_generation(gen, where: str) -> None:
-    from .generate import ToolModeOptions
+    from ..generation.decode import ToolModeOptions
 
     if not isinstance(gen, dict):
         raise ConfigError(f"{where}: generation must be a mapping, got {gen!r}")

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import torch
 
+from ..core.data import result_join
 from .constrain import context_numbers, make_constraint, parse_arguments
 
 
@@ -47,7 +48,7 @@ class Generation:
     stop_reason: str = ""
     token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
     next_logits: torch.Tensor | None = field(default=None, repr=False)  # (V + K) after the last token
-    reranks: list = field(default_factory=list)  # rerank decisions (toolken.rerank.RerankTrace)
+    reranks: list = field(default_factory=list)  # rerank decisions (toolken.generation.rerank.RerankTrace)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -121,13 +122,6 @@ def _held(text: str, stop: list[str] | None) -> int:
     """Length of the longest end of text that is a proper beginning of a stop string."""
     return max((n for s in stop or () for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])),
                default=0)
-
-
-def result_join(before: str, result: str) -> str:
-    """The whitespace rule of labelling (toolken.data): a result after a word gets one space."""
-    if before and (before[-1].isalnum() or before[-1] in ".,;:!?%)\"'"):
-        return " " + result
-    return result
 
 
 @dataclass(frozen=True)
@@ -306,7 +300,7 @@ def stream(model, prompt, *, registry=None, question: str | None = None, max_new
     ``reencode=True`` is the paper's strategy, kept for comparison: no prefix is reused, after
     every tool call the whole context is encoded again, and every tool prompt in full.
     ``rerank_top_k=k`` (0: off): when a toolken wins, the base model chooses among the top k
-    tools' descriptions or "none" (``toolken.rerank``: ``rerank_method`` "pmi" or "choice";
+    tools' descriptions or "none" (``toolken.generation.rerank``: ``rerank_method`` "pmi" or "choice";
     ``rerank_none_bias`` favours "none").
     """
     t0 = time.perf_counter()

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import FORMATS, DataError, Problem, Record, ToolCall, _grouped, _Skip, load_jsonl
+from ..core.data import FORMATS, DataError, Problem, Record, ToolCall, _grouped, _Skip, load_jsonl
+from ..core.prompts import api_prompt, instruction
 
 
 @dataclass
@@ -198,7 +199,6 @@ def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
     first is used and the records are counted in a note; a record without instruction or
     api_call, or whose api_call names no catalogue tool, is a Problem.
     """
-    from .evaluation.loaders import instruction
 
     by_call: dict[str, list[str]] = {}
     for t in catalog:
@@ -222,7 +222,7 @@ def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
             problems.append(Problem(i, "api_call matches no catalogue tool", call))
         else:
             shared += len(names) > 1
-            head = f"###Instruction: {instr}\n###Output: <<<api_call>>>: "
+            head = api_prompt(instr) + " "
             call = call.strip()
             records.append(Record(head + call, [ToolCall(names[0], len(head), len(head) +
                                                          len(call), call)], f"apibench#{i}"))

@@ -13,8 +13,9 @@ import time
 
 import torch
 
-from .generate import (CallTrace, Generation, _call_tool, _list, _new_cache, _pick,
-                       _prompt_text, digit_tokens, make_reranker, result_join, stop_at)
+from ..core.data import result_join
+from .decode import (CallTrace, Generation, _call_tool, _list, _new_cache, _pick,
+                       _prompt_text, digit_tokens, make_reranker, stop_at)
 
 
 def _forward(model, ids, mask, pos, cache) -> torch.Tensor:
@@ -36,7 +37,7 @@ def generate_batch(model, prompts: list, *, registry=None, questions: list[str] 
 
     registry = registry if registry is not None else model.registry
     if registry is None:
-        from .generate import GenerationError
+        from .decode import GenerationError
         raise GenerationError("no tools attached: pass registry= or model.attach_tools(pack)")
     tool_mode = model.tool_mode(registry, backend, tool_options)
     reranker = make_reranker(model, registry, rerank_top_k, rerank_none_bias, rerank_method)

@@ -1,7 +1,7 @@
 """Text <-> values for tools: Python signatures and docstrings -> JSON schema, and argument
 text as a model writes it -> Python values.
 
-Pure helpers behind ``toolken.tools`` (``@tool`` and ``parse_call_args``); they raise plain
+Pure helpers behind ``toolken.tools.tool`` (``@tool`` and ``parse_call_args``); they raise plain
 ``TypeError``/``ValueError``, which the public API turns into ``ToolError``s. Nothing here
 calls ``eval``: numbers, including small arithmetic like ``39/3`` or ``4%`` (which appear in
 ToolkenGPT's FuncQA prompts), are read by a recursive-descent parser.
@@ -33,7 +33,7 @@ def main_type(schema: dict) -> str | None:
 
 # ---------------------------------------------------------------------------- signatures
 def schema_from_function(f: Callable) -> tuple[str, dict]:
-    """(description, parameters schema) of a type-hinted function; see ``toolken.tools.tool``."""
+    """(description, parameters schema) of a type-hinted function; see ``toolken.tools.tool.tool``."""
     where = f"function {getattr(f, '__qualname__', f)!r}"
     summary, arg_docs = parse_docstring(inspect.getdoc(f))
     try:

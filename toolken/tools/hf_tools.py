@@ -1,8 +1,8 @@
 """HuggingFace models as tools: ``HFModelTool`` wraps a local model in a ``transformers``
 pipeline (ToolkenGPT, Hao et al., 2023: any callable can stand behind a toolken).
 
-    from toolken.hf_tools import HFModelTool, minilm_folder
-    from toolken.base import smollm2_folder
+    from toolken.tools.hf_tools import HFModelTool, minilm_folder
+    from toolken.core.base import smollm2_folder
 
     sim = HFModelTool(minilm_folder(), task="sentence-similarity", name="similarity")
     sim.call('"A cat sits on the mat.", "A kitten is on the rug."').value   # 0.6...
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .tools import Tool, ToolError, ToolResult, format_number
+from .tool import Tool, ToolError, ToolResult, format_number
 
 __all__ = ["HFModelTool", "HFPipelineRunner", "ModelCard", "read_model_card", "local_folder",
            "task_parameters", "minilm_folder", "known_local_models", "clear_shared_models",
@@ -305,7 +305,7 @@ class HFPipelineRunner:
             raise ModelNotAvailableError(
                 f"model {self.model!r} is not available locally (not a folder, not in the "
                 f"Hugging Face cache); download it first, e.g. `hf download {self.model}`")
-        from .base import resolve_device
+        from ..core.base import resolve_device
 
         device = resolve_device(self.device)
         modules = Path(folder, "modules.json")

@@ -1,7 +1,7 @@
 """Synthetic training data for tools that have none: texts made from each tool's description,
-argument schema and demos, with the tool's result span marked as in ``toolken.data``.
+argument schema and demos, with the tool's result span marked as in ``toolken.core.data``.
 
-    from toolken.synth import synthesize
+    from toolken.tools.synth import synthesize
     records, report = synthesize(load_pack("my_pack.py"), per_tool=20, method="both", base=base)
     print(report.summary())          # per tool: generated, kept, dropped by reason
     save_jsonl(records, "synth.jsonl")
@@ -20,12 +20,12 @@ Two ways to write the question (``source`` says which: ``synth:template:<tool>``
   it names.
 
 The tool then runs (``Tool.call``) and the text is ``Q: <question>\\nA: <lead-in> <result>.``
-A tool with ``meta["api_call"]`` (a catalogue API, ``toolken.catalog``) is never run: its
+A tool with ``meta["api_call"]`` (a catalogue API, ``toolken.tools.catalog``) is never run: its
 toolken stands for that fixed call, so the "result" is the api_call and the text has
 APIBench's layout, ``###Instruction: <question>\\n###Output: <<<api_call>>>: <api_call>``,
 exactly what ``toolken eval apibench-*`` prompts with; such records carry no ``args``.
-The result is joined to the text by ``generate.result_join``: after a word or ``:`` it gets
-the one space that labelling gives to the result (``toolken.data``, whitespace rule).
+The result is joined to the text by ``toolken.core.data.result_join``: after a word or ``:`` it gets
+the one space that labelling gives to the result (``toolken.core.data``, whitespace rule).
 
 Filters, each counted per tool: arguments must validate against the schema, the tool must
 succeed with a non-empty answer of at most 200 characters, ``text[start:end]`` must equal
@@ -48,10 +48,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from .data import DataError, Record
-from .generate import result_join
-from .tool_syntax import main_type, split_args
-from .tools import Tool, ToolArgumentError, format_number, parse_call_args
+from ..core.data import DataError, Record, result_join
+from ..core.prompts import api_prompt
+from .syntax import main_type, split_args
+from .tool import Tool, ToolArgumentError, format_number, parse_call_args
 
 METHODS = ("template", "model", "both")
 MAX_RESULT_CHARS = 200
@@ -332,7 +332,7 @@ def _api_question(tool: Tool, rng: random.Random) -> str:
 
 
 def _api_prefix(question: str) -> str:
-    return f"###Instruction: {question}\n###Output: <<<api_call>>>:"
+    return api_prompt(question)
 
 
 # ---------------------------------------------------------------------------- the model

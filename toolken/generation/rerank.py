@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .generate import _new_cache, _step
+from .decode import _new_cache, _step
 
 HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" when the "
           "answer needs no tool.\n\n")

@@ -28,10 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import features as F
-from .base import load_base, resolve_device
+from ..core.base import load_base, resolve_device
 from .config import TrainConfig, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
-from .model import ToolkenModel
+from ..model import ToolkenModel
 
 
 class TrainingError(RuntimeError):

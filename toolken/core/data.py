@@ -330,3 +330,10 @@ def _label(ids: list[int], spans: list[tuple[int, int, int]], max_length: int,
         labels[p - 1] = toolken
         labels[p:e - 1] = [IGNORE] * (e - 1 - p)
     return labels
+
+
+def result_join(before: str, result: str) -> str:
+    """The whitespace rule of labelling (toolken.core.data): a result after a word gets one space."""
+    if before and (before[-1].isalnum() or before[-1] in ".,;:!?%)\"'"):
+        return " " + result
+    return result

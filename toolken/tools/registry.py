@@ -4,7 +4,7 @@ A tool pack is a Python file (``tools/funcqa.py``) or an importable module that 
 ``build(**options) -> ToolRegistry | list[Tool]`` (preferred) or a module-level ``TOOLS``
 list. A checkpoint stores only ``ToolRegistry.manifest()`` (names, descriptions, argument
 schemas); ``ToolRegistry.from_manifest(...).attach(load_pack(...))`` gives the functions back
-and refuses a pack whose tools differ. Both names are re-exported by ``toolken.tools``.
+and refuses a pack whose tools differ. Both names are re-exported by ``toolken.tools.tool``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .tools import EMPTY_SCHEMA, PackError, Tool, ToolError
+from .tool import EMPTY_SCHEMA, PackError, Tool, ToolError
 
 NAME_RULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 

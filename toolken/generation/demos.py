@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.data import Record
+from ..core.text import bm25_index
 from .constrain import format_arguments
-from .data import Record
 
 RETRIEVERS = ("bm25", "hidden", "minilm")
 _Q_RE = re.compile(r"\s*Q:\s*(.*?)\s*\nA:", re.S)
@@ -80,8 +81,6 @@ class DemoPool:
         self._cache: dict[str, list[int]] = {}  # question -> all example indices, best first
         questions = [e.question for e in self.examples]
         if retriever == "bm25":
-            from .evaluation.methods import bm25_index
-
             self._search = bm25_index(questions)
         else:
             if retriever == "minilm":
@@ -218,8 +217,8 @@ def checkpoint_pool(model, registry, retriever: str = "bm25") -> DemoPool:
     pools = model.__dict__.setdefault("_demo_pools", {})
     key = (id(registry), retriever)
     if key not in pools:
-        from .config import from_dict
-        from .pipeline import dev_indices, load_records
+        from ..training.config import from_dict
+        from ..training.pipeline import dev_indices, load_records
 
         training = model.extra_config.get("training", {}).get("config")
         if not training:
