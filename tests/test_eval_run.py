@@ -5,6 +5,7 @@ import json
 import pytest
 
 from toolken.evaluation.run import METHODS, EvalConfig, evaluate
+from toolken.generation.config import GenerationConfig
 from toolken.model import ToolkenModel
 from toolken.tools.registry import load_pack
 from conftest import REPO, SHARED, shared_path
@@ -41,10 +42,10 @@ CASES = [(b, m) for b, ms in METHODS.items() for m in ms
 def test_every_benchmark_and_method_writes_the_contract(bench, method, checkpoints, tmp_path):
     data = shared_path(*DATA[bench])
     pack = PACKS.get(bench)
-    cfg = EvalConfig(bench=bench, data=str(data), method=method, limit=2, max_new_tokens=6,
+    cfg = EvalConfig(bench=bench, data=str(data), method=method, limit=2, generation={"max_new_tokens": 6},
                      base_model="tiny-random-llama", out=str(tmp_path / "r.json"), shared=str(SHARED),
                      toolkens=checkpoints[pack] if method == "toolken" else None,
-                     tools=str(REPO / "tools" / f"{pack}.py") if pack and method == "icl" else None)
+                     tools=str(REPO / "tools" / f"{pack}.py") if pack and method in ("icl", "toolken") else None)
     report = evaluate(cfg)
     written = json.loads((tmp_path / "r.json").read_text())
     assert list(written)[:10] == ["benchmark", "method", "n", "metrics", "base_model", "toolkens",
@@ -68,7 +69,7 @@ def test_eval_rerank_flag_records_decisions(tiny_base, tmp_path):
 
     data = shared_path(*DATA["funcqa-oh"])
     pack = str(REPO / "tools" / "funcqa.py")
-    m = ToolkenModel(tiny_base, [], toolken_bias=1e4)  # a toolken wins at every step
+    m = ToolkenModel(tiny_base, [], generation_config=GenerationConfig(toolken_bias=1e4))  # a toolken wins at every step
     m.add_tools(load_pack(pack).names)
     m.save_pretrained(tmp_path / "ckpt")
     calls = {}
@@ -79,7 +80,7 @@ def test_eval_rerank_flag_records_decisions(tiny_base, tmp_path):
                      "--base-model", "tiny-random-llama", "--rerank-top-k", "2",
                      "--rerank-none-bias", none_bias, "--out", str(out)]) == 0
         report = json.loads(out.read_text())
-        assert report["config"]["rerank_top_k"] == 2
+        assert report["config"]["generation"]["rerank_top_k"] == 2
         for p in report["predictions"]:
             assert p["reranks"] and all(len(r["candidates"]) == 2 for r in p["reranks"])
         calls[none_bias] = sum(len(p["calls"]) for p in report["predictions"])
@@ -92,13 +93,13 @@ def test_stored_prompt_demos_that_do_not_fit_the_template_are_skipped(bench, tin
     pack = str(REPO / "tools" / "funcqa.py")
     m = ToolkenModel(tiny_base, [])
     m.add_tools(load_pack(pack).names)
-    m.extra_config = {"training": {"config": {"tools": pack, "generation": {"prompt_demos": 4}}}}
+    m.generation_config = GenerationConfig(prompt_demos=4)  # the recipe's stored default
     m.save_pretrained(tmp_path / "ckpt")
-    cfg = EvalConfig(bench=bench, data=str(shared_path(*DATA[bench])), limit=1, max_new_tokens=3,
-                     base_model="tiny-random-llama", shared=str(SHARED), toolkens=str(tmp_path / "ckpt"))
-    report = evaluate(cfg)
+    cfg = EvalConfig(bench=bench, data=str(shared_path(*DATA[bench])), limit=1, tools=pack,
+                     generation={"max_new_tokens": 3}, base_model="tiny-random-llama",
+                     shared=str(SHARED), toolkens=str(tmp_path / "ckpt"))
+    with pytest.warns(UserWarning, match="prompt_demos=4 skipped"):
+        report = evaluate(cfg)
     assert report["n"] == 1 and len(report["config"]["notes"]) == 1
     assert "prompt_demos=4 skipped" in report["config"]["notes"][0]
     assert "prompt_demos=4 skipped" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="no 'Q: ...' demo block"):  # asked for explicitly
-        evaluate(EvalConfig(**{**cfg.__dict__, "prompt_demos": 2}))

@@ -3,15 +3,17 @@ papers' metrics and written as the JSON contract of ``metrics.write_report``."""
 
 from __future__ import annotations
 
+import fnmatch
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.prompts import api_prompt
 from ..core.text import bm25_index
+from .loaders import BENCHMARKS, EXPECTED, load_benchmark, load_warnings
+from ..generation.decode import generate_batch
 from ..generation.demos import has_demos
-from .loaders import BENCHMARKS, load_benchmark, load_warnings
-from .methods import run_icl, run_toolken, template_path
+from .methods import _record, run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
 METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
@@ -33,17 +35,9 @@ class EvalConfig:
     out: str | None = None
     template: str | None = None
     shared: str = "../shared/benchmarks"
-    batch_size: int = 8
-    max_new_tokens: int = 128
     api_docs: str | None = None  # <provider>_api.jsonl for APIBench scoring / retrieval
-    rerank_top_k: int = 0  # toolken: Toolken+ rerank of the top k toolkens (0: off)
-    rerank_none_bias: float = 0.0
-    rerank_method: str = "pmi"
-    toolken_bias: float | None = None  # None: the calibrated one
-    tool_options: dict | None = None  # tool-mode options (ToolModeOptions fields) over the
-    # checkpoint's recipe: the keys given replace its values, the others keep them
-    prompt_demos: int | None = None  # k retrieved training texts as the prompt's demos (toolken)
-    close_results: bool | None = None  # no digit right after a tool result; None: the checkpoint's
+    generation: dict = field(default_factory=dict)  # GenerationConfig fields over the
+    # checkpoint's generation_config.json (baselines: over the defaults)
 
 
 def check(cfg: EvalConfig) -> None:
@@ -54,6 +48,18 @@ def check(cfg: EvalConfig) -> None:
                          f"choose one of: {', '.join(METHODS[cfg.bench])}")
     if cfg.method == "toolken" and not cfg.toolkens:
         raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
+    if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
+        raise ValueError(f"--limit {cfg.limit}: give a positive number of examples (omit it for all)")
+
+
+def no_examples(cfg: EvalConfig, skipped: list) -> str:
+    """Why a benchmark file gave no example: its problems by reason, with the first places."""
+    from ..core.data import _grouped
+
+    shown = "\n".join(_grouped(skipped)[:5])
+    first = f"\n  first: {skipped[0].detail}" if skipped else ""
+    return (f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} records skipped):\n"
+            f"{shown}{first}\n  a {cfg.bench} record is {EXPECTED[cfg.bench]}")
 
 
 def load_model(cfg: EvalConfig):
@@ -64,10 +70,10 @@ def load_model(cfg: EvalConfig):
 
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
-        pack = cfg.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+        pack = cfg.tools
         if cfg.method == "toolken":
-            if not isinstance(pack, str):
-                raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")
+            if not pack:
+                raise ValueError(model.missing_pack(cfg.toolkens))
             return model.attach_tools(pack)
         base = model.base
     else:
@@ -87,11 +93,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.limit:
         examples = examples[: cfg.limit]
     if not examples:
-        raise ValueError(f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} skipped)")
+        raise ValueError(no_examples(cfg, skipped))
     notes = load_warnings(examples)
     if notes:
-        print(f"toolken eval: {len(notes)} record(s) scored without tool metadata; "
-              f"first: {notes[0]}")
+        print(f"toolken eval: {len(notes)} record(s) scored without tool metadata; first: {notes[0]}")
     model = load_model(cfg)
     family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
     apis = None
@@ -101,7 +106,68 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         provider = cfg.bench.removeprefix("apibench-")
         docs = cfg.api_docs or str(Path(cfg.shared) / "apibench" / "api" / f"{provider}_api.jsonl")
         apis = ApiIndex.from_file(docs, provider)
-    preds = _predict(cfg, family, model, examples, apis, notes, progress)
+    gen = model.generation_config.replace(**cfg.generation)
+    scope = catalogue_filter(cfg, model)
+    notes += _demo_notes(cfg, family, gen)
+    preds = _predict(cfg, family, model, examples, apis, gen.replace(**scope), progress)
+    records = _scored(cfg, family, examples, preds, apis)
+    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
+              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
+              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
+              "config": {**asdict(cfg), "notes": notes}, "predictions": records,
+              "skipped": skipped}
+    if scope:  # the same questions with every catalogue's toolkens, reported beside
+        everywhere = _scored(cfg, family, examples,
+                             _predict(cfg, family, model, examples, apis, gen.replace(tool_filter=()), progress), apis)
+        report["metrics"]["all_catalogues"] = {
+            **aggregate(cfg.bench, everywhere),
+            "other_catalogue": round(sum(_elsewhere(r, scope) for r in everywhere) / len(everywhere), 4)}
+        for r, e in zip(records, everywhere):
+            r["all_catalogues_prediction"] = e["prediction"]
+    report["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    report["tool_filter"] = list(scope.get("tool_filter", gen.tool_filter))
+    if cfg.out:
+        write_report(cfg.out, report)
+    return report
+
+
+def _demo_notes(cfg: EvalConfig, family: str, gen) -> list[str]:
+    """A note (printed, kept in the report's ``config.notes``) when ``prompt_demos`` -- the
+    checkpoint's stored default or --prompt-demos -- does not apply to the template (no
+    ``Q: ...`` demo block, as the funcqa-mh and gsm8k-xl prompts): generation skips it."""
+    if cfg.method != "toolken" or family == "apibench" or not gen.prompt_demos:
+        return []
+    template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method))
+    if has_demos(template.read_text()):
+        return []
+    note = (f"prompt_demos={gen.prompt_demos} skipped: the template {template.name} has no "
+            f"'Q: ...' demo block to replace (its own prompt is used)")
+    print(f"toolken eval: {note}")
+    return [note]
+
+
+def catalogue_filter(cfg: EvalConfig, model) -> dict:
+    """``{"tool_filter": ("hf.*",)}`` for ``toolken`` on ``apibench-huggingface`` (the
+    benchmark's own catalogue: Gorilla's user knows which hub they ask about) unless the run
+    names its own ``tool_filter`` (``--tool-filter '*'``: every catalogue); ``{}`` otherwise."""
+    if cfg.method != "toolken" or not cfg.bench.startswith("apibench") or "tool_filter" in cfg.generation:
+        return {}
+    from ..tools.catalog import PROVIDERS
+
+    pattern = f"{PROVIDERS[cfg.bench.removeprefix('apibench-')]}.*"
+    if not any(fnmatch.fnmatchcase(t, pattern) for t in model.tools):
+        raise ValueError(f"{cfg.bench}: the checkpoint {cfg.toolkens} has no {pattern} toolken "
+                         f"(e.g. {model.tools[:3]}); give --tool-filter PATTERN ('*' for all)")
+    return {"tool_filter": (pattern,)}
+
+
+def _elsewhere(record: dict, scope: dict) -> bool:
+    """Whether the record's first call chose a toolken outside ``scope``'s filter."""
+    calls = record["calls"]
+    return bool(calls) and not any(fnmatch.fnmatchcase(calls[0]["tool"], p) for p in scope["tool_filter"])
+
+
+def _scored(cfg, family, examples, preds, apis) -> list[dict]:
     records = []
     for ex, p in zip(examples, preds):
         if family == "apibench":
@@ -111,78 +177,36 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         records.append({"id": ex.id, "prediction": p["prediction"], "gold": ex.gold,
                         **s, "calls": p["calls"], "text": p["text"],
                         **({"reranks": p["reranks"]} if "reranks" in p else {})})
-    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
-              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
-              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
-              "config": {**asdict(cfg), "notes": notes}, "predictions": records,
-              "skipped": skipped,
-              "wall_seconds": round(time.perf_counter() - t0, 2)}
-    if cfg.out:
-        write_report(cfg.out, report)
-    return report
+    return records
 
 
-def _predict(cfg, family, model, examples, apis, notes, progress: bool = True) -> list[dict]:
+def _predict(cfg, family, model, examples, apis, gen, progress: bool = True) -> list[dict]:
     if family == "apibench":
-        return _apibench(cfg, model, examples, apis, progress)
+        return _apibench(cfg, model, examples, apis, gen, progress)
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
     if family == "kamel":
         read = lambda text, calls: first_tool(calls, text)  # noqa: E731
-        stop, n = STOPS["kamel"], min(cfg.max_new_tokens, 32)
+        gen = gen.replace(stop=STOPS["kamel"], max_new_tokens=min(gen.max_new_tokens, 32),
+                          max_tool_calls=1)
     else:
         read = lambda text, calls: final_number(text)  # noqa: E731
-        stop, n = ["\nQ:", "\nQuestion:", "\n\n"], cfg.max_new_tokens
+        gen = gen.replace(stop=["\nQ:", "\nQuestion:", "\n\n"])
     if cfg.method == "icl":
-        return run_icl(model, examples, template, stop, n, read)
-    if cfg.method == "toolken":
-        k = _prompt_demos(cfg, model, template, notes)
-        return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
-                           first_call_only=family == "kamel", toolken_bias=cfg.toolken_bias,
-                           tool_options=model.tool_options_over(cfg.tool_options), prompt_demos=k,
-                           close_results=cfg.close_results, rerank=_rerank(cfg))
-    return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
-                       first_call_only=family == "kamel", mask_tools=cfg.method == "cot",
-                       rerank=_rerank(cfg))
+        return run_icl(model, examples, template, read, gen)
+    return run_toolken(model, examples, template, read,
+                       gen.replace(max_tool_calls=0) if cfg.method == "cot" else gen)
 
 
-def _prompt_demos(cfg: EvalConfig, model, template: str, notes: list[str]) -> int:
-    """The number of retrieved prompt demos: --prompt-demos, else the checkpoint's default.
-    A stored default that does not apply (the template has no 'Q: ...' demo block, as the
-    funcqa-mh and gsm8k-xl prompts) is skipped with a note, printed and kept in ``notes``;
-    an explicit --prompt-demos on such a template is an error."""
-    if cfg.prompt_demos:
-        if not has_demos(template):
-            raise ValueError(f"--prompt-demos {cfg.prompt_demos}: the {cfg.bench} template has "
-                             f"no 'Q: ...' demo block to replace; use --prompt-demos 0")
-        return cfg.prompt_demos
-    if cfg.prompt_demos is not None:
-        return cfg.prompt_demos
-    k = model.generation_defaults().get("prompt_demos", 0) or 0
-    if k and not has_demos(template):
-        note = (f"the checkpoint's default prompt_demos={k} skipped: the template has no "
-                f"'Q: ...' demo block to replace (its own demos are used)")
-        print(f"toolken eval: {note}")
-        notes.append(note)
-        return 0
-    return k
-
-
-def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
+def _apibench(cfg, model, examples, apis, gen, progress: bool = True) -> list[dict]:
     """toolken: the first toolken chosen stands for its documented api_call (it cannot name
     an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
     if cfg.method == "toolken":
         prompts = [api_prompt(ex.question) for ex in examples]
-        from ..generation.batch import generate_batch
-
-        gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
-                              max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size,
-                              progress=progress, **_rerank(cfg))
-        out = []
-        for ex, g in zip(examples, gens):
-            call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
-            out.append({"id": ex.id, "prediction": call, "text": g.text,
-                        "calls": [c.__dict__ for c in g.calls]})
-        return out
+        gens = generate_batch(model, prompts, gen.replace(max_new_tokens=8, max_tool_calls=1),
+                              questions=[ex.question for ex in examples], progress=progress)
+        return [_record(ex, g.text, g.calls,
+                        model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else "",
+                        g.reranks) for ex, g in zip(examples, gens)]
     docs = [f"{r.get('api_name', '')} {r.get('functionality', '')} {r.get('description', '')} "
             f"{r.get('api_call', '')}" for r in apis.records]
     search = bm25_index(docs) if cfg.method == "retrieval" else None
@@ -194,18 +218,11 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
             head = (f"Use this API documentation for reference: api_call: {r.get('api_call')}; "
                     f"{r.get('description', '')}\n")
         prompts.append(head + api_prompt(ex.question))
-    from ..generation.batch import generate_batch
-
-    gens = generate_batch(model, prompts, max_new_tokens=min(cfg.max_new_tokens, 64),
-                          max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size,
+    gens = generate_batch(model, prompts, gen.replace(max_new_tokens=min(gen.max_new_tokens, 64),
+                                                      max_tool_calls=0, stop=STOPS["apibench"]),
                           progress=progress)
     return [{"id": ex.id, "prediction": g.text.strip(), "text": g.text, "calls": []}
             for ex, g in zip(examples, gens)]
-
-
-def _rerank(cfg: EvalConfig) -> dict:
-    return dict(rerank_top_k=cfg.rerank_top_k, rerank_none_bias=cfg.rerank_none_bias,
-                rerank_method=cfg.rerank_method)
 
 
 def _fingerprint(directory: str | None) -> str | None:
@@ -217,6 +234,10 @@ def _fingerprint(directory: str | None) -> str | None:
 
 
 def summary(report: dict) -> str:
-    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items())
-    return (f"{report['benchmark']} / {report['method']}: n={report['n']} "
+    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items() if not isinstance(v, dict))
+    for k, v in report["metrics"].items():
+        if isinstance(v, dict):  # all_catalogues: the same questions with every catalogue
+            m += f"; {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+    scope = f" [tool_filter {' '.join(report['tool_filter'])}]" if report.get("tool_filter") else ""
+    return (f"{report['benchmark']} / {report['method']}{scope}: n={report['n']} "
             f"(skipped {len(report['skipped'])}): {m} in {report['wall_seconds']} s")

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from .config import from_dict
+from ..core.base import load_base
+from ..core.locks import folder_lock
+from ..model import ToolkenModel
+from .config import apply_overrides, from_dict
 from .loss import predict, prf, toolken_counts
+from .pipeline import load_records, prepare_data, split_features
 
 
 def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, vocab_size: int) -> tuple[float, dict]:
@@ -41,15 +45,12 @@ def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, voc
 
 def calibrate(directory, overrides: dict | None = None, verbose: bool = True) -> dict:
     """Find and store the dev-F1-maximising bias for the checkpoint in ``directory``."""
-    from ..core.base import load_base
-    from ..model import ToolkenModel
-    from .pipeline import load_records, prepare_data, split_features
-
     model = ToolkenModel.from_pretrained(directory)
     training = model.extra_config.get("training", {}).get("config")
     if not training:
         raise ValueError(f"{directory} records no training config: give the data with overrides")
-    cfg = from_dict({**training, **(overrides or {}), "resume_from": None, "train_only": "all"},
+    values = apply_overrides(training, overrides or {})
+    cfg = from_dict({**values, "resume_from": None, "train_only": "all"},
                     where=f"{directory} training config")
     base = model.base if model.base.name == cfg.base_model else load_base(cfg.base_model)
     train_r, dev_r, digest = load_records(cfg, verbose=verbose)
@@ -66,7 +67,8 @@ def calibrate(directory, overrides: dict | None = None, verbose: bool = True) ->
               "dev_positions": len(dev), "previous_bias": model.toolken_bias}
     model.toolken_bias = bias
     model.extra_config["calibration"] = report
-    model.save_pretrained(directory)
+    with folder_lock(directory, "checkpoint folder", wait=False):  # a training run writes it
+        model.save_pretrained(directory)
     if verbose:
         print(f"toolken: bias {report['previous_bias']:+.3f} -> {bias:+.3f}; dev toolken F1 "
               f"{before['f1']:.4f} -> {after['f1']:.4f} (P {after['precision']:.3f}, R {after['recall']:.3f})")
