@@ -157,6 +157,60 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _fit_predictor(args) -> int:
+    from .training.predict import LossFit, fit_checkpoint
+
+    loss = LossFit(epochs=args.loss_epochs, lr=args.lr) if args.loss_epochs else None
+    p = fit_checkpoint(args.toolkens, args.method, args.tools, args.layout, loss)
+    print(f"toolken: predictor fitted ({p.meta}) and saved in {args.toolkens}")
+    return 0
+
+
+def _add_tools(args) -> int:
+    from .training.predict import add_tools_to_checkpoint
+
+    init = "predicted" if args.zero_shot else args.init
+    model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init)
+    added = model.extra_config["added_tools"]["tools"]
+    print(f"toolken: {len(added)} tools added ({init}): {', '.join(added)}; checkpoint in {args.out}")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export
+    from .model import ToolkenModel
+
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device="cpu")
+    if args.tools:  # a checkpoint never chooses which code runs: without --tools, its manifest
+        model.attach_tools(args.tools)
+    out = export(model, args.out)
+    print(f"toolken: exported {len(model.tools)} toolken(s) as <tool:NAME> tokens "
+          f"{model.vocab_size}..{model.vocab_size + len(model.tools) - 1} to {out}")
+    return 0
+
+
+def _serve(args) -> int:
+    from .model import ToolkenModel
+    from .server import make_server
+
+    model = ToolkenModel.from_pretrained(args.toolkens)
+    if args.tools:
+        model.attach_tools(args.tools)
+    name = args.model_name or os.path.basename(os.path.normpath(args.toolkens))
+    server = make_server(model, args.host, args.port, args.api_key, name, args.max_tokens,
+                         args.max_batch, args.verbose)
+    host, port = server.server_address[:2]
+    side = f"server-side tools from {args.tools}" if args.tools else "client-side tools only"
+    print(f"toolken: serving {name!r} ({len(model.tools)} toolkens, {side}) on "
+          f"http://{host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.engine.stop()
+    return 0
+
+
 def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
     g.add_argument("--tools", help="tool pack (.py file or module), required: Python code, "
@@ -232,6 +286,36 @@ def build_parser() -> argparse.ArgumentParser:
     _tool_runner_arguments(s)
     s.set_defaults(func=_synth)
 
+    _predictor_commands(sub)
+    x = sub.add_parser("export", help="write a transformers model folder that serving engines load",
+                       description="Export a checkpoint as a plain transformers folder: the base "
+                       "weights with K special tokens <tool:NAME> whose LM-head rows are the "
+                       "toolkens, the tokenizer, generation_config.json (toolken ids as EOS, their "
+                       "bias as sequence_bias) and toolken_tools.json (schemas, tool-mode prompts, "
+                       "argument grammars).")
+    x.add_argument("--toolkens", required=True, help="checkpoint folder")
+    x.add_argument("--out", required=True, help="new folder to write")
+    x.add_argument("--tools", help="tool pack whose demos and prompts make the tool-mode prompts "
+                   "(default: the checkpoint's manifest: descriptions only)")
+    x.add_argument("--dtype", default="float32", help="weights' dtype (default %(default)s)")
+    x.set_defaults(func=_export)
+
+    v = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server",
+                       description="Serve a checkpoint with the OpenAI chat-completions API "
+                       "(POST /v1/chat/completions, GET /v1/models, GET /health). A request's "
+                       "tools (OpenAI function schemas, each a toolken of the checkpoint) are "
+                       "called by the client; with --tools the pack's tools run in the server.")
+    v.add_argument("--toolkens", required=True, help="checkpoint folder")
+    v.add_argument("--tools", help="tool pack whose tools run in the server (default: none)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    v.add_argument("--model-name", help="the model id clients name (default: the folder's name)")
+    v.add_argument("--max-tokens", type=int, default=1024, help="the most max_tokens a request may ask")
+    v.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
+    v.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    v.set_defaults(func=_serve)
+
     from .evaluation.run import METHODS
 
     e = sub.add_parser("eval", help="score a method on a benchmark with the papers' metrics",
@@ -254,6 +338,35 @@ def build_parser() -> argparse.ArgumentParser:
     _tool_runner_arguments(e)
     e.set_defaults(func=_eval)
     return p
+
+
+def _predictor_commands(sub) -> None:
+    f = sub.add_parser("fit-predictor", help="fit the description -> toolken map on a checkpoint",
+                       description="Fit the map from a tool's description (read by the frozen base) "
+                       "to its toolken on the checkpoint's trained rows, and save it there "
+                       "(toolken_predictor.safetensors + .json).")
+    f.add_argument("--toolkens", required=True, help="checkpoint folder")
+    f.add_argument("--tools", help="tool pack (default: the checkpoint's recipe's, else its manifest)")
+    f.add_argument("--method", choices=("ridge", "prototype"), default="ridge",
+                   help="ridge onto the trained rows, or prototype: rows pointing the way of the "
+                   "tool text read in --layout, scaled by the exact loss on the training features")
+    f.add_argument("--layout", default="{text}", help="how each tool's text is read: {text} "
+                   "and/or {description}, e.g. 'Question: {description}\\nAnswer: The answer is'")
+    f.add_argument("--loss-epochs", type=int, default=0,
+                   help="then train the map end to end on the training features' exact loss")
+    f.add_argument("--lr", type=float, default=1e-4, help="--loss-epochs: learning rate")
+    f.set_defaults(func=_fit_predictor)
+
+    a = sub.add_parser("add-tools", help="add rows for new tools to a checkpoint, without training",
+                       description="Write a new checkpoint with a row for each tool the pack adds "
+                       "after the checkpoint's own (which it lists first, in order).")
+    a.add_argument("--toolkens", required=True, help="checkpoint folder")
+    a.add_argument("--tools", required=True, help="tool pack: the checkpoint's tools, then the new ones")
+    a.add_argument("--out", required=True, help="the new checkpoint folder")
+    a.add_argument("--zero-shot", action="store_true",
+                   help="rows predicted from the tools' descriptions (= --init predicted)")
+    a.add_argument("--init", choices=("predicted", "embedding", "random"), default="predicted")
+    a.set_defaults(func=_add_tools)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,8 @@ from torch import nn
 from .core.base import Base, load_base
 from .core.checkpoint import check_base, load_checkpoint, save_checkpoint
 from .core.data import Record, load_jsonl, record_lines
-from .core.head import ToolkenHead, base_softcap, init_from_embeddings
+from .core.head import INITS, ToolkenHead, base_softcap, init_from_embeddings
+from .core.predictor import has_predictor, load_predictor
 from .generation.config import GENERATION_CONFIG_NAME, GenerationConfig
 from .generation.decode import Generation, generate, generate_batch, stream
 from .generation.demos import DemoPool
@@ -54,6 +55,7 @@ class ToolkenModel(nn.Module):
         self._tool_modes: dict = {}  # (registry, tool-mode options) -> ToolMode
         self._demo_pools: dict = {}  # (registry, retriever) -> DemoPool
         self._digit_ids: torch.Tensor | None = None
+        self.predictor = None  # description -> toolken map (core.predictor), if fitted
 
     # ------------------------------------------------------------------ shapes and logits
     @property
@@ -93,8 +95,19 @@ class ToolkenModel(nn.Module):
               f"|| trainable%: {100 * trainable / total:.4f}")
 
     # ------------------------------------------------------------------ tools
-    def add_tools(self, names: list[str], init: str = "random", texts: list[str] | None = None) -> range:
-        """Append rows for new tools (old rows untouched). Returns the new rows' indices."""
+    def add_tools(self, tools: list, init: str = "random", texts: list[str] | None = None) -> range:
+        """Append rows for new tools (old rows untouched). Returns the new rows' indices.
+
+        ``tools``: names, ``Tool`` objects or manifest dicts. ``init``: random | embedding (the
+        mean input embedding of ``texts``, default ``name: description``) | predicted (the
+        checkpoint's description -> toolken map, ``self.predictor``, reads each tool's text)."""
+        names = [t if isinstance(t, str) else t["name"] if isinstance(t, dict) else t.name
+                 for t in tools]
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {list(INITS)}")
+        if init == "predicted" and self.predictor is None:
+            raise ValueError("init='predicted' needs a toolken predictor: this checkpoint has none "
+                             "(`toolken fit-predictor --toolkens DIR` fits one)")
         clash = sorted(set(names) & set(self.tools))
         if clash:
             raise ValueError(f"tools already in the checkpoint: {clash}")
@@ -103,9 +116,12 @@ class ToolkenModel(nn.Module):
         self.tools += list(names)
         rows = range(start, len(self.tools))
         if init == "embedding":
-            init_from_embeddings(self.head, self.base, texts or list(names), rows)
-        elif init != "random":
-            raise ValueError(f"init={init!r} is not one of ['random', 'embedding']")
+            texts = texts or [t if isinstance(t, str) else f"{n}: {_description(t)}"
+                              for n, t in zip(names, tools)]
+            init_from_embeddings(self.head, self.base, texts, rows)
+        elif init == "predicted" and names:
+            with torch.no_grad():
+                self.head.weight[start:] = self.predictor.predict(self.base, tools).to(self.head.weight)
         return rows
 
     def attach_tools(self, pack) -> "ToolkenModel":
@@ -115,6 +131,17 @@ class ToolkenModel(nn.Module):
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
         return self
+
+    def tools_openai(self) -> list[dict]:
+        """The checkpoint's tools in the OpenAI function schema, row order (from the attached
+        pack if any, else the stored manifest); for a server's ``tools`` or
+        ``tokenizer.apply_chat_template(tools=...)``."""
+        if self.registry is not None:
+            return self.registry.to_openai()
+        if not self.manifest:
+            raise ValueError("this checkpoint stores no tool manifest (names only: "
+                             f"{self.tools[:5]}...); attach the pack with attach_tools(PACK)")
+        return ToolRegistry.from_manifest(self.manifest).to_openai()
 
     def missing_pack(self, where: str) -> str:
         """The error for a call without a tool pack: the checkpoint never chooses which code is
@@ -199,7 +226,10 @@ class ToolkenModel(nn.Module):
                                                     sort_keys=True) + "\n"}
         if self.demo_records is not None:
             files[DEMOS_NAME] = "".join(record_lines(self.demo_records))
-        return save_checkpoint(directory, tensors, self.checkpoint_config(), files=files)
+        out = save_checkpoint(directory, tensors, self.checkpoint_config(), files=files)
+        if self.predictor is not None:  # toolken_predictor.{safetensors,json} (core.predictor)
+            self.predictor.save(out, self.base)
+        return out
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
@@ -224,9 +254,15 @@ class ToolkenModel(nn.Module):
         model.extra_config = {k: v for k, v in cfg.items() if k not in known}
         if (directory / DEMOS_NAME).exists():
             model.demo_records = load_jsonl(directory / DEMOS_NAME)
+        if has_predictor(directory):
+            model.predictor = load_predictor(directory, base)
         if tools is not None:
             model.attach_tools(tools)
         return model
+
+
+def _description(tool) -> str:
+    return tool.get("description", "") if isinstance(tool, dict) else tool.description
 
 
 @functools.cache

@@ -82,6 +82,22 @@ class ToolRegistry:
     def manifest(self) -> list[dict]:
         return [t.manifest() for t in self._tools]
 
+    def to_openai(self) -> list[dict]:
+        """The tools in the OpenAI function schema, in row order (``Tool.to_openai``)."""
+        return [t.to_openai() for t in self._tools]
+
+    @classmethod
+    def from_openai(cls, schemas: Sequence[dict]) -> ToolRegistry:
+        """Manifest-only tools from a list of OpenAI function schemas (``attach`` adds the
+        callables); a bad entry is an error naming its index."""
+        tools = []
+        for i, s in enumerate(schemas):
+            try:
+                tools.append(Tool.from_openai(s))
+            except ToolError as e:
+                raise ToolError(f"tools[{i}]: {e}") from None
+        return cls(tools)
+
     @classmethod
     def from_manifest(cls, entries: Sequence[dict]) -> ToolRegistry:
         """Tools without callables (e.g. from a checkpoint); ``attach`` gives them back."""

@@ -23,6 +23,7 @@ a failing, hanging or misbehaving tool gives a ``ToolResult`` with ``ok=False``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -174,6 +175,42 @@ class Tool:
         return json.loads(json.dumps({"name": self.name, "description": self.description,
                                       "parameters": self.parameters}))
 
+    # -- the OpenAI function schema
+    def to_openai(self) -> dict:
+        """``{"type": "function", "function": {"name", "description", "parameters"}}``, the
+        form of OpenAI's ``tools`` list and of transformers' ``apply_chat_template(tools=)``.
+        The properties come in positional order (``x-order``, which is then left out: JSON
+        keeps key order, and ``from_openai`` reads it back from there)."""
+        params = json.loads(json.dumps(self.parameters))
+        order = params.pop("x-order")
+        if "properties" in params:
+            params["properties"] = {n: params["properties"][n] for n in order}
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": params}}
+
+    @classmethod
+    def from_openai(cls, schema: dict, fn: Callable | None = None) -> Tool:
+        """A Tool from an OpenAI function schema (``{"type": "function", "function": {...}}``
+        or the bare ``{"name", "description", "parameters"}``); ``fn`` runs it (None: a
+        manifest-only tool). ToolError names the field that is wrong."""
+        if not isinstance(schema, dict):
+            raise ToolError(f"an OpenAI tool schema must be a JSON object, got {schema!r}")
+        spec = schema
+        if "function" in schema or "type" in schema:
+            if schema.get("type") != "function" or not isinstance(schema.get("function"), dict):
+                raise ToolError(f"an OpenAI tool schema needs \"type\": \"function\" and a "
+                                f"\"function\" object, got {json.dumps(schema)[:200]}")
+            spec = schema["function"]
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ToolError(f"OpenAI tool schema: \"name\" must be a non-empty string, got {name!r}")
+        description = spec.get("description", "")
+        if not isinstance(description, str):
+            raise ToolError(f"tool {name!r}: \"description\" must be a string, got {description!r}")
+        params = spec.get("parameters")
+        params = json.loads(json.dumps(EMPTY_SCHEMA if params is None else params))
+        return cls(name=name, description=description, parameters=params, fn=fn)
+
     # -- validation
     def validate(self, args: Sequence | dict) -> dict:
         """Positional (list) or named (dict) arguments -> complete, typed kwargs.
@@ -320,7 +357,8 @@ def tool(fn: Callable | None = None, *, name: str | None = None,
          render: Callable[[Any], str] | None = None, isolation: str | None = None) -> Any:
     """Make a Tool from a type-hinted function (``@tool`` or ``@tool(name=...)``).
 
-    int/float/str/bool and list[...] of those map to JSON types; Optional or a default makes
+    int/float/str/bool and list[...] of those map to JSON types, ``Literal[...]`` and Enum
+    classes to an ``enum`` of their values (an Enum argument arrives as a member); Optional or a default makes
     an argument optional; ``*args: float`` becomes an array marked ``"x-variadic": true``, so
     ``add(1, 2, 3)`` works. The docstring's first paragraph is the description; its
     Google-style ``Args:`` lines describe the arguments. ``isolation="thread"`` keeps the
@@ -331,10 +369,30 @@ def tool(fn: Callable | None = None, *, name: str | None = None,
             summary, parameters = syntax.schema_from_function(f)
         except TypeError as e:
             raise ToolError(str(e)) from None
+        enums = syntax.enum_arguments(f)
         return Tool(name=name or f.__name__, description=description or summary or
-                    f"{f.__name__}()", parameters=parameters, fn=f, demos=list(demos or []),
+                    f"{f.__name__}()", parameters=parameters,
+                    fn=_EnumArguments(f, enums) if enums else f, demos=list(demos or []),
                     render=render, isolation=isolation)
     return wrap if fn is None else wrap(fn)
+
+
+class _EnumArguments:
+    """Calls ``fn`` with its Enum-hinted arguments turned from JSON values into members (a
+    class, not a closure, so that process isolation can pickle it)."""
+
+    def __init__(self, fn: Callable, enums: dict[str, type]):
+        self.fn, self.enums = fn, enums
+        self.__name__ = getattr(fn, "__name__", "tool")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        for name, cls in self.enums.items():
+            if name in bound.arguments:
+                value = bound.arguments[name]
+                bound.arguments[name] = (tuple(syntax.to_members(list(value), cls))
+                                         if isinstance(value, tuple) else syntax.to_members(value, cls))
+        return self.fn(*bound.args, **bound.kwargs)
 
 
 # ---------------------------------------------------------------------------- parsing

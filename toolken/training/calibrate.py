@@ -55,7 +55,7 @@ def calibrate(directory, overrides: dict | None = None, verbose: bool = True) ->
     base = model.base if model.base.name == cfg.base_model else load_base(cfg.base_model)
     train_r, dev_r, digest = load_records(cfg, verbose=verbose)
     data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=verbose)
-    _, dev = split_features(cfg, base, model.tools, data)
+    dev = split_features(cfg, base, model.tools, data)[1].load()  # (N, d): dev splits are small
     if len(dev) == 0:
         raise ValueError("empty dev split: set dev_fraction or dev_file")
     with torch.no_grad():

@@ -40,7 +40,8 @@ class TrainConfig:
     # layout (its header and demos before the text, unlabelled), as generation will see it
     train_prompt_demos: int = 0  # >0: the k most similar training texts replace its demos
     # head
-    init: str = "random"  # random (the paper) | embedding (name + description)
+    init: str = "random"  # random (the paper) | embedding (name + description) | predicted
+    # (resume_from's description -> toolken map: `toolken fit-predictor`)
     bias: bool = False
     # optimisation
     epochs: int = 10
@@ -57,6 +58,10 @@ class TrainConfig:
     output_dir: str = "outputs/toolkens"
     resume: bool = True  # continue an interrupted run found in output_dir
     cache_dir: str | None = None  # feature cache; default $TOOLKEN_HOME/features
+    feature_dtype: str = "auto"  # h in the cache: auto (the base's: fp32 on CPU, bf16 on GPU) |
+    # float32 | bfloat16 | float16; the loss always accumulates in fp32
+    feature_memory_mb: float = 4096  # cached features in memory per process while training: a
+    # train split this size or smaller is read once; a larger one streams in shuffled blocks
     feature_batch_tokens: int = 8192
     vocab_chunk: int = 8192
     log_every: int = 20
@@ -69,8 +74,9 @@ class TrainConfig:
 
 
 CHOICES = {"data_format": FORMATS,
-           "init": ("random", "embedding"), "schedule": ("cosine", "linear", "constant"),
-           "train_only": ("all", "new"), "report_to": ("none", "wandb")}
+           "init": ("random", "embedding", "predicted"), "schedule": ("cosine", "linear", "constant"),
+           "train_only": ("all", "new"), "report_to": ("none", "wandb"),
+           "feature_dtype": ("auto", "float32", "bfloat16", "float16")}
 
 
 class ConfigError(ValueError):
@@ -130,12 +136,15 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: dev_fraction={cfg.dev_fraction} must be in [0, 1)")
     if cfg.train_only == "new" and not cfg.resume_from:
         raise ConfigError(f"{where}: train_only=new needs resume_from=CHECKPOINT_DIR")
+    if cfg.init == "predicted" and not cfg.resume_from:
+        raise ConfigError(f"{where}: init=predicted needs resume_from=CHECKPOINT_DIR (its predictor)")
     _check_generation(cfg.generation, where)
     if not isinstance(cfg.train_prompt_demos, int) or cfg.train_prompt_demos < 0:
         raise ConfigError(f"{where}: train_prompt_demos={cfg.train_prompt_demos!r} must be an int >= 0")
     if cfg.train_prompt_demos and not cfg.train_prompt:
         raise ConfigError(f"{where}: train_prompt_demos needs train_prompt=PROMPT_FILE")
-    for key in ("epochs", "batch_size", "feature_batch_tokens", "vocab_chunk", "log_every", "lr"):
+    for key in ("epochs", "batch_size", "feature_batch_tokens", "vocab_chunk", "log_every", "lr",
+                "feature_memory_mb"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be positive")
     if cfg.max_length < 2:
