@@ -84,20 +84,23 @@ def load_base(name: str = DEFAULT_BASE_MODEL, dtype=None, device: str | None = N
         model, tok = build_tiny()
     else:
         path = smollm2_folder() if name in SMOLLM2_ALIASES else name
-        model, tok = _from_pretrained(path, dtype)
+        model, tok = _from_pretrained(path)
+    # the weights as stored, before the cast: one fingerprint for every dtype and device
+    fingerprint = weight_fingerprint(model)
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return Base(model=model, tokenizer=tok, name=name, fingerprint=weight_fingerprint(model))
+    return Base(model=model, tokenizer=tok, name=name, fingerprint=fingerprint)
 
 
-def _from_pretrained(path: str, dtype: torch.dtype):
+def _from_pretrained(path: str):
+    """The model in the dtype its files store (``dtype="auto"``), and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     except OSError as e:
         raise OSError(f"cannot load base model {path!r}: not a local folder with a causal LM, "
                       f"and not reachable on the hub ({e})") from e
@@ -108,6 +111,10 @@ def weight_fingerprint(model: torch.nn.Module, samples: int = 4096) -> str:
     """sha256 over every parameter's name, shape and a strided sample of its values.
 
     Cheap for large models (no full copy to host) and sensitive to any different checkpoint.
+    ``load_base`` takes it from the weights in the dtype their files store, before the cast
+    to the dtype asked for, so a checkpoint made in fp32 on a CPU is accepted in bf16 on a
+    GPU and the reverse (the values are cast to fp32 here: for fp32 and bf16/fp16 files the
+    same as before this rule, when models were fingerprinted after an fp32 load).
     """
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
