@@ -93,3 +93,80 @@ def test_other_base_is_still_refused(tmp_path):
         with pytest.raises(CheckpointError, match="made for base model 'tiny-random-llama'.*fingerprint"):
             ToolkenModel.from_pretrained(tmp_path / "ckpt", base=str(tmp_path / "other"), dtype=dtype)
 
+
+
+# ---------------------------------------------------------------- --dtype / --device
+
+
+def test_every_command_that_loads_a_model_takes_dtype_and_device():
+    from toolken.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        flags = {o for a in p._actions for o in a.option_strings}
+        assert {"--dtype", "--device"} <= flags, name
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """The (name, dtype, device) of every base model load."""
+    import toolken.core.base as B
+
+    seen, real = [], B.load_base
+
+    def spy(name=B.DEFAULT_BASE_MODEL, dtype=None, device=None, **kw):
+        seen.append((name, dtype, device))
+        return real(name, dtype=dtype, device=device, **kw)
+
+    monkeypatch.setattr(B, "load_base", spy)
+    monkeypatch.setattr("toolken.model.load_base", spy)
+    return seen
+
+
+def test_generate_in_bf16_with_flags(tmp_path, loads, capsys):
+    import json
+
+    from toolken.cli import main
+
+    (tmp_path / "pack.py").write_text(PACK)
+    m = ToolkenModel(load_base("tiny-random-llama"), [])
+    m.add_tools(["add", "subtract", "multiply"])
+    m.save_pretrained(tmp_path / "ckpt")
+    assert main(["generate", "--toolkens", str(tmp_path / "ckpt"), "--tools", str(tmp_path / "pack.py"),
+                 "--dtype", "bf16", "--device", "cpu", "--bias", "10000", "--max-new-tokens", "3",
+                 "--max-tool-calls", "1", "--json", "2 and 3?"]) == 0
+    assert loads == [("tiny-random-llama", "bf16", "cpu")]
+    assert json.loads(capsys.readouterr().out)["calls"][0]["tool"] in m.tools
+
+
+def test_train_calibrate_eval_synth_pass_dtype_and_device(tmp_path, monkeypatch, loads):
+    import toolken.evaluation.run as R
+    import toolken.training.calibrate as CAL
+    import toolken.training.trainer as T
+    from toolken.cli import main
+
+    got = {}
+
+    def record(key):
+        def stop(cfg, *rest):
+            got[key] = rest[0] if rest else cfg
+            raise KeyError(key)  # stop here: not an error main() turns into an exit status
+        return stop
+
+    monkeypatch.setattr(T, "train", record("train"))
+    monkeypatch.setattr(CAL, "calibrate", record("calibrate"))
+    monkeypatch.setattr(R, "evaluate", record("eval"))
+    with pytest.raises(KeyError):
+        main(["train", str(REPO / "configs/tiny.yaml"), "dtype=fp32", "--dtype", "bf16", "--device", "cpu"])
+    assert (got["train"].dtype, got["train"].device) == ("bf16", "cpu")  # the flag wins
+    with pytest.raises(KeyError):
+        main(["calibrate", "--toolkens", "x", "--dtype", "fp16"])
+    assert got["calibrate"] == {"dtype": "fp16"}
+    with pytest.raises(KeyError):
+        main(["eval", "funcqa-oh", "--data", "x", "--dtype", "bf16", "--device", "cpu"])
+    assert (got["eval"].dtype, got["eval"].device) == ("bf16", "cpu")
+    (tmp_path / "pack.py").write_text(PACK)
+    main(["synth", "--tools", str(tmp_path / "pack.py"), "--per-tool", "1", "--out",
+          str(tmp_path / "s.jsonl"), "--method", "model", "--base-model", "tiny-random-llama",
+          "--dtype", "bf16", "--device", "cpu"])
+    assert loads[-1] == ("tiny-random-llama", "bf16", "cpu")

@@ -12,7 +12,7 @@ from .training import config as C
 def _train(args) -> int:
     from .training.trainer import train
 
-    cfg = C.load_config(args.config, args.overrides)
+    cfg = C.load_config(args.config, args.overrides + _placement_overrides(args))
     result = train(cfg)
     if result.best:
         shown = {k: round(v, 4) for k, v in result.best.items() if isinstance(v, float)}
@@ -24,14 +24,14 @@ def _train(args) -> int:
 def _calibrate(args) -> int:
     from .training.calibrate import calibrate
 
-    calibrate(args.toolkens, C.parse_overrides(args.overrides))
+    calibrate(args.toolkens, C.parse_overrides(args.overrides + _placement_overrides(args)))
     return 0
 
 
 def _load_for_generation(args):
     from .model import ToolkenModel
 
-    model = ToolkenModel.from_pretrained(args.toolkens)
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device=args.device)
     pack = args.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
     if not isinstance(pack, str):
         raise ValueError(f"give the tool pack with --tools PACK.py ({args.toolkens} names none)")
@@ -159,7 +159,8 @@ def _eval(args) -> int:
                      rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
                      rerank_method=args.rerank_method,
                      toolken_bias=args.bias, tool_options=_tool_options(args),
-                     prompt_demos=args.prompt_demos, close_results=args.close_results)
+                     prompt_demos=args.prompt_demos, close_results=args.close_results,
+                     dtype=args.dtype, device=args.device)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -186,7 +187,7 @@ def _synth(args) -> int:
     if args.method != "template":
         from .core.base import load_base
 
-        base = load_base(args.base_model)
+        base = load_base(args.base_model, dtype=args.dtype, device=args.device)
     avoid = [r for path in args.avoid or [] for r in load_jsonl(path)]
     records, report = synthesize(tools, args.per_tool, method=args.method, base=base,
                                  seed=args.seed, avoid=avoid)
@@ -198,8 +199,23 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _placement_arguments(p) -> None:
+    """--dtype / --device: on every command that loads a model."""
+    from .core.base import DTYPES
+
+    p.add_argument("--dtype", choices=("auto", *DTYPES), help="the base model's dtype (default "
+                   "auto: fp32 on CPU, bf16 on CUDA); a checkpoint made in one loads in any")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default auto: CUDA when present)")
+
+
+def _placement_overrides(args) -> list[str]:
+    """--dtype / --device as the training config's key=value overrides (they win)."""
+    return [f"{k}={getattr(args, k)}" for k in ("dtype", "device") if getattr(args, k) is not None]
+
+
 def _generation_arguments(g, template_help: str, stop_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
+    _placement_arguments(g)
     g.add_argument("--tools", help="tool pack (.py); default: the pack the checkpoint was trained with")
     g.add_argument("--template", help=template_help)
     g.add_argument("--max-new-tokens", type=int, default=96)
@@ -243,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "key=value pairs override its keys. Valid keys: " + ", ".join(C.valid_keys()))
     t.add_argument("config", help="YAML recipe, e.g. configs/funcqa.yaml")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. output_dir=outputs/x epochs=5")
+    _placement_arguments(t)
     t.set_defaults(func=_train)
 
     c = sub.add_parser("calibrate", help="fit the toolken bias on the dev split, store it",
@@ -250,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "training run's dev split (never a test set) and store it in the checkpoint.")
     c.add_argument("--toolkens", required=True, help="checkpoint folder")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="override the training config")
+    _placement_arguments(c)
     c.set_defaults(func=_calibrate)
 
     g = sub.add_parser("generate", help="answer questions, calling tools",
@@ -287,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "records must not duplicate (repeatable)")
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable)")
+    _placement_arguments(s)
     s.set_defaults(func=_synth)
 
     from .evaluation.run import METHODS
@@ -313,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "to the question replace the prompt's demos (default: the checkpoint's recipe, else 0)")
     _tool_mode_arguments(e)
     _rerank_arguments(e)
+    _placement_arguments(e)
     e.set_defaults(func=_eval)
     return p
 

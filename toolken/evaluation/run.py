@@ -43,6 +43,8 @@ class EvalConfig:
     # checkpoint's recipe: the keys given replace its values, the others keep them
     prompt_demos: int | None = None  # k retrieved training texts as the prompt's demos (toolken)
     close_results: bool | None = None  # no digit right after a tool result; None: the checkpoint's
+    dtype: str | None = None  # the base model's dtype (None: auto, fp32 on CPU, bf16 on CUDA)
+    device: str | None = None  # None: auto (CUDA when present)
 
 
 def check(cfg: EvalConfig) -> None:
@@ -62,7 +64,8 @@ def load_model(cfg: EvalConfig):
     from ..tools.registry import ToolRegistry, load_pack
 
     if cfg.toolkens:
-        model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
+        model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model, dtype=cfg.dtype,
+                                             device=cfg.device)
         pack = cfg.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
         if cfg.method == "toolken":
             if not isinstance(pack, str):
@@ -70,7 +73,7 @@ def load_model(cfg: EvalConfig):
             return model.attach_tools(pack)
         base = model.base
     else:
-        base = load_base(cfg.base_model or DEFAULT_BASE_MODEL)
+        base = load_base(cfg.base_model or DEFAULT_BASE_MODEL, dtype=cfg.dtype, device=cfg.device)
         pack = cfg.tools
     if cfg.method == "icl" and not pack:
         raise ValueError("method icl runs the tools the model writes: give --tools PACK.py")

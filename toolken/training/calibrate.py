@@ -42,16 +42,18 @@ def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, voc
 def calibrate(directory, overrides: dict | None = None, verbose: bool = True) -> dict:
     """Find and store the dev-F1-maximising bias for the checkpoint in ``directory``."""
     from ..core.base import load_base
+    from ..core.checkpoint import load_checkpoint
     from ..model import ToolkenModel
     from .pipeline import load_records, prepare_data, split_features
 
-    model = ToolkenModel.from_pretrained(directory)
-    training = model.extra_config.get("training", {}).get("config")
+    training = load_checkpoint(directory)[0].get("training", {}).get("config")
     if not training:
         raise ValueError(f"{directory} records no training config: give the data with overrides")
     cfg = from_dict({**training, **(overrides or {}), "resume_from": None, "train_only": "all"},
                     where=f"{directory} training config")
-    base = model.base if model.base.name == cfg.base_model else load_base(cfg.base_model)
+    model = ToolkenModel.from_pretrained(directory, dtype=cfg.dtype, device=cfg.device)
+    base = model.base if model.base.name == cfg.base_model else load_base(
+        cfg.base_model, dtype=cfg.dtype, device=cfg.device)
     train_r, dev_r, digest = load_records(cfg, verbose=verbose)
     data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=verbose)
     _, dev = split_features(cfg, base, model.tools, data)
