@@ -170,3 +170,66 @@ def test_train_calibrate_eval_synth_pass_dtype_and_device(tmp_path, monkeypatch,
           str(tmp_path / "s.jsonl"), "--method", "model", "--base-model", "tiny-random-llama",
           "--dtype", "bf16", "--device", "cpu"])
     assert loads[-1] == ("tiny-random-llama", "bf16", "cpu")
+
+
+# ---------------------------------------------------------------- hub ids, no network
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An offline huggingface_hub cache; put(repo, model, tok) stores a snapshot of main."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def put(repo, model, tok, commit=COMMIT):
+        folder = cache / ("models--" + repo.replace("/", "--"))
+        model.save_pretrained(folder / "snapshots" / commit)
+        tok.save_pretrained(folder / "snapshots" / commit)
+        (folder / "refs").mkdir(exist_ok=True)
+        (folder / "refs" / "main").write_text(commit)
+
+    return put
+
+
+def test_hub_id_loads_from_the_cache_and_records_its_commit(hub_cache, tmp_path, monkeypatch):
+    model, tok = build_tiny(seed=3)
+    hub_cache("acme/tiny-llama", model, tok)
+    base = load_base("acme/tiny-llama", dtype="bf16")
+    assert (base.name, base.revision) == ("acme/tiny-llama", COMMIT)
+    assert base.fingerprint == plain_fingerprint(model) and base.model.dtype == torch.bfloat16
+    m = ToolkenModel(base, [])
+    m.add_tools(["add"])
+    m.save_pretrained(tmp_path / "ckpt")
+    monkeypatch.chdir(tmp_path / "hub")  # any directory
+    again = ToolkenModel.from_pretrained(tmp_path / "ckpt")  # by the recorded id and commit
+    assert (again.base.name, again.base.revision, again.base.fingerprint) == (
+        "acme/tiny-llama", COMMIT, base.fingerprint)
+    with pytest.raises(OSError, match="'acme/absent'.*not a local folder.*huggingface_hub"):
+        load_base("acme/absent")
+
+
+def test_the_smollm2_hub_id_means_the_hubs_weights(hub_cache):
+    with pytest.raises(OSError, match="HuggingFaceTB/SmolLM2-135M-Instruct.*built-in default.*"
+                                      "named 'SmolLM2-135M-Instruct'"):
+        load_base("HuggingFaceTB/SmolLM2-135M-Instruct")  # not in the cache: not the GGUF either
+    model, tok = build_tiny(seed=5)  # stand-in weights under that id
+    hub_cache("HuggingFaceTB/SmolLM2-135M-Instruct", model, tok)
+    base = load_base("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert base.fingerprint == plain_fingerprint(model) and base.hidden_size == 16
+
+
+def test_local_folder_is_recorded_by_absolute_path(tmp_path, monkeypatch):
+    model, tok = build_tiny(seed=2)
+    model.save_pretrained(tmp_path / "mybase")
+    tok.save_pretrained(tmp_path / "mybase")
+    monkeypatch.chdir(tmp_path)
+    m = ToolkenModel(load_base("mybase"), [])
+    m.add_tools(["add"])
+    m.save_pretrained(tmp_path / "ckpt")
+    monkeypatch.chdir(tmp_path / "ckpt")
+    assert ToolkenModel.from_pretrained(tmp_path / "ckpt").base.name == str(tmp_path / "mybase")

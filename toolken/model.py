@@ -144,7 +144,7 @@ class ToolkenModel(nn.Module):
     # ------------------------------------------------------------------ save / load
     def checkpoint_config(self) -> dict:
         return {"base_model": self.base.name, "base_fingerprint": self.base.fingerprint,
-                "hidden_size": self.base.hidden_size, "vocab_size": self.vocab_size,
+                "base_revision": self.base.revision, "hidden_size": self.base.hidden_size, "vocab_size": self.vocab_size,
                 "tools": self.tools, "bias": self.head.bias is not None,
                 "toolken_bias": self.toolken_bias, "softcap": self.head.softcap,
                 "manifest": self.manifest, **self.extra_config}
@@ -159,13 +159,14 @@ class ToolkenModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
                         dtype=None, device=None, tools=None) -> "ToolkenModel":
         cfg, tensors = load_checkpoint(directory)
-        if not isinstance(base, Base):
-            base = load_base(base or cfg["base_model"], dtype=dtype, device=device)
+        if not isinstance(base, Base):  # by default the recorded base, at its recorded commit
+            revision = None if base else cfg.get("base_revision")
+            base = load_base(base or cfg["base_model"], dtype=dtype, device=device, revision=revision)
         check_base(cfg, base, str(directory))
         head = ToolkenHead(len(cfg["tools"]), base.hidden_size, bias=cfg.get("bias", False),
                            softcap=cfg.get("softcap"))
         head.load_state_dict(tensors)
-        known = {"base_model", "base_fingerprint", "hidden_size", "vocab_size", "tools", "bias",
+        known = {"base_model", "base_fingerprint", "base_revision", "hidden_size", "vocab_size", "tools", "bias",
                  "toolken_bias", "softcap", "manifest", "format_version", "toolken_version"}
         model = cls(base, cfg["tools"], head, toolken_bias=cfg.get("toolken_bias", 0.0),
                     manifest=cfg.get("manifest"))

@@ -52,7 +52,7 @@ def calibrate(directory, overrides: dict | None = None, verbose: bool = True) ->
     cfg = from_dict({**training, **(overrides or {}), "resume_from": None, "train_only": "all"},
                     where=f"{directory} training config")
     model = ToolkenModel.from_pretrained(directory, dtype=cfg.dtype, device=cfg.device)
-    base = model.base if model.base.name == cfg.base_model else load_base(
+    base = model.base if cfg.base_model == training.get("base_model") else load_base(
         cfg.base_model, dtype=cfg.dtype, device=cfg.device)
     train_r, dev_r, digest = load_records(cfg, verbose=verbose)
     data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=verbose)
