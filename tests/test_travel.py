@@ -233,3 +233,123 @@ def test_local_folder_is_recorded_by_absolute_path(tmp_path, monkeypatch):
     m.save_pretrained(tmp_path / "ckpt")
     monkeypatch.chdir(tmp_path / "ckpt")
     assert ToolkenModel.from_pretrained(tmp_path / "ckpt").base.name == str(tmp_path / "mybase")
+
+
+# ---------------------------------------------------------------- the folder: pack copy, card
+
+
+def test_training_writes_the_pack_copy_and_a_model_card(tmp_path):
+    import hashlib
+    import json
+
+    res = tiny_train(tmp_path, epochs=3)
+    out = tmp_path / "out"
+    assert (out / "toolken_tools.py").read_text() == PACK
+    cfg = json.loads((out / "toolken_config.json").read_text())
+    assert cfg["tool_pack"]["source"] == str((tmp_path / "pack.py").resolve())  # absolute
+    assert cfg["tool_pack"]["sha256"] == hashlib.sha256(PACK.encode()).hexdigest()
+    assert [e["name"] for e in cfg["manifest"]] == ["add", "subtract", "multiply"]  # the manifest
+    assert cfg["manifest"][0]["description"] == "Add two integers."
+    card = (out / "README.md").read_text()
+    metrics = [json.loads(x) for x in (out / "training/metrics.jsonl").read_text().splitlines()]
+    best = max(metrics, key=lambda r: (r["dev_f1"], -r["dev_loss"]))
+    assert best == res.best and best["epoch"] == cfg["training"]["best"]["epoch"]
+    for want in ("base_model: tiny-random-llama", cfg["base_fingerprint"], "| 0 | `add` | Add two integers. |",
+                 "| 2 | `multiply` |", str(REPO / "data/tiny/train.jsonl"), cfg["training"]["data_digest"],
+                 f"best epoch {best['epoch']}: dev loss {best['dev_loss']:.4f}",
+                 f"F1 {best['dev_f1']:.3f}", "made by `", str(tmp_path / "pack.py"),
+                 "--tools checkpoint"):
+        assert want in card, want
+    assert cfg["training"]["command"] and cfg["training"]["working_directory"]
+
+
+def test_calibration_and_resave_keep_the_copy_and_update_the_card(tmp_path):
+    tiny_train(tmp_path)
+    from toolken.training.calibrate import calibrate
+
+    report = calibrate(tmp_path / "out", verbose=False)
+    (tmp_path / "pack.py").unlink()  # the copy no longer needs the original
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"calibrated toolken bias {report['bias']:+.4g}" in card
+    assert (tmp_path / "out" / "toolken_tools.py").read_text() == PACK
+    m = ToolkenModel.from_pretrained(tmp_path / "out", tools=tmp_path / "out" / "toolken_tools.py")
+    m.save_pretrained(tmp_path / "moved")
+    assert (tmp_path / "moved" / "toolken_tools.py").read_text() == PACK
+    from toolken.core.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "moved")[0]["tool_pack"]["source"] == str(tmp_path / "pack.py")
+
+
+def test_model_card_of_a_strange_config_does_not_fail():
+    from toolken.core.card import model_card
+
+    for cfg in ({}, {"training": "x", "calibration": [1], "tool_pack": 3, "manifest": [1, {"name": "a"}]},
+                {"tools": [f"t{i}" for i in range(120)], "training": {"config": {"extra_train_files": "x"},
+                                                                      "best": {"dev_f1": "high"}}}):
+        assert model_card(cfg).startswith("---\nlibrary_name: toolken")
+    assert "... and 70 more" in model_card({"tools": [f"t{i}" for i in range(120)]})
+
+
+def test_tools_checkpoint_needs_a_copy(tmp_path, capsys):
+    from toolken.cli import main
+
+    m = ToolkenModel(load_base("tiny-random-llama"), [])
+    m.add_tools(["add"])
+    m.save_pretrained(tmp_path / "ckpt")  # no pack known: no copy
+    assert main(["generate", "--toolkens", str(tmp_path / "ckpt"), "--tools", "checkpoint", "x"]) == 2
+    assert "holds no copy of its tool pack (toolken_tools.py" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- another directory, files gone
+
+PROMPTS = ["Q: 12 apples and 30 apples. A: 12*30=", "Q: 7 coins and 5 coins. A: 7+5=", "Q: 9 and 4. A:"]
+
+
+def generations(model):
+    out = []
+    for p in PROMPTS:
+        g = model.generate(p, max_new_tokens=12, toolken_bias=2.0, max_tool_calls=2)
+        out.append((g.text, [(c.tool, c.arguments, c.argument_text, c.result, c.error) for c in g.calls],
+                    list(g.token_ids)))
+    return out
+
+
+def test_checkpoint_generates_identically_elsewhere_after_the_training_files_are_gone(
+        tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from toolken.cli import main
+
+    work = tmp_path / "work"  # the training directory: recipe paths relative to it
+    work.mkdir()
+    shutil.copy(REPO / "data/tiny/train.jsonl", work / "train.jsonl")
+    (work / "pack.py").write_text(PACK)
+    monkeypatch.chdir(work)
+    train(load_config(REPO / "configs/tiny.yaml", {"output_dir": "out", "cache_dir": "cache",
+                                                     "train_file": "train.jsonl", "tools": "pack.py",
+                                                     "epochs": 4}))
+    before = ToolkenModel.from_pretrained("out", tools="pack.py")
+    want = generations(before)
+    assert any(calls for _, calls, _ in want)  # the test covers tool calls
+    cli = ["generate", "--json", "--max-new-tokens", "12", "--bias", "2.0", "--max-tool-calls", "2"]
+    assert main([*cli, "--toolkens", "out", "--tools", "pack.py", "12 apples and 30 apples?"]) == 0
+    want_cli = json.loads(capsys.readouterr().out.splitlines()[-1])
+
+    shutil.move(work / "out", tmp_path / "moved")  # the checkpoint moves; the rest is deleted
+    shutil.rmtree(work)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    after = ToolkenModel.from_pretrained(tmp_path / "moved", tools=tmp_path / "moved" / "toolken_tools.py")
+    assert generations(after) == want
+    assert main([*cli, "--toolkens", str(tmp_path / "moved"), "--tools", "checkpoint",
+                 "12 apples and 30 apples?"]) == 0
+    got_cli = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert untimed(got_cli) == untimed(want_cli) and want_cli["calls"]
+
+
+def untimed(d: dict) -> dict:
+    """A --json generation without its timings."""
+    return {k: [untimed(c) for c in v] if k == "calls" else v for k, v in d.items()
+            if not k.startswith("seconds")}

@@ -11,15 +11,18 @@ Saved and loaded like a PEFT adapter::
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import inspect
-
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .core.base import Base, load_base
-from .core.checkpoint import check_base, load_checkpoint, save_checkpoint
+from .core.card import model_card
+from .core.checkpoint import CARD_NAME, PACK_NAME, check_base, load_checkpoint, save_checkpoint
 from .core.head import ToolkenHead, base_softcap, init_from_embeddings
 
 
@@ -39,6 +42,8 @@ class ToolkenModel(nn.Module):
         self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
         self.extra_config: dict = {}
         self.registry = None  # the tools' callables (attach_tools)
+        self.pack_file: Path | None = None  # the pack's file, copied at save (remember_pack)
+        self.tool_pack: dict | None = None  # where it came from: {"source": absolute path, ...}
         from .generation.prefix import PrefixStore
 
         self.prefix_store = PrefixStore()  # recent prompts' KV caches (the base is frozen)
@@ -105,6 +110,8 @@ class ToolkenModel(nn.Module):
         registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack)
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
+        if not isinstance(pack, ToolRegistry):
+            self.remember_pack(pack)
         return self
 
     def tool_mode(self, registry=None, backend: str = "xgrammar", options=None):
@@ -142,18 +149,35 @@ class ToolkenModel(nn.Module):
         return stream(self, prompt, **kw)
 
     # ------------------------------------------------------------------ save / load
+    def remember_pack(self, pack, options: dict | None = None) -> None:
+        """Note the tool pack (a .py path, or a module that is one file): ``save_pretrained``
+        copies that file into the folder as ``toolken_tools.py`` and records its absolute path,
+        so the folder keeps the tools' code after the training files move. A package (many
+        files) is not copied."""
+        source = _pack_file(pack)
+        if source is not None and source != self.pack_file:  # a loaded copy keeps its record
+            self.pack_file = source
+            self.tool_pack = {"source": str(source), "options": dict(options or {})}
+
     def checkpoint_config(self) -> dict:
         return {"base_model": self.base.name, "base_fingerprint": self.base.fingerprint,
-                "base_revision": self.base.revision, "hidden_size": self.base.hidden_size, "vocab_size": self.vocab_size,
-                "tools": self.tools, "bias": self.head.bias is not None,
+                "base_revision": self.base.revision, "hidden_size": self.base.hidden_size,
+                "vocab_size": self.vocab_size, "tools": self.tools, "bias": self.head.bias is not None,
                 "toolken_bias": self.toolken_bias, "softcap": self.head.softcap,
-                "manifest": self.manifest, **self.extra_config}
+                "manifest": self.manifest, "tool_pack": self.tool_pack, **self.extra_config}
 
     def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the folder: config, head weights, the pack's copy (if known) and the model card."""
         tensors = {"weight": self.head.weight}
         if self.head.bias is not None:
             tensors["bias"] = self.head.bias
-        return save_checkpoint(directory, tensors, self.checkpoint_config())
+        config, files = self.checkpoint_config(), {}
+        if self.pack_file is not None and self.pack_file.is_file():
+            files[PACK_NAME] = self.pack_file.read_bytes()
+            config["tool_pack"] = {**(self.tool_pack or {}), "file": PACK_NAME,
+                                   "sha256": hashlib.sha256(files[PACK_NAME]).hexdigest()}
+        files[CARD_NAME] = model_card(config)
+        return save_checkpoint(directory, tensors, config, files)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
@@ -166,14 +190,36 @@ class ToolkenModel(nn.Module):
         head = ToolkenHead(len(cfg["tools"]), base.hidden_size, bias=cfg.get("bias", False),
                            softcap=cfg.get("softcap"))
         head.load_state_dict(tensors)
-        known = {"base_model", "base_fingerprint", "base_revision", "hidden_size", "vocab_size", "tools", "bias",
-                 "toolken_bias", "softcap", "manifest", "format_version", "toolken_version"}
+        known = {"base_model", "base_fingerprint", "base_revision", "hidden_size", "vocab_size",
+                 "tools", "bias", "toolken_bias", "softcap", "manifest", "tool_pack",
+                 "format_version", "toolken_version"}
         model = cls(base, cfg["tools"], head, toolken_bias=cfg.get("toolken_bias", 0.0),
                     manifest=cfg.get("manifest"))
         model.extra_config = {k: v for k, v in cfg.items() if k not in known}
+        copy = Path(directory) / PACK_NAME
+        if isinstance(cfg.get("tool_pack"), dict) and copy.is_file():  # kept by a later save
+            model.pack_file, model.tool_pack = copy, cfg["tool_pack"]
         if tools is not None:
             model.attach_tools(tools)
         return model
+
+
+def _pack_file(pack) -> Path | None:
+    """The file of a pack given as a .py path or a one-file module name (else None)."""
+    if isinstance(pack, (str, os.PathLike)):
+        text = os.fspath(pack)
+        if isinstance(pack, os.PathLike) or text.endswith(".py") or os.sep in text or "/" in text:
+            return Path(text).expanduser().resolve()
+        try:
+            spec = importlib.util.find_spec(text)
+        except (ImportError, ValueError):
+            return None
+    else:
+        spec = getattr(pack, "__spec__", None)  # a module object
+    origin = getattr(spec, "origin", None)
+    if spec is None or origin is None or spec.submodule_search_locations is not None:
+        return None  # a package, a namespace, a built-in: not one file
+    return Path(origin).resolve()
 
 
 @functools.cache

@@ -60,13 +60,14 @@ def check(cfg: EvalConfig) -> None:
 def load_model(cfg: EvalConfig):
     """The checkpoint's model (toolken) or the bare base model with the pack (baselines)."""
     from ..core.base import DEFAULT_BASE_MODEL, load_base
+    from ..core.checkpoint import pack_argument
     from ..model import ToolkenModel
     from ..tools.registry import ToolRegistry, load_pack
 
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model, dtype=cfg.dtype,
                                              device=cfg.device)
-        pack = cfg.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
+        pack = pack_argument(cfg.tools, cfg.toolkens) or model.extra_config.get("training", {}).get("config", {}).get("tools")
         if cfg.method == "toolken":
             if not isinstance(pack, str):
                 raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")

@@ -8,7 +8,9 @@ batch, and the loss is scaled so that the averaged gradient is that of the globa
 one process and several give the same toolkens.
 
 Outputs in ``output_dir``: the best epoch's checkpoint (``toolken_config.json`` +
-``toolken_model.safetensors``) and ``training/`` (``metrics.jsonl``, ``loss_curve.png``,
+``toolken_model.safetensors``, a copy of the tool pack ``toolken_tools.py`` when the recipe
+names a pack file, and the model card ``README.md``: data, dev figures, the command) and
+``training/`` (``metrics.jsonl``, ``loss_curve.png``,
 ``state.pt`` for resuming an interrupted run).
 """
 
@@ -18,6 +20,8 @@ import json
 import math
 import os
 import random
+import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +143,9 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     base = load_base(cfg.base_model, dtype=cfg.dtype, device=str(accelerator.device))
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
+    if isinstance(cfg.tools, str):  # the pack's code travels with the checkpoint (not imported from it)
+        model.remember_pack(cfg.tools, cfg.tool_options)
+    run = run_record(digest)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
@@ -221,7 +228,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
             print(f"epoch {epoch + 1}: {summary}{'  (best)' if improved else ''}")
             if improved:
                 rows.write_back(model)
-                model.extra_config = {"training": {"best": best, "config": to_dict(cfg)}}
+                model.extra_config = {"training": {"best": best, "config": to_dict(cfg), **run}}
                 model.save_pretrained(out)
             _save_state(state_path, rows, optimizer, scheduler, cfg, history, best, epoch)
             _write_logs(logdir, history, curve)
@@ -232,6 +239,15 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
         accelerator.end_training()
     final = ToolkenModel.from_pretrained(out, base=base) if (out / "toolken_config.json").exists() else model
     return TrainResult(model=final, history=history, best=best, output_dir=out)
+
+
+def run_record(data_digest: str) -> dict:
+    """What the model card says about the run: the command, where and when, the data's digest."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "toolken":  # the console script, not its venv path
+        argv[0] = "toolken"
+    return {"command": shlex.join(argv), "working_directory": os.getcwd(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data_digest": data_digest}
 
 
 def _save_state(path: Path, rows, optimizer, scheduler, cfg, history, best, epoch) -> None:
