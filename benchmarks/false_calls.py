@@ -37,7 +37,7 @@ def no_tool_questions(path: Path) -> list[str]:
 
 def run(model, questions: list[str], template: str, bias: float, top_k: int, none_bias: float,
         method: str, batch_size: int):
-    from toolken.generation.batch import generate_batch
+    from toolken.generation.decode import generate_batch
     from toolken.evaluation.run import STOPS
 
     return generate_batch(model, [template.replace("[QUESTION]", q) for q in questions],

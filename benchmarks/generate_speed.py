@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from benchutil import append_report, machine
+from paper_loop import paper_generate
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCQA = REPO.parent / "shared/benchmarks/toolkengpt/funcqa"
@@ -108,17 +109,18 @@ def main() -> None:
         model.prefix_store.clear()  # every run starts cold: no prompt or tool prefix cached
         model._tool_modes.clear()
         t = time.perf_counter()
-        gens = [model.generate(template.replace("[QUESTION]", q), question=q, max_new_tokens=96,
-                               stop=["\nQ:", "\n\n"], reencode=reencode, prompt_lookup=lookup)
-                for q in qs]
+        cfg = model.generation_config.replace(max_new_tokens=96, stop=["\nQ:", "\n\n"],
+                                              prompt_lookup=lookup)
+        gens = [paper_generate(model, template.replace("[QUESTION]", q), q, cfg) if reencode else
+                model.generate(template.replace("[QUESTION]", q), cfg, question=q) for q in qs]
         runs[name] = (time.perf_counter() - t, gens)
-    from toolken.generation.batch import generate_batch
+    from toolken.generation.decode import generate_batch
 
     model.prefix_store.clear()
     model._tool_modes.clear()
     t = time.perf_counter()
     gens = generate_batch(model, [template.replace("[QUESTION]", q) for q in qs], questions=qs,
-                          max_new_tokens=96, stop=["\nQ:", "\n\n"], batch_size=8)
+                          max_new_tokens=96, stop=["\nQ:", "\n\n"], batch_size=8, prompt_lookup=0)
     runs["toolken, batched (8)"] = (time.perf_counter() - t, gens)
     same = sum(a.text == b.text for a, b in zip(runs["toolken"][1], runs["paper (re-encode)"][1]))
     same_b = sum(a.text == b.text for a, b in zip(runs["toolken"][1], gens))

@@ -32,14 +32,14 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args(argv)
 
-    from toolken.generation.demos import checkpoint_pool, retrieved_template
+    from toolken.generation.demos import retrieved_template
     from toolken.model import ToolkenModel
     from toolken.tools import load_pack
 
     model = ToolkenModel.from_pretrained(args.toolkens)
     registry = load_pack(model.extra_config.get("training", {}).get("config", {}).get("tools")
                          or "tools/funcqa.py")
-    pool = checkpoint_pool(model, registry)
+    pool = model.attach_tools(registry).demo_pool(registry)
     template = Path(args.template).read_text()
     questions = json.loads(Path(args.dev).read_text())
     report = json.loads(Path(args.report).read_text())

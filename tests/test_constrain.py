@@ -16,9 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolken.generation import constrain
+from toolken.tools import arguments
 from toolken.core.base import TINY_CHARS, build_tiny_tokenizer, load_base
-from toolken.generation.constrain import (BACKENDS, call_grammar, format_arguments, make_constraint,
-                               parse_arguments, parse_number, positional_params)
+from toolken.generation.constrain import BACKENDS, make_constraint
+from toolken.tools.arguments import (call_grammar, format_arguments, parse_arguments, parse_number,
+                                     positional_params)
 
 K = 13  # toolken columns appended after the LM head rows
 
@@ -327,10 +329,10 @@ def test_compiled_once_per_tokenizer(smol):
 
 def test_context_numbers():
     text = "Amy saves 4% of 1,250.5 dollars, tripling it in three years; 10th log of 5572?"
-    assert constrain.context_numbers(text) == (
+    assert arguments.context_numbers(text) == (
         "4", "4%", "0.04", "1", "250", "1250.5", "3", "10", "5572")
-    assert constrain.context_numbers("no number here") is None
-    assert constrain.parse_number("4%") == float("0.04")  # the grammar's rule, never eval
+    assert arguments.context_numbers("no number here") is None
+    assert arguments.parse_number("4%") == float("0.04")  # the grammar's rule, never eval
 
 
 def test_grammar_with_context_numbers(tiny):
@@ -348,3 +350,28 @@ def test_grammar_with_context_numbers(tiny):
     for bad in ((), ("1e5",), ("-3",), (3,)):
         with pytest.raises(ValueError, match="numbers must be"):
             call_grammar(sch, numbers=bad)
+
+
+def test_tool_call_text_reads_what_the_grammar_writes():
+    """One argument language: every argument list the grammar lets tool mode write is read
+    the same by ``Tool.call``'s parser (which also accepts looser text, for the in-context
+    baseline), on random values of every scalar type and a variadic tail."""
+    import random
+
+    from toolken.tools import parse_call_args, tool
+
+    @tool
+    def f(n: int, x: float, s: str, b: bool, *rest: int) -> int:
+        """A tool of every scalar type."""
+        return n
+
+    rng = random.Random(0)
+    for _ in range(300):
+        values = [rng.randint(-10**6, 10**6), round(rng.uniform(-1e4, 1e4), rng.randint(0, 6)),
+                  "".join(rng.choice('ab c,"\\\'x') for _ in range(rng.randint(1, 8))),
+                  rng.random() < 0.5] + [rng.randint(0, 99) for _ in range(rng.randint(0, 3))]
+        text = format_arguments(values, f.parameters)  # as tool mode writes it, with the ")"
+        parsed = parse_arguments(text, f.parameters)
+        kwargs = parse_call_args(text.removesuffix(")"), f)
+        assert parsed[:4] == [kwargs["n"], kwargs["x"], kwargs["s"], kwargs["b"]], text
+        assert parsed[4:] == list(kwargs.get("rest", [])), text

@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from toolken.core.data import Record, ToolCall, save_jsonl
-from toolken.generation.demos import DemoPool, checkpoint_pool, question_of, retrieved_template, with_calls
-from toolken.generation.decode import ToolModeOptions
+from types import SimpleNamespace
+
+from toolken.generation.config import GenerationConfig
+from toolken.generation.demos import DemoPool, question_of, retrieved_template, with_calls
+from toolken.training.pipeline import demo_records
 from toolken.model import ToolkenModel
 from toolken.tools.registry import ToolRegistry
 from toolken.tools import tool
@@ -74,86 +77,99 @@ def test_retrieved_template():
 
 
 @pytest.fixture()
-def trained(tiny_base, tmp_path):
-    """A tiny checkpoint whose recipe names a canonical training file (half held out as dev)."""
-    path = tmp_path / "train.jsonl"
-    save_jsonl(RECORDS, path)
+def trained(tiny_base):
+    """A tiny model whose demo pool is RECORDS minus a dev half, as training stores it, and whose
+    recipe says arg_candidates: 3, prompt_demos: 1."""
     torch.manual_seed(0)
-    m = ToolkenModel(tiny_base, [])
+    m = ToolkenModel(tiny_base, [], generation_config=GenerationConfig(arg_candidates=3, prompt_demos=1))
     m.add_tools(REGISTRY.names)
-    m.extra_config = {"training": {"config": {
-        "train_file": str(path), "data_format": "canonical", "dev_fraction": 0.5, "seed": 0,
-        "generation": {"arg_candidates": 3, "prompt_demos": 1}}}}
+    m.demo_records = demo_records(SimpleNamespace(dev_fraction=0.5, seed=0), RECORDS, None)
     return m.attach_tools(REGISTRY)
 
 
-def test_checkpoint_pool_leaves_out_dev_records(trained):
+def test_demo_pool_leaves_out_dev_records_and_travels(trained, tmp_path):
     from toolken.training.pipeline import dev_indices
 
-    pool = checkpoint_pool(trained, trained.registry)
+    pool = trained.demo_pool(trained.registry)
     dev = {question_of(RECORDS[i]) for i in dev_indices(len(RECORDS), 0.5, 0)}
     assert len(pool.examples) == 2 and not {e.question for e in pool.examples} & dev
-    assert checkpoint_pool(trained, trained.registry) is pool  # kept on the model
+    assert trained.demo_pool(trained.registry) is pool  # kept on the model
+    trained.save_pretrained(tmp_path / "ck")
+    back = ToolkenModel.from_pretrained(tmp_path / "ck", base=trained.base)
+    assert [r.to_json() for r in back.demo_records] == [r.to_json() for r in trained.demo_records]
+    assert back.generation_config == trained.generation_config
+    bare = ToolkenModel(trained.base, ["add", "lcm"]).attach_tools(REGISTRY)
+    with pytest.raises(ValueError, match="toolken_demos.jsonl"):
+        bare.generate("Q: 2 and 3? A:", arg_demos=1, toolken_bias=1e4, max_new_tokens=2)
 
 
 def test_options_defaults_and_errors(trained):
-    assert trained.tool_mode().options == ToolModeOptions(arg_candidates=3)
-    assert trained.tool_mode(options={}).options == ToolModeOptions()
+    assert trained.generation_config == GenerationConfig(arg_candidates=3, prompt_demos=1)
+    assert trained.tool_mode(REGISTRY, trained.generation_config).options.arg_candidates == 3
     for bad, msg in (({"arg_demos": -1}, "arg_demos"), ({"arg_candidates": 0}, "arg_candidates"),
-                     ({"arg_numbers": "all"}, "arg_numbers"), ({"arg_demo": 2}, "unknown tool-mode")):
+                     ({"arg_numbers": "all"}, "arg_numbers"), ({"arg_demo": 2}, "unknown generation"),
+                     ({"arg_retriever": "tfidf"}, "arg_retriever"), ({"stop": "Q:"}, "stop"),
+                     ({"max_new_tokens": 2.5}, "max_new_tokens"), ({"do_sample": 1}, "do_sample")):
         with pytest.raises(ValueError, match=msg):
-            ToolModeOptions.of(bad)
+            GenerationConfig().replace(**bad)
+    with pytest.raises(ValueError, match="recipe: option"):
+        GenerationConfig.from_dict({"arg_demo": 2}, where="recipe")
 
 
 def test_levers_in_a_forced_call(trained):
     q = "Q: Buses come every 4 and 6 minutes. When together? A:"
     opts = {"arg_demos": 1, "arg_candidates": 4, "arg_numbers": "context"}
-    g = trained.generate(q, max_new_tokens=3, toolken_bias=1e4, max_tool_calls=1, tool_options=opts)
+    g = trained.generate(q, max_new_tokens=3, toolken_bias=1e4, max_tool_calls=1, **opts)
     c = g.calls[0]
     assert c.error is None and len(c.candidates) == 4
     assert all(x in (4, 6) for x in c.arguments)  # only numbers of the question
     results = [x["result"] for x in c.candidates]
     assert results.count(c.result) == max(results.count(r) for r in results)  # the majority
-    head, _ = trained.tool_mode(options=opts).split_prompt(trained.registry[c.tool], q)
+    mode = trained.tool_mode(trained.registry, trained.generation_config.replace(**opts))
+    head, _ = mode.split_prompt(trained.registry[c.tool], q)
     assert head.count("Q: ") == 2 and "<" + c.tool + ">(" in head  # one retrieved demo
     greedy = trained.generate(q, max_new_tokens=3, toolken_bias=1e4, max_tool_calls=1,
-                              tool_options={"arg_candidates": 1})
+                              arg_candidates=1)
     assert greedy.calls[0].candidates is None
 
 
-def test_run_toolken_with_retrieved_prompt_demos(trained, monkeypatch):
+def test_template_prompt_demos_from_the_recipe(trained):
+    template = "Q: fixed demo\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
+    q = "A zoo has 5 cows and 2 pigs. How many animals?"
+    shown = trained.demo_pool(trained.registry).prompt_demos(q, 1)[0]
+    kw = dict(max_new_tokens=1, toolken_bias=-1e4)
+    g = trained.generate(template, question=q, **kw)  # the recipe: prompt_demos 1
+    assert trained.tokenizer.decode(g.token_ids).startswith(f"{shown}\n\nQ: {q}\nA:")
+    fixed = trained.generate(template, question=q, prompt_demos=0, **kw)
+    assert trained.tokenizer.decode(fixed.token_ids).startswith(template.replace("[QUESTION]", q))
+    with pytest.warns(UserWarning, match="prompt_demos=2 skipped"):  # no demos to replace
+        bare = trained.generate("Q: [QUESTION]\nA:", question=q, prompt_demos=2, **kw)
+    assert trained.tokenizer.decode(bare.token_ids).startswith(f"Q: {q}\nA:")
+    with pytest.raises(ValueError, match="pass question"):
+        trained.generate(template, **kw)
+
+
+def test_run_toolken_fills_the_template_per_question(trained):
     from toolken.evaluation import methods
     from toolken.evaluation.loaders import Example
 
-    seen = {}
-
-    def spy(model, prompts, **kw):
-        seen.update(prompts=prompts, **kw)
-        return real(model, prompts, **kw)
-
-    real = methods.generate_batch
-    monkeypatch.setattr(methods, "generate_batch", spy)
     template = "Q: fixed demo\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
     ex = Example(id="0", question="A zoo has 5 cows and 2 pigs. How many animals?", gold=7.0)
-    out = methods.run_toolken(trained, [ex], template, ["\n\n"], 3, 1, lambda t, c: t,
-                              toolken_bias=-1e4, tool_options={"arg_numbers": "context"},
-                              prompt_demos=1)
-    assert len(out) == 1 and "fixed demo" not in seen["prompts"][0]
-    assert seen["prompts"][0].startswith("Q: ") and seen["prompts"][0].endswith(ex.question + "\nA:")
-    assert seen["toolken_bias"] == -1e4 and seen["tool_options"] == {"arg_numbers": "context"}
+    cfg = trained.generation_config.replace(max_new_tokens=3, toolken_bias=-1e4, stop=["\n\n"])
+    out = methods.run_toolken(trained, [ex], template, lambda t, c: t, cfg)
+    alone = trained.generate(template, cfg, question=ex.question)
+    assert len(out) == 1 and out[0]["text"] == alone.text
 
 
 def test_close_results_single_and_batch_agree(trained):
-    from toolken.generation.batch import generate_batch
-    from toolken.generation.decode import digit_tokens
+    from toolken.generation.decode import generate_batch
 
-    digits = digit_tokens(trained, True)
+    digits = trained.digit_token_ids()
     pieces = trained.tokenizer.convert_ids_to_tokens(digits.tolist())
     assert len(pieces) >= 10 and all(p[0].isdigit() for p in pieces)
-    assert digit_tokens(trained, False) is None and digit_tokens(trained, None) is None
     prompts = ["Q: 3 and 4? A: ", "Q: 5 and 6? A:"]
     kw = dict(max_new_tokens=4, toolken_bias=1e4, max_tool_calls=1, close_results=True,
-              tool_options={})
+              arg_candidates=1, prompt_demos=0)
     single = [trained.generate(p, **kw) for p in prompts]
     batch = generate_batch(trained, prompts, **kw)
     for s, b in zip(single, batch):
@@ -197,24 +213,6 @@ def test_minilm_pool_ranks_by_meaning():
     assert ranked[0] == 2 and sorted(ranked) == [0, 1, 2, 3]
 
 
-def test_cli_prompt_takes_the_recipes_prompt_demos(trained):
-    from argparse import Namespace
-
-    from toolken.cli import _prompt
-
-    template = "Q: fixed demo\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
-    q = "A zoo has 5 cows and 2 pigs. How many animals?"
-    recipe = _prompt(trained, Namespace(prompt_demos=None, arg_retriever=None), template, q)
-    pool = checkpoint_pool(trained, trained.registry)
-    assert recipe == f"{pool.prompt_demos(q, 1)[0]}\n\nQ: {q}\nA:"  # prompt_demos: 1 in the recipe
-    fixed = _prompt(trained, Namespace(prompt_demos=0, arg_retriever=None), template, q)
-    assert fixed == template.replace("[QUESTION]", q)
-    bare = _prompt(trained, Namespace(prompt_demos=None, arg_retriever=None), "Q: [QUESTION]\nA:", q)
-    assert bare == f"Q: {q}\nA:"  # no demos to replace
-    with pytest.raises(ValueError, match="no 'Q: ...' demo block"):
-        _prompt(trained, Namespace(prompt_demos=2, arg_retriever=None), "Q: [QUESTION]\nA:", q)
-
-
 def _bm25_reference(docs, query, k):
     """Plain BM25 (k1=1.5, b=0.75): score every document, sort (stable) by score."""
     import math
@@ -253,9 +251,16 @@ def test_bm25_index_matches_a_plain_reference():
 
 
 def test_options_given_replace_only_their_keys(trained):
-    # the recipe says arg_candidates: 3; a flag for another option keeps it
-    assert trained.tool_options_over({"arg_demos": 1}) == {"arg_candidates": 3, "arg_demos": 1}
-    assert trained.tool_options_over({"arg_candidates": 1}) == {"arg_candidates": 1}
-    assert trained.tool_options_over(None) is None  # None: the recipe as it is
-    assert trained.tool_mode(options=trained.tool_options_over({"arg_demos": 1})).options \
-        == ToolModeOptions(arg_candidates=3, arg_demos=1)
+    from toolken.cli import _config, build_parser
+
+    # the recipe says arg_candidates: 3, prompt_demos: 1; a flag for another option keeps them
+    args = build_parser().parse_args(["generate", "q", "--toolkens", "x", "--arg-demos", "1"])
+    cfg = _config(trained, args, ["\n\n"])
+    assert (cfg.arg_candidates, cfg.arg_demos, cfg.prompt_demos, cfg.stop) == (3, 1, 1, ("\n\n",))
+    args = build_parser().parse_args(["generate", "q", "--toolkens", "x", "--arg-candidates", "1",
+                                      "--stop", "Q:", "--no-reuse-prompt", "--toolken-bias", "-2"])
+    cfg = _config(trained, args, ["\n\n"])
+    assert (cfg.arg_candidates, cfg.prompt_demos, cfg.stop, cfg.reuse_prompt, cfg.toolken_bias) == \
+        (1, 1, ("Q:",), False, -2.0)
+    assert trained.generation_config.replace(arg_demos=1) == \
+        GenerationConfig(arg_candidates=3, prompt_demos=1, arg_demos=1)

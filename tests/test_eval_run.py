@@ -5,6 +5,7 @@ import json
 import pytest
 
 from toolken.evaluation.run import METHODS, EvalConfig, evaluate
+from toolken.generation.config import GenerationConfig
 from toolken.model import ToolkenModel
 from toolken.tools.registry import load_pack
 from conftest import REPO, SHARED, shared_path
@@ -41,7 +42,7 @@ CASES = [(b, m) for b, ms in METHODS.items() for m in ms
 def test_every_benchmark_and_method_writes_the_contract(bench, method, checkpoints, tmp_path):
     data = shared_path(*DATA[bench])
     pack = PACKS.get(bench)
-    cfg = EvalConfig(bench=bench, data=str(data), method=method, limit=2, max_new_tokens=6,
+    cfg = EvalConfig(bench=bench, data=str(data), method=method, limit=2, generation={"max_new_tokens": 6},
                      base_model="tiny-random-llama", out=str(tmp_path / "r.json"), shared=str(SHARED),
                      toolkens=checkpoints[pack] if method == "toolken" else None,
                      tools=str(REPO / "tools" / f"{pack}.py") if pack and method == "icl" else None)
@@ -68,7 +69,7 @@ def test_eval_rerank_flag_records_decisions(tiny_base, tmp_path):
 
     data = shared_path(*DATA["funcqa-oh"])
     pack = str(REPO / "tools" / "funcqa.py")
-    m = ToolkenModel(tiny_base, [], toolken_bias=1e4)  # a toolken wins at every step
+    m = ToolkenModel(tiny_base, [], generation_config=GenerationConfig(toolken_bias=1e4))  # a toolken wins at every step
     m.add_tools(load_pack(pack).names)
     m.save_pretrained(tmp_path / "ckpt")
     calls = {}
@@ -79,7 +80,7 @@ def test_eval_rerank_flag_records_decisions(tiny_base, tmp_path):
                      "--base-model", "tiny-random-llama", "--rerank-top-k", "2",
                      "--rerank-none-bias", none_bias, "--out", str(out)]) == 0
         report = json.loads(out.read_text())
-        assert report["config"]["rerank_top_k"] == 2
+        assert report["config"]["generation"]["rerank_top_k"] == 2
         for p in report["predictions"]:
             assert p["reranks"] and all(len(r["candidates"]) == 2 for r in p["reranks"])
         calls[none_bias] = sum(len(p["calls"]) for p in report["predictions"])

@@ -1,6 +1,8 @@
 """Generation with tools on the tiny model, a toolken forced by a very large bias."""
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,7 +112,7 @@ def test_sampling_is_seeded(tiny_base):
 
 
 def test_batched_generation_equals_one_by_one(tiny_base):
-    from toolken.generation.batch import generate_batch
+    from toolken.generation.decode import generate_batch
 
     m = model_with(tiny_base, add)
     prompts = ["Q: 2 and 3? A:", "Q: what is 10 plus 20? A: ", "Q: x"]
@@ -126,10 +128,13 @@ def test_batched_generation_equals_one_by_one(tiny_base):
 
 
 def test_reencoding_gives_the_same_text(tiny_base):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from paper_loop import paper_generate
+
     m = model_with(tiny_base, add)
     kw = dict(max_new_tokens=8, toolken_bias=1e4, max_tool_calls=2)
     ours = m.generate("Q: 5 and 6? A:", **kw)
-    paper = m.generate("Q: 5 and 6? A:", reencode=True, **kw)
+    paper = paper_generate(m, "Q: 5 and 6? A:", "Q: 5 and 6? A:", m.generation_config.replace(**kw))
     assert ours.text == paper.text and len(ours.calls) == 2
     assert paper.prefilled_tokens > ours.prefilled_tokens
 
@@ -150,7 +155,7 @@ def test_prompt_prefix_reuse_is_exact(tiny_base):
 
 
 def test_batch_shares_its_prompt_prefix(tiny_base):
-    from toolken.generation.batch import generate_batch
+    from toolken.generation.decode import generate_batch
 
     m = model_with(tiny_base, add)
     template = "Use the add tool when asked.\nQ: "
@@ -187,7 +192,7 @@ def test_prefix_store_bounds_and_partial_reuse(tiny_base):
 
 
 def test_lookup_draft():
-    from toolken.generation.decode import lookup_draft
+    from toolken.generation.steps import lookup_draft
 
     ids = [1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 2, 3]
     assert lookup_draft(ids, 2) == [4, 7]  # the latest earlier "2 3", longest n-gram first
@@ -212,7 +217,7 @@ def test_prompt_lookup_keeps_greedy_text(tiny_base, bias):
 
 
 def test_streamed_text_never_includes_a_stop_string(tiny_base):
-    from toolken.generation.decode import _held
+    from toolken.generation.steps import held as _held
 
     assert _held("ab\n", ["\n\n"]) == 1 and _held("ab", ["\n\n"]) == 0 and _held("xQ", ["\nQ:", "Q:"]) == 1
     m = model_with(tiny_base, add)

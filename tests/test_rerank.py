@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from toolken.generation.batch import generate_batch
-from toolken.generation.decode import GenerationError, _new_cache, _step
+from toolken.generation.decode import generate_batch
+from toolken.generation.steps import GenerationError, new_cache as _new_cache, step as _step
 from toolken.model import ToolkenModel
 from toolken.tools.registry import ToolRegistry
 from toolken.generation.rerank import CONTENT_FREE, NONE, Reranker, option_logprobs
@@ -137,9 +137,9 @@ def test_prompt_lists_candidates_and_none(m):
 
 
 def test_bad_rerank_options(m):
-    with pytest.raises(GenerationError, match="rerank_top_k"):
+    with pytest.raises(ValueError, match="rerank_top_k=-1 must be >= 0"):
         m.generate("Q: hi", rerank_top_k=-1)
     with pytest.raises(ValueError, match="below 26"):
         m.generate("Q: hi", rerank_top_k=30)
-    with pytest.raises(ValueError, match="rerank method 'vote'"):
+    with pytest.raises(ValueError, match="rerank_method='vote' is not one of"):
         m.generate("Q: hi", rerank_top_k=1, rerank_method="vote")

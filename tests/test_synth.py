@@ -206,7 +206,7 @@ def test_model_path_for_an_api(monkeypatch):
 
 def test_model_path_runs_on_tiny_model(pack, tiny_base):
     recs, report = synthesize(pack, per_tool=3, method="both", base=tiny_base, seed=0,
-                              max_new_tokens=12)
+                              settings=synth.SynthSettings(max_new_tokens=12))
     for r in report.tools:
         assert r.generated == r.kept + sum(r.dropped.values())
     assert sum(r.generated for r in report.tools) > sum(r.kept for r in report.tools)

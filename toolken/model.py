@@ -14,6 +14,7 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import json
 import os
 from pathlib import Path
 
@@ -22,13 +23,24 @@ from torch import nn
 
 from .core.base import Base, load_base
 from .core.card import model_card
-from .core.checkpoint import CARD_NAME, PACK_NAME, check_base, load_checkpoint, save_checkpoint
+from .core.checkpoint import (CARD_NAME, CONFIG_NAME, PACK_NAME, WEIGHTS_NAME, check_base,
+                              load_checkpoint, save_checkpoint)
+from .core.data import Record, load_jsonl, record_lines
 from .core.head import ToolkenHead, base_softcap, init_from_embeddings
+from .generation.config import GENERATION_CONFIG_NAME, GenerationConfig
+from .generation.decode import Generation, generate, generate_batch, stream
+from .generation.demos import DemoPool
+from .generation.prefix import PrefixStore
+from .generation.tool_mode import ToolMode
+from .tools.registry import ToolRegistry, load_pack
+
+DEMOS_NAME = "toolken_demos.jsonl"
 
 
 class ToolkenModel(nn.Module):
     def __init__(self, base: Base, tools: list[str], head: ToolkenHead | None = None,
-                 bias: bool = False, toolken_bias: float = 0.0, manifest: list[dict] | None = None):
+                 bias: bool = False, manifest: list[dict] | None = None,
+                 generation_config: GenerationConfig | None = None):
         super().__init__()
         if len(set(tools)) != len(tools):
             dup = sorted({t for t in tools if tools.count(t) > 1})
@@ -38,16 +50,17 @@ class ToolkenModel(nn.Module):
         self.head = head or ToolkenHead(len(tools), base.hidden_size, bias=bias,
                                         softcap=base_softcap(base.model.config))
         self.head.to(base.device)
-        self.toolken_bias = float(toolken_bias)  # added to toolken logits at generation
+        self.generation_config = generation_config or GenerationConfig()  # generation_config.json
         self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
         self.extra_config: dict = {}
         self.registry = None  # the tools' callables (attach_tools)
         self.pack_file: Path | None = None  # the pack's file, copied at save (remember_pack)
         self.tool_pack: dict | None = None  # where it came from: {"source": absolute path, ...}
-        from .generation.prefix import PrefixStore
-
+        self.demo_records: list[Record] | None = None  # retrieved demos' pool (toolken_demos.jsonl)
         self.prefix_store = PrefixStore()  # recent prompts' KV caches (the base is frozen)
-        self._tool_modes: dict = {}
+        self._tool_modes: dict = {}  # (registry, tool-mode options) -> ToolMode
+        self._demo_pools: dict = {}  # (registry, retriever) -> DemoPool
+        self._digit_ids: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ shapes and logits
     @property
@@ -105,8 +118,6 @@ class ToolkenModel(nn.Module):
     def attach_tools(self, pack) -> "ToolkenModel":
         """Attach callables from a pack (a path, module or ToolRegistry) whose tools are this
         checkpoint's, in the same order; a pack that differs is refused, naming the tools."""
-        from .tools.registry import ToolRegistry, load_pack
-
         registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack)
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
@@ -114,39 +125,61 @@ class ToolkenModel(nn.Module):
             self.remember_pack(pack)
         return self
 
-    def tool_mode(self, registry=None, backend: str = "xgrammar", options=None):
-        """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry and
-        options (``ToolModeOptions``, a dict of them, or None: ``generation_defaults()``)."""
-        from .generation.decode import ToolMode, ToolModeOptions
-
-        registry = registry if registry is not None else self.registry
-        options = ToolModeOptions.of(self.tool_options_over({}) if options is None else options)
-        key = (id(registry), backend, options)
+    def tool_mode(self, registry, config: GenerationConfig) -> ToolMode:
+        """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry and the
+        tool-mode fields of a generation config."""
+        key = (id(registry), config.tool_mode_key)
         if key not in self._tool_modes or self._tool_modes[key].registry is not registry:
-            self._tool_modes[key] = ToolMode(self, registry, backend, options=options)
+            self._tool_modes[key] = ToolMode(self, registry, config)
         return self._tool_modes[key]
 
-    def tool_options_over(self, given: dict | None) -> dict | None:
-        """Tool-mode options: ``given`` over the recipe's ``arg_*`` defaults (None: none given)."""
-        if given is None:
-            return None
-        return {k: v for k, v in self.generation_defaults().items() if k.startswith("arg_")} | given
+    def demo_pool(self, registry, retriever: str = "bm25") -> DemoPool:
+        """The pool of retrieved demos: the checkpoint's ``toolken_demos.jsonl`` (its training
+        records minus dev), kept across calls."""
+        if self.demo_records is None:
+            raise ValueError("retrieved demos (arg_demos, prompt_demos) need the checkpoint's demo "
+                             "pool, toolken_demos.jsonl, and this model has none (train it with "
+                             "toolken train, or set model.demo_records)")
+        key = (id(registry), retriever)
+        if key not in self._demo_pools:
+            self._demo_pools[key] = DemoPool(self.demo_records, registry, retriever, self)
+        return self._demo_pools[key]
 
-    def generation_defaults(self) -> dict:
-        """The ``generation`` options of the recipe the checkpoint was trained with (tool-mode
-        ``arg_*`` options, ``close_results``, ``prompt_demos``), {} if it names none."""
-        return dict(self.extra_config.get("training", {}).get("config", {}).get("generation") or {})
+    def digit_token_ids(self) -> torch.Tensor:
+        """The ids of the vocabulary tokens that start with a digit (``close_results``)."""
+        if self._digit_ids is None:
+            n = min(len(self.tokenizer), self.vocab_size)
+            pieces = self.tokenizer.convert_ids_to_tokens(list(range(n)))
+            self._digit_ids = torch.tensor([i for i, p in enumerate(pieces) if p and p[0].isdigit()],
+                                           dtype=torch.long)
+        return self._digit_ids
 
-    def generate(self, prompt, **kw):
-        """Generate with tools; see toolken.generation.decode.stream for the options."""
-        from .generation.decode import generate
+    @property
+    def toolken_bias(self) -> float:
+        """The bias added to toolken logits at generation (``generation_config.toolken_bias``)."""
+        return self.generation_config.toolken_bias
 
-        return generate(self, prompt, **kw)
+    @toolken_bias.setter
+    def toolken_bias(self, value: float) -> None:
+        self.generation_config = self.generation_config.replace(toolken_bias=float(value))
 
-    def stream(self, prompt, **kw):
-        from .generation.decode import stream
+    def generate(self, prompt, config: GenerationConfig | None = None, *, question: str | None = None,
+                 **overrides) -> Generation:
+        """Generate with tools (``toolken.generation.decode``): ``config`` (default: this
+        checkpoint's ``generation_config``) with ``overrides`` replacing their fields."""
+        return generate(self, prompt, config, question=question, **overrides)
 
-        return stream(self, prompt, **kw)
+    def stream(self, prompt, config: GenerationConfig | None = None, *, question: str | None = None,
+               **overrides):
+        """Like ``generate``, yielding ``Event``s as they happen, then the ``Generation``."""
+        return stream(self, prompt, config, question=question, **overrides)
+
+    def generate_batch(self, prompts: list, config: GenerationConfig | None = None, *,
+                       questions: list | None = None, progress: bool = False,
+                       **overrides) -> list[Generation]:
+        """Many prompts in lockstep, ``batch_size`` at a time (same options as ``generate``)."""
+        return generate_batch(self, prompts, config, questions=questions, progress=progress,
+                              **overrides)
 
     # ------------------------------------------------------------------ save / load
     def remember_pack(self, pack, options: dict | None = None) -> None:
@@ -163,25 +196,34 @@ class ToolkenModel(nn.Module):
         return {"base_model": self.base.name, "base_fingerprint": self.base.fingerprint,
                 "base_revision": self.base.revision, "hidden_size": self.base.hidden_size,
                 "vocab_size": self.vocab_size, "tools": self.tools, "bias": self.head.bias is not None,
-                "toolken_bias": self.toolken_bias, "softcap": self.head.softcap,
-                "manifest": self.manifest, "tool_pack": self.tool_pack, **self.extra_config}
+                "softcap": self.head.softcap, "manifest": self.manifest, "tool_pack": self.tool_pack,
+                **self.extra_config}
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the folder: config, head weights, the pack's copy (if known) and the model card."""
+        """Write the checkpoint folder atomically: ``toolken_config.json``,
+        ``toolken_model.safetensors``, ``generation_config.json``, the model card ``README.md``,
+        and when known ``toolken_demos.jsonl`` (the demo pool) and ``toolken_tools.py`` (a copy
+        of the tool pack)."""
         tensors = {"weight": self.head.weight}
         if self.head.bias is not None:
             tensors["bias"] = self.head.bias
-        config, files = self.checkpoint_config(), {}
+        config, generation = self.checkpoint_config(), self.generation_config.to_dict()
+        files = {GENERATION_CONFIG_NAME: json.dumps(generation, indent=2, sort_keys=True) + "\n"}
+        if self.demo_records is not None:
+            files[DEMOS_NAME] = "".join(record_lines(self.demo_records))
         if self.pack_file is not None and self.pack_file.is_file():
             files[PACK_NAME] = self.pack_file.read_bytes()
             config["tool_pack"] = {**(self.tool_pack or {}), "file": PACK_NAME,
                                    "sha256": hashlib.sha256(files[PACK_NAME]).hexdigest()}
-        files[CARD_NAME] = model_card(config)
-        return save_checkpoint(directory, tensors, config, files)
+        defaults = GenerationConfig().to_dict()
+        files[CARD_NAME] = model_card(config, {k: v for k, v in generation.items() if v != defaults.get(k)},
+                                      files=[*files, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME])
+        return save_checkpoint(directory, tensors, config, files=files)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
                         dtype=None, device=None, tools=None) -> "ToolkenModel":
+        directory = Path(directory)
         cfg, tensors = load_checkpoint(directory)
         if not isinstance(base, Base):  # by default the recorded base, at its recorded commit
             revision = None if base else cfg.get("base_revision")
@@ -193,12 +235,18 @@ class ToolkenModel(nn.Module):
         known = {"base_model", "base_fingerprint", "base_revision", "hidden_size", "vocab_size",
                  "tools", "bias", "toolken_bias", "softcap", "manifest", "tool_pack",
                  "format_version", "toolken_version"}
-        model = cls(base, cfg["tools"], head, toolken_bias=cfg.get("toolken_bias", 0.0),
-                    manifest=cfg.get("manifest"))
+        if (directory / GENERATION_CONFIG_NAME).exists():
+            gen = GenerationConfig.load(directory)
+        else:  # written before generation_config.json: the recipe's section and the bias
+            recipe = cfg.get("training", {}).get("config", {}).get("generation") or {}
+            gen = GenerationConfig.from_dict(recipe, where=f"{directory}: training.config.generation")
+            gen = gen.replace(toolken_bias=float(cfg.get("toolken_bias", 0.0)))
+        model = cls(base, cfg["tools"], head, manifest=cfg.get("manifest"), generation_config=gen)
         model.extra_config = {k: v for k, v in cfg.items() if k not in known}
-        copy = Path(directory) / PACK_NAME
-        if isinstance(cfg.get("tool_pack"), dict) and copy.is_file():  # kept by a later save
-            model.pack_file, model.tool_pack = copy, cfg["tool_pack"]
+        if (directory / DEMOS_NAME).exists():
+            model.demo_records = load_jsonl(directory / DEMOS_NAME)
+        if isinstance(cfg.get("tool_pack"), dict) and (directory / PACK_NAME).is_file():
+            model.pack_file, model.tool_pack = directory / PACK_NAME, cfg["tool_pack"]  # kept by a later save
         if tools is not None:
             model.attach_tools(tools)
         return model

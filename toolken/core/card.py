@@ -1,8 +1,9 @@
 """The model card (``README.md``) of a toolken checkpoint, written at every save.
 
-Rendered from the checkpoint's config alone (``toolken_config.json``: base model, tools, the
-training recipe and run, calibration), like the cards ``transformers`` and PEFT write, so it
-never says more than the folder holds. Figures are the run's own dev-split figures.
+Rendered from what the folder holds (``toolken_config.json``: base model, tools, the training
+recipe and run, calibration; the generation options that differ from the defaults; the file
+names), like the cards ``transformers`` and PEFT write. Figures are the run's own dev-split
+figures.
 """
 
 from __future__ import annotations
@@ -10,15 +11,25 @@ from __future__ import annotations
 MAX_TOOL_ROWS = 50  # past this, the card lists the first ones; the config lists all
 
 
-def model_card(cfg: dict) -> str:
-    """Markdown with a YAML header, from a checkpoint config (see ``ToolkenModel.checkpoint_config``)."""
+FILES = {"toolken_config.json": "base model, tools (row order) and their manifest, the training recipe and run",
+         "toolken_model.safetensors": "the toolken rows (and biases): the only trained weights",
+         "generation_config.json": "the options generation uses unless told otherwise",
+         "toolken_demos.jsonl": "the training records retrieved demos come from (not dev)",
+         "toolken_tools.py": "a copy of the tool pack (code: run only when you name it)",
+         "README.md": "this card"}
+
+
+def model_card(cfg: dict, generation: dict | None = None, files=()) -> str:
+    """Markdown with a YAML header, from a checkpoint config (see ``ToolkenModel.checkpoint_config``),
+    the generation options that differ from the defaults, and the names of the folder's files."""
     base, tools = cfg.get("base_model", "?"), list(cfg.get("tools") or [])
     training = _dict(cfg.get("training"))
     parts = [_header(base), f"# Toolkens for `{base}`\n",
              f"{len(tools)} tool(s) learned as toolkens (ToolkenGPT: one output row per tool) for "
              f"the frozen base model `{base}`; the base weights are not in this folder.\n",
              _base_section(cfg), _use_section(cfg), _tools_section(cfg, tools),
-             _training_section(training), _figures_section(training, _dict(cfg.get("calibration")))]
+             _training_section(training), _figures_section(training, _dict(cfg.get("calibration"))),
+             _generation_section(_dict(generation)), _files_section(files)]
     return "\n".join(p for p in parts if p)
 
 
@@ -31,8 +42,7 @@ def _base_section(cfg: dict) -> str:
             + (f" at hub commit `{cfg['base_revision']}`" if cfg.get("base_revision") else ""),
             f"- weight fingerprint `{cfg.get('base_fingerprint')}` (of the weights as stored: the "
             f"same in every dtype; another base model is refused)",
-            f"- hidden size {cfg.get('hidden_size')}, vocabulary {cfg.get('vocab_size')}; toolken "
-            f"bias {_num(cfg.get('toolken_bias', 0.0), '+.4g')}"]
+            f"- hidden size {cfg.get('hidden_size')}, vocabulary {cfg.get('vocab_size')}"]
     return "## Base model\n\n" + "\n".join(rows) + "\n"
 
 
@@ -90,6 +100,19 @@ def _training_section(training: dict) -> str:
                     + (f" in `{training['working_directory']}`" if training.get("working_directory") else "")
                     + (f" on {training['date']}" if training.get("date") else ""))
     return "## Training\n\n" + "\n".join(rows) + "\n"
+
+
+def _generation_section(changed: dict) -> str:
+    if not changed:
+        return "## Generation\n\n`generation_config.json` holds the default options.\n"
+    rows = ", ".join(f"`{k}` {_num(v, '+.4g') if k == 'toolken_bias' else v!r}"
+                     for k, v in sorted(changed.items()))
+    return f"## Generation\n\n`generation_config.json` differs from the defaults in: {rows}.\n"
+
+
+def _files_section(files) -> str:
+    rows = [f"- `{f}`: {FILES.get(f, '')}" for f in sorted(files)]
+    return "## Files\n\n" + "\n".join(rows) + "\n" if rows else ""
 
 
 def _figures_section(training: dict, calibration: dict) -> str:

@@ -170,13 +170,18 @@ def load_jsonl(path: str | os.PathLike, tools: Sequence[str] | None = None) -> l
     return records
 
 
+def record_lines(records: Sequence[Record]) -> Iterator[str]:
+    """Canonical JSONL lines of records."""
+    for r in records:
+        yield json.dumps(r.to_json(), ensure_ascii=False) + "\n"
+
+
 def save_jsonl(records: Sequence[Record], path: str | os.PathLike) -> None:
     """Write records as canonical JSONL, atomically (temporary file, then os.replace)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+        f.writelines(record_lines(records))
     os.replace(tmp, path)
 
 

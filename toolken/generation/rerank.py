@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .decode import _new_cache, _step
+from .steps import new_cache, step
 
 HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" when the "
           "answer needs no tool.\n\n")
@@ -107,7 +107,7 @@ class Reranker:
         tok, V = self.model.tokenizer, self.model.vocab_size
         cache = self._header_cache()
         ids = tok(self.prompt(question, answer_so_far, tools), add_special_tokens=False)["input_ids"]
-        z = _step(self.model, ids, cache)
+        z = step(self.model, ids, cache)
         labels = [tok(" " + LABELS[i], add_special_tokens=False)["input_ids"] for i in range(len(tools) + 1)]
         stats["prefilled"] += len(ids) + sum(len(x) - 1 for x in labels)
         scores = option_logprobs(self.model, cache, z[:V], labels)
@@ -128,8 +128,8 @@ class Reranker:
 
     def _loglik(self, text: str, conts: list[list[int]], stats) -> list[float]:
         ids = self.model.tokenizer(text, add_special_tokens=True)["input_ids"]
-        cache = _new_cache(self.model)
-        z = _step(self.model, ids, cache)
+        cache = new_cache(self.model)
+        z = step(self.model, ids, cache)
         stats["prefilled"] += len(ids) + sum(len(x) - 1 for x in conts)
         return option_logprobs(self.model, cache, z[:self.model.vocab_size], conts)
 
@@ -139,8 +139,8 @@ class Reranker:
 
         if self._header is None:
             ids = self.model.tokenizer(HEADER, add_special_tokens=True)["input_ids"]
-            cache = _new_cache(self.model)
-            _step(self.model, ids, cache)
+            cache = new_cache(self.model)
+            step(self.model, ids, cache)
             self._header = (cache, len(ids))
         cache, n = self._header
         return copy_cache(self.model, cache, n)

@@ -459,8 +459,26 @@ def _record(tool: Tool, prefix: str, args: list | None, tail: str, source: str,
         raise _Drop("the result is not at the marked span") from None
 
 
+@dataclass(frozen=True)
+class SynthSettings:
+    """How candidates are made: the tool's timeout, and the model's sampling (method model)."""
+
+    tool_timeout: float = 30.0
+    max_new_tokens: int = 48
+    temperature: float = 0.8
+
+
+@dataclass
+class _Run:
+    """What every tool's filling shares: the kept texts, the records, the settings."""
+
+    seen: Seen
+    out: list[Record]
+    settings: SynthSettings
+
+
 def _fill(tool: Tool, rep: ToolReport, target: int, make: Callable[[int], tuple], source: str,
-          seen: Seen, out: list[Record], timeout: float, budget: int) -> None:
+          run: _Run, budget: int) -> None:
     """Make candidates with ``make(i)`` until ``target`` are kept, ``budget`` were tried, or
     ``max(20, 2 * target)`` in a row were dropped."""
     kept = misses = 0
@@ -470,23 +488,24 @@ def _fill(tool: Tool, rep: ToolReport, target: int, make: Callable[[int], tuple]
         rep.generated += 1
         try:
             prefix, args, tail = make(i)
-            dup = seen.find(prefix)
+            dup = run.seen.find(prefix)
             if dup:
                 raise _Drop(f"{dup[0]} of {'this' if dup[1] == tool.name else 'another'} "
                             f"tool's data")
-            out.append(_record(tool, prefix, args, tail, f"synth:{source}:{tool.name}", timeout))
+            run.out.append(_record(tool, prefix, args, tail, f"synth:{source}:{tool.name}",
+                                   run.settings.tool_timeout))
         except _Drop as e:
             rep.dropped[str(e)] += 1
             misses += 1
             continue
-        seen.add(prefix, tool.name)
+        run.seen.add(prefix, tool.name)
         kept, misses = kept + 1, 0
         rep.kept, rep.kept_by_source[source] = rep.kept + 1, rep.kept_by_source[source] + 1
 
 
 def synthesize(tools: Iterable[Tool], per_tool: int, *, method: str = "template", base=None,
-               seed: int = 0, avoid: Sequence[Record] = (), tool_timeout: float = 30.0,
-               max_new_tokens: int = 48, temperature: float = 0.8) -> tuple[list[Record], SynthReport]:
+               seed: int = 0, avoid: Sequence[Record] = (),
+               settings: SynthSettings = SynthSettings()) -> tuple[list[Record], SynthReport]:
     """Up to ``per_tool`` records for each tool (module docstring); ``method`` "both" asks
     the model for half and fills the rest from templates. ``avoid``: existing records whose
     texts count as other tools' data. Returns (records, report); see ``SynthReport.empty``."""
@@ -496,25 +515,24 @@ def synthesize(tools: Iterable[Tool], per_tool: int, *, method: str = "template"
         raise ValueError(f"per_tool={per_tool} must be positive")
     if method != "template" and base is None:
         raise ValueError(f"method={method!r} samples questions from a base model: pass base=")
-    t0, seen, out, reports = time.perf_counter(), Seen(), [], []
+    t0, reports = time.perf_counter(), []
+    run = _Run(Seen(), [], settings)
     for r in avoid:
-        seen.add(context(r), r.calls[0].tool if r.calls else None)
+        run.seen.add(context(r), r.calls[0].tool if r.calls else None)
     for k, tool in enumerate(tools):
         rep, rng = ToolReport(tool.name), random.Random(f"{seed}:{tool.name}")
         reports.append(rep)
         n_model = 0 if method == "template" else per_tool if method == "model" else \
             math.ceil(per_tool / 2)
         if n_model:
-            _fill_from_model(tool, rep, n_model, base, seed * 100_003 + k, rng, seen, out,
-                             tool_timeout, max_new_tokens, temperature)
+            _fill_from_model(tool, rep, n_model, base, seed * 100_003 + k, rng, run)
         if method != "model":
             _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(tool, rng),
-                  "template", seen, out, tool_timeout, budget=10 * per_tool)
-    return out, SynthReport(reports, time.perf_counter() - t0)
+                  "template", run, budget=10 * per_tool)
+    return run.out, SynthReport(reports, time.perf_counter() - t0)
 
 
-def _fill_from_model(tool, rep, target, base, seed, rng, seen, out, timeout, max_new_tokens,
-                     temperature) -> None:
+def _fill_from_model(tool, rep, target, base, seed, rng, run: _Run) -> None:
     n = math.ceil(1.5 * target) + 1
     api = bool(tool.meta.get("api_call"))
     if tool.fn is None and not api:  # nothing to run: no need to ask the model
@@ -532,6 +550,6 @@ def _fill_from_model(tool, rep, target, base, seed, rng, seen, out, timeout, max
     starts = [rng.choice(API_STARTS) if api else "" for _ in args_list]
     prompts = [_model_prompts(tool, base, a, s) for a, s in zip(args_list, starts)]
     questions = [f"{s} {q}".strip() for s, q in zip(starts, model_questions(
-        base, prompts, seed, max_new_tokens, temperature))]
+        base, prompts, seed, run.settings.max_new_tokens, run.settings.temperature))]
     _fill(tool, rep, target, lambda i: _model_candidate(tool, questions[i], args_list[i]),
-          "model", seen, out, timeout, budget=n)
+          "model", run, budget=n)

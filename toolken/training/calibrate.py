@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import torch
 
+from ..core.base import load_base
+from ..model import ToolkenModel
 from .config import from_dict
 from .loss import predict, prf, toolken_counts
+from .pipeline import load_records, prepare_data, split_features
 
 
 def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, vocab_size: int) -> tuple[float, dict]:
@@ -41,10 +44,7 @@ def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, voc
 
 def calibrate(directory, overrides: dict | None = None, verbose: bool = True) -> dict:
     """Find and store the dev-F1-maximising bias for the checkpoint in ``directory``."""
-    from ..core.base import load_base
     from ..core.checkpoint import load_checkpoint
-    from ..model import ToolkenModel
-    from .pipeline import load_records, prepare_data, split_features
 
     training = load_checkpoint(directory)[0].get("training", {}).get("config")
     if not training:

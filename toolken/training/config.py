@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..core.base import DEFAULT_BASE_MODEL
+from ..generation.config import GenerationConfig
 from ..core.data import FORMATS
 
 
@@ -130,20 +131,11 @@ def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]
 
 
 def _check_generation(gen, where: str) -> None:
-    from ..generation.decode import ToolModeOptions
-
-    if not isinstance(gen, dict):
-        raise ConfigError(f"{where}: generation must be a mapping, got {gen!r}")
-    if not isinstance(gen.get("close_results", False), bool):
-        raise ConfigError(f"{where}: generation.close_results must be true or false")
-    k = gen.get("prompt_demos", 0)
-    if not isinstance(k, int) or k < 0:
-        raise ConfigError(f"{where}: generation.prompt_demos={k!r} must be an int >= 0")
+    """The recipe's ``generation:`` section must be valid ``GenerationConfig`` fields."""
     try:
-        ToolModeOptions.of({key: v for key, v in gen.items()
-                            if key not in ("prompt_demos", "close_results")})
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: generation: {e} (or prompt_demos, close_results)") from None
+        GenerationConfig.from_dict(gen, where=f"{where}: generation")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.base import toolken_home
+from ..core.data import Record, label_records
+from ..generation.config import GenerationConfig
+from ..generation.demos import in_prompt_layout, question_of
+from ..model import ToolkenModel
+from ..tools.registry import load_pack
+from . import features as F
 from .config import TrainConfig, extra_files
 from .convert import NEEDS_TOOLS, convert
-from ..core.data import Record, label_records
-from . import features as F
-from ..core.base import toolken_home
 from .features import file_digest
-from ..model import ToolkenModel
 
 
 @dataclass
@@ -32,8 +35,6 @@ def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], 
     files = [(cfg.train_file, cfg.data_format)] + extra_files(cfg)
     pack = None  # formats that map calls to tools by the pack (apibench) get it
     if any(fmt in NEEDS_TOOLS for _, fmt in files) and isinstance(cfg.tools, str):
-        from ..tools.registry import load_pack
-
         pack = load_pack(cfg.tools, **cfg.tool_options)
 
     def read(path: str, fmt: str) -> tuple[list[Record], str]:
@@ -56,8 +57,6 @@ def load_records(cfg: TrainConfig, verbose: bool = True) -> tuple[list[Record], 
 def tool_list(cfg: TrainConfig, records: list[Record]) -> tuple[list[str], list[dict] | None, list[str]]:
     """(names in row order, manifest or None, texts for description-based init)."""
     if isinstance(cfg.tools, str):
-        from ..tools.registry import load_pack
-
         registry = load_pack(cfg.tools, **cfg.tool_options)
         names = list(registry.names)
         return names, registry.manifest(), [f"{t.name}: {t.description}" for t in registry]
@@ -92,10 +91,22 @@ def prepare_model(cfg: TrainConfig, base, records: list[Record], verbose: bool =
     model.manifest = manifest
     if not model.tools:
         raise ValueError(f"no tools: {cfg.train_file} has no calls and the config names no tools")
+    model.generation_config = GenerationConfig.from_dict(cfg.generation, where="generation")
     start = len(model.tools) - len(new) if cfg.train_only == "new" else 0
     if verbose and cfg.resume_from:
         print(f"toolken: {len(model.tools) - len(new)} tools from {cfg.resume_from}, {len(new)} new")
     return model, start
+
+
+def demo_records(cfg: TrainConfig, train: list[Record], dev: list[Record] | None) -> list[Record]:
+    """The pool of retrieved demos saved with the checkpoint: the training records minus the
+    dev records and minus every record whose question is also a dev question."""
+    if dev is None:
+        held = set(dev_indices(len(train), cfg.dev_fraction, cfg.seed).tolist())
+        dev = [r for i, r in enumerate(train) if i in held]
+        train = [r for i, r in enumerate(train) if i not in held]
+    dev_questions = {question_of(r) for r in dev}
+    return [r for r in train if question_of(r) not in dev_questions]
 
 
 def dev_indices(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -113,8 +124,6 @@ def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
         dev_records = np.arange(len(train), len(records))
     n_train = len(records) - len(dev_records)
     if cfg.train_prompt:
-        from ..generation.demos import in_prompt_layout
-
         records = in_prompt_layout(records, set(dev_records.tolist()), cfg.train_prompt,
                                    cfg.train_prompt_demos)
     labelled = label_records(records, base.tokenizer, tools, base.vocab_size, cfg.max_length,

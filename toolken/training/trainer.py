@@ -7,11 +7,10 @@ processes and the head is trained in DDP: every process takes its share of each 
 batch, and the loss is scaled so that the averaged gradient is that of the global batch —
 one process and several give the same toolkens.
 
-Outputs in ``output_dir``: the best epoch's checkpoint (``toolken_config.json`` +
-``toolken_model.safetensors``, a copy of the tool pack ``toolken_tools.py`` when the recipe
-names a pack file, and the model card ``README.md``: data, dev figures, the command) and
-``training/`` (``metrics.jsonl``, ``loss_curve.png``,
-``state.pt`` for resuming an interrupted run).
+Outputs in ``output_dir``: the best epoch's checkpoint folder (``ToolkenModel.save_pretrained``:
+config, weights, generation config, demo pool, a copy of the tool pack when the recipe names a
+pack file, and the model card ``README.md`` with the data, dev figures and command) and
+``training/`` (``metrics.jsonl``, ``loss_curve.png``, ``state.pt`` for resuming an interrupted run).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from . import features as F
 from ..core.base import load_base, resolve_device
 from .config import TrainConfig, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
+from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
 from ..model import ToolkenModel
 
 
@@ -132,8 +132,6 @@ def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
 
 
 def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
-    from .pipeline import load_records, prepare_data, prepare_model, split_features
-
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -147,6 +145,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
         model.remember_pack(cfg.tools, cfg.tool_options)
     run = run_record(digest)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
+    model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
         raise TrainingError("no labelled training positions: the training set is empty after labelling")
