@@ -300,6 +300,20 @@ def test_tools_checkpoint_needs_a_copy(tmp_path, capsys):
     assert "holds no copy of its tool pack (toolken_tools.py" in capsys.readouterr().err
 
 
+def test_attached_pack_is_copied_and_eval_takes_it(tmp_path):
+    from toolken.evaluation.run import EvalConfig, load_model
+
+    (tmp_path / "pack.py").write_text(PACK)
+    m = ToolkenModel(load_base("tiny-random-llama"), [])
+    m.add_tools(["add", "subtract", "multiply"])
+    m.attach_tools(str(tmp_path / "pack.py")).save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "pack.py").unlink()
+    cfg = EvalConfig(bench="funcqa-oh", data="x", toolkens=str(tmp_path / "ckpt"), tools="checkpoint")
+    model = load_model(cfg)
+    assert model.registry.names == ["add", "subtract", "multiply"]
+    assert model.registry["add"].call("2, 3").text == "5"
+
+
 # ---------------------------------------------------------------- another directory, files gone
 
 PROMPTS = ["Q: 12 apples and 30 apples. A: 12*30=", "Q: 7 coins and 5 coins. A: 7+5=", "Q: 9 and 4. A:"]
