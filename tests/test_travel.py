@@ -271,6 +271,7 @@ def test_calibration_and_resave_keep_the_copy_and_update_the_card(tmp_path):
     (tmp_path / "pack.py").unlink()  # the copy no longer needs the original
     card = (tmp_path / "out" / "README.md").read_text()
     assert f"calibrated toolken bias {report['bias']:+.4g}" in card
+    assert f"differs from the defaults in: `toolken_bias` {report['bias']:+.4g}." in card
     assert (tmp_path / "out" / "toolken_tools.py").read_text() == PACK
     m = ToolkenModel.from_pretrained(tmp_path / "out", tools=tmp_path / "out" / "toolken_tools.py")
     m.save_pretrained(tmp_path / "moved")

@@ -105,7 +105,7 @@ def _training_section(training: dict) -> str:
 def _generation_section(changed: dict) -> str:
     if not changed:
         return "## Generation\n\n`generation_config.json` holds the default options.\n"
-    rows = ", ".join(f"`{k}` {_num(v, '+.4g') if k == 'toolken_bias' else v!r}"
+    rows = ", ".join(f"`{k}` " + (_num(v, "+.4g") if k == "toolken_bias" else repr(v))
                      for k, v in sorted(changed.items()))
     return f"## Generation\n\n`generation_config.json` differs from the defaults in: {rows}.\n"
 
