@@ -36,6 +36,7 @@ TOOLS = [add, subtract, multiply]
 
 def tiny_train(root, **over):
     """Train the tiny recipe into root/out (a pack of its three tools in root/pack.py)."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "pack.py").write_text(PACK)
     cfg = {"output_dir": str(root / "out"), "cache_dir": str(root / "cache"), "epochs": 2,
            "train_file": str(REPO / "data/tiny/train.jsonl"), "tools": str(root / "pack.py")}
@@ -211,6 +212,8 @@ def test_hub_id_loads_from_the_cache_and_records_its_commit(hub_cache, tmp_path,
         "acme/tiny-llama", COMMIT, base.fingerprint)
     with pytest.raises(OSError, match="'acme/absent'.*not a local folder.*huggingface_hub"):
         load_base("acme/absent")
+    res = tiny_train(tmp_path / "t", base_model="acme/tiny-llama")  # a recipe's base_model: too
+    assert (res.model.base.revision, res.model.base.fingerprint) == (COMMIT, base.fingerprint)
 
 
 def test_the_smollm2_hub_id_means_the_hubs_weights(hub_cache):
