@@ -9,7 +9,7 @@ built in and need no network:
   under ``$TOOLKEN_HOME/models`` (default ``~/.cache/toolken``). A file lock keeps two
   processes from converting at once; later loads take under a second. These are not the
   hub's weights: the hub id ``HuggingFaceTB/SmolLM2-135M-Instruct`` means the hub's own
-  (bf16) files, like any other hub id.
+  files, like any other hub id.
 * ``tiny-random-llama``: a 2-layer Llama with hidden size 16 and a character-level
   tokenizer, built from a config with a fixed seed. For tests and smoke runs.
 """
