@@ -58,8 +58,8 @@ def _use_section(cfg: dict) -> str:
     cli = "checkpoint" if pack.get("file") else "PACK.py"
     return ("## Use\n\n```python\nfrom toolken import ToolkenModel\n\n"
             f'model = ToolkenModel.from_pretrained("FOLDER", tools={tools_py})\n'
-            'print(model.generate("Q: What is 3 + 4?\\nA:").text)\n```\n\n'
-            f'```\ntoolken generate --toolkens FOLDER --tools {cli} "What is 3 + 4?"\n```\n\n' + note)
+            'print(model.generate("Q: YOUR QUESTION\\nA:").text)\n```\n\n'
+            f'```\ntoolken generate --toolkens FOLDER --tools {cli} "YOUR QUESTION"\n```\n\n' + note)
 
 
 def _tools_section(cfg: dict, tools: list[str]) -> str:
