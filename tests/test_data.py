@@ -272,7 +272,7 @@ def test_truncate_and_skip(tok):
 
 def test_unknown_tool_in_labelling(tok):
     rec = Record("1+1=2", [ToolCall("plus", 4, 5, "2")])
-    with pytest.raises(DataError, match=r"record 1, calls\[0\]: unknown tool 'plus'; allowed"):
+    with pytest.raises(DataError, match=r"record 1: field 'calls\[0\].tool': unknown tool 'plus'; allowed"):
         label_records([Record("ab", []), rec], tok, TOOLS, V, max_length=8)
 
 

@@ -107,12 +107,13 @@ def test_options_defaults_and_errors(trained):
     assert trained.generation_config == GenerationConfig(arg_candidates=3, prompt_demos=1)
     assert trained.tool_mode(REGISTRY, trained.generation_config).options.arg_candidates == 3
     for bad, msg in (({"arg_demos": -1}, "arg_demos"), ({"arg_candidates": 0}, "arg_candidates"),
-                     ({"arg_numbers": "all"}, "arg_numbers"), ({"arg_demo": 2}, "unknown generation"),
+                     ({"arg_numbers": "all"}, "arg_numbers"), ({"arg_demo": 2}, "generation options: unknown option"),
                      ({"arg_retriever": "tfidf"}, "arg_retriever"), ({"stop": "Q:"}, "stop"),
-                     ({"max_new_tokens": 2.5}, "max_new_tokens"), ({"do_sample": 1}, "do_sample")):
+                     ({"max_new_tokens": 2.5}, "max_new_tokens"), ({"do_sample": 1}, "do_sample"),
+                     ({"stop": 3}, "stop")):
         with pytest.raises(ValueError, match=msg):
             GenerationConfig().replace(**bad)
-    with pytest.raises(ValueError, match="recipe: option"):
+    with pytest.raises(ValueError, match="recipe: unknown option"):
         GenerationConfig.from_dict({"arg_demo": 2}, where="recipe")
 
 

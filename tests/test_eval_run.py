@@ -45,7 +45,7 @@ def test_every_benchmark_and_method_writes_the_contract(bench, method, checkpoin
     cfg = EvalConfig(bench=bench, data=str(data), method=method, limit=2, generation={"max_new_tokens": 6},
                      base_model="tiny-random-llama", out=str(tmp_path / "r.json"), shared=str(SHARED),
                      toolkens=checkpoints[pack] if method == "toolken" else None,
-                     tools=str(REPO / "tools" / f"{pack}.py") if pack and method == "icl" else None)
+                     tools=str(REPO / "tools" / f"{pack}.py") if pack and method in ("icl", "toolken") else None)
     report = evaluate(cfg)
     written = json.loads((tmp_path / "r.json").read_text())
     assert list(written)[:10] == ["benchmark", "method", "n", "metrics", "base_model", "toolkens",

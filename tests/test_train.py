@@ -58,11 +58,15 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     torch.testing.assert_close(resumed.model.head.weight, full.model.head.weight, rtol=0, atol=1e-6)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import toolken.training.trainer as T
+
     train(tiny_cfg(tmp_path, epochs=1))
     before = (tmp_path / "out" / "toolken_model.safetensors").read_bytes()
+    loss = T.toolken_loss
+    monkeypatch.setattr(T, "toolken_loss", lambda *a: loss(*a) * float("nan"))
     with pytest.raises(TrainingError, match="NaN"):
-        train(tiny_cfg(tmp_path, epochs=2, lr=float("inf"), resume=False))
+        train(tiny_cfg(tmp_path, epochs=2, resume=False))
     assert (tmp_path / "out" / "toolken_model.safetensors").read_bytes() == before
 
 
@@ -88,7 +92,7 @@ def _two_tool_file(tmp_path) -> None:
 
 def test_feature_cache_reused_rebuilt_and_repaired(tmp_path, capsys):
     train(tiny_cfg(tmp_path, epochs=1))
-    caches = list((tmp_path / "cache").iterdir())
+    caches = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]  # not locks
     assert len(caches) == 1
     capsys.readouterr()
     train(tiny_cfg(tmp_path, epochs=1, resume=False))
@@ -97,7 +101,7 @@ def test_feature_cache_reused_rebuilt_and_repaired(tmp_path, capsys):
     train(tiny_cfg(tmp_path, epochs=1, resume=False))
     assert "corrupt" in capsys.readouterr().out
     train(tiny_cfg(tmp_path, epochs=1, resume=False, max_length=100))  # labelling changed
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2
 
 
 def test_unknown_config_key_lists_valid_ones(tmp_path):
@@ -184,7 +188,7 @@ def test_train_prompt_reads_texts_in_the_prompt_layout(tmp_path, capsys):
         assert len(a) == len(b) + n
     capsys.readouterr()
     train(tiny_cfg(tmp_path, epochs=1, resume=False))  # the bare layout: another feature cache
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2
 
 
 @pytest.mark.parametrize("over, match", [

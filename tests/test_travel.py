@@ -318,6 +318,19 @@ def test_attached_pack_is_copied_and_eval_takes_it(tmp_path):
     assert model.registry["add"].call("2, 3").text == "5"
 
 
+def test_without_tools_the_error_names_the_copy_and_the_source(tmp_path, capsys):
+    from toolken.cli import main
+
+    (tmp_path / "pack.py").write_text(PACK)
+    m = ToolkenModel(load_base("tiny-random-llama"), [])
+    m.add_tools(["add", "subtract", "multiply"])
+    m.attach_tools(str(tmp_path / "pack.py")).save_pretrained(tmp_path / "ckpt")
+    assert main(["generate", "--toolkens", str(tmp_path / "ckpt"), "x"]) == 2  # never imported
+    err = capsys.readouterr().err
+    assert f"trained with the pack '{tmp_path / 'pack.py'}'" in err
+    assert "--tools checkpoint runs the copy of it saved in" in err
+
+
 # ---------------------------------------------------------------- another directory, files gone
 
 PROMPTS = ["Q: 12 apples and 30 apples. A: 12*30=", "Q: 7 coins and 5 coins. A: 7+5=", "Q: 9 and 4. A:"]

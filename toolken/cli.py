@@ -33,12 +33,10 @@ def _load_for_generation(args):
     from .core.checkpoint import pack_argument
     from .model import ToolkenModel
 
-    args.tools = pack_argument(args.tools, args.toolkens)
     model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device=args.device)
-    pack = args.tools or model.extra_config.get("training", {}).get("config", {}).get("tools")
-    if not isinstance(pack, str):
-        raise ValueError(f"give the tool pack with --tools PACK.py ({args.toolkens} names none)")
-    return model.attach_tools(pack)
+    if not args.tools:
+        raise ValueError(model.missing_pack(args.toolkens))
+    return model.attach_tools(pack_argument(args.tools, args.toolkens))
 
 
 def _config(model, args, stop_default: list[str] | None):
@@ -177,8 +175,9 @@ def _placement_overrides(args) -> list[str]:
 def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
     _placement_arguments(g)
-    g.add_argument("--tools", help="tool pack (.py); 'checkpoint': the copy saved in the checkpoint "
-                   "folder (toolken_tools.py); default: the pack the checkpoint was trained with")
+    g.add_argument("--tools", help="tool pack (.py file or module), required: Python code, "
+                   "run as such; a checkpoint never chooses it. 'checkpoint': the copy of its "
+                   "pack saved in the checkpoint folder (toolken_tools.py), if you trust it")
     g.add_argument("--template", help=template_help)
     G.add_arguments(g)
 
@@ -251,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", default="toolken", help="toolken | icl | cot | zero-shot | retrieval "
                    "(which apply: " + "; ".join(f"{b}: {'/'.join(m)}" for b, m in METHODS.items()) + ")")
     e.add_argument("--toolkens", help="checkpoint folder (needed for method toolken)")
-    e.add_argument("--tools", help="tool pack; 'checkpoint': the copy saved in the checkpoint "
-                   "folder; default: the pack the checkpoint was trained with")
+    e.add_argument("--tools", help="tool pack (.py): needed by methods toolken and icl; a "
+                   "checkpoint never chooses it. 'checkpoint': the copy saved in the checkpoint "
+                   "folder (toolken_tools.py), if you trust it")
     e.add_argument("--base-model", help="base model for the baselines (default SmolLM2-135M-Instruct)")
     e.add_argument("--limit", type=int, help="only the first N examples")
     e.add_argument("--out", help="write the JSON report here")

@@ -125,6 +125,18 @@ class ToolkenModel(nn.Module):
             self.remember_pack(pack)
         return self
 
+    def missing_pack(self, where: str) -> str:
+        """The error for a call without a tool pack: the checkpoint never chooses which code is
+        imported (it is data; see README, Security), but it may say which pack it was trained with."""
+        named = (self.tool_pack or {}).get("source") or (
+            self.extra_config.get("training", {}).get("config", {}).get("tools"))
+        hint = (f"; {where} was trained with the pack {named!r}: pass --tools {named} if you "
+                f"trust that file" if isinstance(named, str) else "")
+        if (Path(where) / PACK_NAME).is_file():
+            hint += f"; --tools checkpoint runs the copy of it saved in {where} ({PACK_NAME})"
+        return (f"give the tool pack with --tools PACK.py (a checkpoint is data and never "
+                f"chooses which code runs{hint})")
+
     def tool_mode(self, registry, config: GenerationConfig) -> ToolMode:
         """The ``ToolMode`` (per-tool prompt caches) kept across calls for a registry and the
         tool-mode fields of a generation config."""

@@ -63,6 +63,7 @@ class Record:
     calls: list[ToolCall]
     source: str | None = None
     context: str | None = None  # read before the text, never labelled
+    where: str | None = field(default=None, compare=False, repr=False)  # "file:line" it came from
 
     def to_json(self) -> dict:
         calls = [{"tool": c.tool, "start": c.start, "end": c.end, "result": c.result}
@@ -139,14 +140,53 @@ def _check_tool(tool: str, tools: Sequence[str], where: str) -> None:
         raise DataError(f"{where}: unknown tool {tool!r}; allowed ({len(tools)}): {shown}")
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    seen = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise ValueError(f"duplicate key {k!r}")
+        seen.add(k)
+    return dict(pairs)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (give a finite number)")
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses duplicate keys and NaN / Infinity (Python's json accepts
+    both: the last duplicate would silently win, and NaN is not JSON)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as e:
+        err = json.JSONDecodeError(str(e) if not isinstance(e, RecursionError) else
+                                   "nested too deeply", text, 0)
+        raise err from None
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A file's text as UTF-8; a byte that is not is a ``DataError`` naming file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at column "
+                        f"{col}); save the file as UTF-8") from None
+
+
 def json_lines(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) per non-blank line; a line that is not JSON yields its
-    ``json.JSONDecodeError`` instead, so that each caller applies its own error policy."""
+    """(line number, parsed value) per non-blank line (``loads_strict``); a line that is not
+    JSON yields its ``json.JSONDecodeError`` instead, so that each caller applies its own
+    error policy."""
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield n, json.loads(line)
+            yield n, loads_strict(line)
         except json.JSONDecodeError as e:
             yield n, e
 
@@ -155,16 +195,16 @@ def load_jsonl(path: str | os.PathLike, tools: Sequence[str] | None = None) -> l
     """Read and validate a canonical JSONL file (blank lines skipped)."""
     path = Path(path)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, obj in json_lines(f):
-            where = f"{path.name}:{n}"
-            if isinstance(obj, json.JSONDecodeError):
-                raise DataError(f"{where}: invalid JSON ({obj.msg} at column {obj.colno})")
-            rec = Record.from_json(obj, where)
-            for i, c in enumerate(rec.calls):
-                if tools is not None:
-                    _check_tool(c.tool, tools, f"{where}: field 'calls[{i}].tool'")
-            records.append(rec)
+    for n, obj in json_lines(read_text(path).split("\n")):  # not splitlines: U+2028 is text
+        where = f"{path}:{n}"
+        if isinstance(obj, json.JSONDecodeError):
+            raise DataError(f"{where}: invalid JSON ({obj.msg} at column {obj.colno})")
+        rec = Record.from_json(obj, where)
+        rec.where = where
+        for i, c in enumerate(rec.calls):
+            if tools is not None:
+                _check_tool(c.tool, tools, f"{where}: field 'calls[{i}].tool'")
+        records.append(rec)
     if not records:
         raise DataError(f"{path}: no records (the file is empty)")
     return records
@@ -280,7 +320,8 @@ def label_records(records: Sequence[Record], tokenizer, tools: Sequence[str], vo
         raise DataError(f"tools must be distinct; repeated: {', '.join(dup)}")
     for i, r in enumerate(records):
         for j, c in enumerate(r.calls):
-            _check_tool(c.tool, tools, f"record {i}, calls[{j}]")
+            _check_tool(c.tool, tools, f"{r.where or r.source or f'record {i}'}: field "
+                                       f"'calls[{j}].tool'")
     segs = [_segments(r) for r in records]
     pieces = [p for r, ss in zip(records, segs)
               for p in ([r.context] if r.context else []) + [r.text[s:e] for s, e, _ in ss]]

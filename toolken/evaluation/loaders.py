@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.data import DataError, Problem, json_lines
+from ..core.data import DataError, Problem, json_lines, read_text
 from ..core.prompts import instruction
 
 __all__ = ["Example", "BENCHMARKS", "load_benchmark", "load_funcqa_oh", "load_funcqa_mh",
@@ -77,7 +77,7 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
     an error (no record can be located), as is an empty file.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: no records (the file is empty)")
     if text.lstrip().startswith("["):
@@ -88,7 +88,7 @@ def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[P
                             f"column {e.colno})") from None
         return list(enumerate(data)), [], False
     records, problems = [], []
-    for n, obj in json_lines(text.splitlines()):
+    for n, obj in json_lines(text.split("\n")):
         if isinstance(obj, json.JSONDecodeError):
             problems.append(Problem(n, "invalid JSON", f"line {n}: {obj.msg} at column {obj.colno}"))
         else:
@@ -256,6 +256,15 @@ def load_gsm8k_xl(path):
 def load_apibench(path):
     return _load(path, _apibench)
 
+
+EXPECTED = {  # what one record of each benchmark holds (for error messages)
+    "funcqa-oh": '{"question": str, "answer": number, "func": "<op>(args)=result"}',
+    "funcqa-mh": '{"question": str, "answer": number, "calculation": ["<op>(..)=..", ...]}',
+    "kamel": '{"question": str, "answer": [{"chosen": str, ...}], "api": "P241"}',
+    "gsm8k-xl": '{"question": str with {v_i}, "enhanced_v": [numbers], "enhanced_result": number}',
+    **{f"apibench-{p}": '{"code": "###Instruction: ...", "api_call": str, "api_data": {"domain": str}}'
+       for p in ("torchhub", "huggingface", "tensorflowhub")},
+}
 
 _LOADERS = {"funcqa-oh": load_funcqa_oh, "funcqa-mh": load_funcqa_mh, "kamel": load_kamel,
             "gsm8k-xl": load_gsm8k_xl, "apibench-torchhub": load_apibench,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.prompts import api_prompt
 from ..core.text import bm25_index
-from .loaders import BENCHMARKS, load_benchmark
+from .loaders import BENCHMARKS, EXPECTED, load_benchmark
 from ..generation.decode import generate_batch
 from .methods import run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
@@ -48,6 +48,18 @@ def check(cfg: EvalConfig) -> None:
                          f"choose one of: {', '.join(METHODS[cfg.bench])}")
     if cfg.method == "toolken" and not cfg.toolkens:
         raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
+    if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
+        raise ValueError(f"--limit {cfg.limit}: give a positive number of examples (omit it for all)")
+
+
+def no_examples(cfg: EvalConfig, skipped: list) -> str:
+    """Why a benchmark file gave no example: its problems by reason, with the first places."""
+    from ..core.data import _grouped
+
+    shown = "\n".join(_grouped(skipped)[:5])
+    first = f"\n  first: {skipped[0].detail}" if skipped else ""
+    return (f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} records skipped):\n"
+            f"{shown}{first}\n  a {cfg.bench} record is {EXPECTED[cfg.bench]}")
 
 
 def load_model(cfg: EvalConfig):
@@ -60,11 +72,10 @@ def load_model(cfg: EvalConfig):
     if cfg.toolkens:
         model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model, dtype=cfg.dtype,
                                              device=cfg.device)
-        pack = (pack_argument(cfg.tools, cfg.toolkens)
-                or model.extra_config.get("training", {}).get("config", {}).get("tools"))
+        pack = pack_argument(cfg.tools, cfg.toolkens)
         if cfg.method == "toolken":
-            if not isinstance(pack, str):
-                raise ValueError(f"give the tool pack with --tools ({cfg.toolkens} names none)")
+            if not pack:
+                raise ValueError(model.missing_pack(cfg.toolkens))
             return model.attach_tools(pack)
         base = model.base
     else:
@@ -84,7 +95,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.limit:
         examples = examples[: cfg.limit]
     if not examples:
-        raise ValueError(f"{cfg.data}: no usable {cfg.bench} examples ({len(skipped)} skipped)")
+        raise ValueError(no_examples(cfg, skipped))
     model = load_model(cfg)
     family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
     apis = None

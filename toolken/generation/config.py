@@ -77,7 +77,7 @@ class GenerationConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in ("stop", "tool_filter"):
-                if isinstance(value, str) or not all(isinstance(s, str) and s for s in value):
+                if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
                     raise ValueError(f"{f.name}={value!r} must be a list of non-empty strings")
                 object.__setattr__(self, f.name, tuple(value))
                 continue
@@ -90,7 +90,7 @@ class GenerationConfig:
     # ------------------------------------------------------------------ building
     def replace(self, **overrides) -> "GenerationConfig":
         """A copy with the named fields changed (validated; an unknown name is an error)."""
-        _check_keys(overrides, "generation option")
+        _check_keys(overrides, "generation options")
         return dataclasses.replace(self, **overrides)
 
     @classmethod
@@ -100,7 +100,7 @@ class GenerationConfig:
             return cls()
         if not isinstance(values, dict):
             raise ValueError(f"{where}: must be a mapping of option names to values, got {values!r}")
-        _check_keys(values, f"{where}: option")
+        _check_keys(values, where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as e:
@@ -119,8 +119,8 @@ class GenerationConfig:
     def load(cls, directory: str | Path) -> "GenerationConfig":
         path = Path(directory) / GENERATION_CONFIG_NAME
         try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON: {e}") from None
         return cls.from_dict(values, where=str(path))
 
@@ -131,11 +131,11 @@ class GenerationConfig:
                 self.arg_candidates, self.arg_temperature, self.arg_numbers)
 
 
-def _check_keys(values: dict, what: str) -> None:
+def _check_keys(values: dict, where: str) -> None:
     names = [f.name for f in dataclasses.fields(GenerationConfig)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; valid: {names}")
+        raise ValueError(f"{where}: unknown option(s) {unknown}; valid: {names}")
 
 
 def _check_type(f, value) -> None:

@@ -309,14 +309,15 @@ def _feed(model, rows: list[_Row], feeds: dict, cache, mask):
             pos[b] = r.pos + torch.arange(L).clamp(max=max(len(f) - 1, 0))
         mask = torch.cat([mask, m.to(dev)], dim=1)
         h = model.decode(x.to(dev), cache, attention_mask=mask, position_ids=pos.to(dev)).last_hidden_state
-    for b, f in feeds.items():
-        if not f:
-            continue
-        r = rows[b]
-        n_draft = len(r.drafts)
-        zs = model.logits_from_hidden(h[b, len(f) - 1 - n_draft:len(f)])  # (1 + drafts, V + K)
-        r.z = zs[0]
-        r.drafts = [(tok, z) for (tok, _), z in zip(r.drafts, zs[1:])]
+    fed = [(b, f) for b, f in feeds.items() if f]
+    spans = [(b, len(f) - 1 - len(rows[b].drafts), len(f)) for b, f in fed]
+    zs = model.logits_from_hidden(torch.cat([h[b, lo:hi] for b, lo, hi in spans]))  # one LM-head pass
+    at = 0
+    for (b, f), (_, lo, hi) in zip(fed, spans):
+        r, z = rows[b], zs[at:at + hi - lo]  # (1 + drafts, V + K)
+        at += hi - lo
+        r.z = z[0]
+        r.drafts = [(tok, zd) for (tok, _), zd in zip(r.drafts, z[1:])]
         r.pos += len(f)
     return mask
 

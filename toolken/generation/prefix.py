@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .steps import new_cache
+
 
 def _lcp(a: tuple, b: list) -> int:
     n = min(len(a), len(b))
@@ -21,9 +23,7 @@ def _lcp(a: tuple, b: list) -> int:
 
 def copy_cache(model, cache, n: int):
     """A new cache holding the first ``n`` positions of ``cache`` (its own tensors)."""
-    from transformers import DynamicCache
-
-    out = DynamicCache(config=model.base.model.config)
+    out = new_cache(model)
     for i, layer in enumerate(cache.layers):
         out.update(layer.keys[..., :n, :].clone(), layer.values[..., :n, :].clone(), i)
     return out
@@ -51,9 +51,7 @@ class PrefixStore:
             if m > n:
                 best, n = key, m
         if best is None or n < self.min_reuse:
-            from transformers import DynamicCache
-
-            return DynamicCache(config=model.base.model.config), 0
+            return new_cache(model), 0
         self.entries.move_to_end(best)
         self.hits += 1
         self.reused_tokens += n

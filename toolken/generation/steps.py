@@ -12,9 +12,12 @@ class GenerationError(ValueError):
 
 
 def new_cache(model):
+    """An empty KV cache of full layers, even for a model with sliding-window layers (Mistral,
+    Gemma2): those cannot be cropped back, and generation rolls the cache back after tool
+    mode. The attention mask still applies the window, so the logits are the same."""
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.base.model.config)
+    return DynamicCache()
 
 
 def step(model, ids: list[int], cache) -> torch.Tensor:

@@ -272,7 +272,10 @@ def arith(text: str) -> int | float:
             v = v / 100
         return v
 
-    value = expr()
+    try:
+        value = expr()
+    except (RecursionError, OverflowError) as e:  # nested too deeply; a result too large
+        raise ValueError(f"expression out of range ({type(e).__name__})") from None
     if i != len(tokens):
         raise ValueError(f"unexpected {tokens[i]!r}")
     return value

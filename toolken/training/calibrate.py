@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 
 from ..core.base import load_base
+from ..core.locks import folder_lock
 from ..model import ToolkenModel
-from .config import from_dict
+from .config import apply_overrides, from_dict
 from .loss import predict, prf, toolken_counts
 from .pipeline import load_records, prepare_data, split_features
 
@@ -49,7 +50,8 @@ def calibrate(directory, overrides: dict | None = None, verbose: bool = True) ->
     training = load_checkpoint(directory)[0].get("training", {}).get("config")
     if not training:
         raise ValueError(f"{directory} records no training config: give the data with overrides")
-    cfg = from_dict({**training, **(overrides or {}), "resume_from": None, "train_only": "all"},
+    values = apply_overrides(training, overrides or {})
+    cfg = from_dict({**values, "resume_from": None, "train_only": "all"},
                     where=f"{directory} training config")
     model = ToolkenModel.from_pretrained(directory, dtype=cfg.dtype, device=cfg.device)
     base = model.base if cfg.base_model == training.get("base_model") else load_base(
@@ -68,7 +70,8 @@ def calibrate(directory, overrides: dict | None = None, verbose: bool = True) ->
               "dev_positions": len(dev), "previous_bias": model.toolken_bias}
     model.toolken_bias = bias
     model.extra_config["calibration"] = report
-    model.save_pretrained(directory)
+    with folder_lock(directory, "checkpoint folder", wait=False):  # a training run writes it
+        model.save_pretrained(directory)
     if verbose:
         print(f"toolken: bias {report['previous_bias']:+.3f} -> {bias:+.3f}; dev toolken F1 "
               f"{before['f1']:.4f} -> {after['f1']:.4f} (P {after['precision']:.3f}, R {after['recall']:.3f})")

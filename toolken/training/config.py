@@ -6,6 +6,8 @@ Relative paths in a recipe are taken relative to the current directory, as a use
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +85,38 @@ def from_dict(values: dict, where: str = "config") -> TrainConfig:
     unknown = sorted(set(values) - set(valid_keys()))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid_keys())}")
-    cfg = TrainConfig(**values)
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: _typed(k, v, types[k], where) for k, v in values.items()})
     check(cfg, where)
     return cfg
+
+
+_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+          "list": "a list", "dict": "a mapping"}
+
+
+def _typed(key: str, value, annotation: str, where: str):
+    """``value`` as the field's type: a number written as a string (YAML 1.1 reads ``1e-3``
+    as one) becomes a float; anything else of the wrong type is an error naming the key."""
+    kinds = [a.strip() for a in str(annotation).split("|")]
+    if "Any" in kinds or value is None and "None" in kinds:
+        return value
+    kind = kinds[0]
+    if kind == "float" and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}[kind]
+    if not isinstance(value, ok) or isinstance(value, bool) and kind != "bool":
+        want = _NAMES[kind] + (" or null" if "None" in kinds else "")
+        raise ConfigError(f"{where}: {key}={value!r} must be {want} "
+                          f"(got {type(value).__name__})")
+    if kind == "float" and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key}={value!r} must be a finite number")
+    return value
 
 
 def check(cfg: TrainConfig, where: str = "config") -> None:
@@ -104,9 +135,17 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: train_prompt_demos={cfg.train_prompt_demos!r} must be an int >= 0")
     if cfg.train_prompt_demos and not cfg.train_prompt:
         raise ConfigError(f"{where}: train_prompt_demos needs train_prompt=PROMPT_FILE")
-    for key in ("epochs", "batch_size", "max_length"):
+    for key in ("epochs", "batch_size", "feature_batch_tokens", "vocab_chunk", "log_every", "lr"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be positive")
+    if cfg.max_length < 2:
+        raise ConfigError(f"{where}: max_length={cfg.max_length} must be at least 2 tokens "
+                          f"(a position and the token it predicts)")
+    for key, lo, hi in (("weight_decay", 0, math.inf), ("warmup_ratio", 0, 1)):
+        if not lo <= getattr(cfg, key) < hi:
+            raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be in [{lo}, {hi})")
+    if cfg.seed < 0:
+        raise ConfigError(f"{where}: seed={cfg.seed} must be >= 0")
 
 
 def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]]:
@@ -130,6 +169,31 @@ def extra_files(cfg: TrainConfig, where: str = "config") -> list[tuple[str, str]
     return out
 
 
+def check_paths(cfg: TrainConfig, where: str = "config") -> None:
+    """Before any compute: the input files exist and ``output_dir`` is, or can be created
+    as, a writable folder."""
+    inputs = [("train_file", cfg.train_file)] + [
+        (f"extra_train_files[{i}]", p) for i, (p, _) in enumerate(extra_files(cfg, where))]
+    inputs += [(k, getattr(cfg, k)) for k in ("dev_file", "train_prompt") if getattr(cfg, k)]
+    for key, path in inputs:
+        if not Path(path).is_file():
+            raise ConfigError(f"{where}: {key}={path!r}: no such file")
+    if cfg.resume_from and not Path(cfg.resume_from).is_dir():
+        raise ConfigError(f"{where}: resume_from={cfg.resume_from!r}: no such checkpoint folder")
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{where}: output_dir={cfg.output_dir!r} is a file, not a folder")
+    try:  # saves write in the folder and swap folders beside it (its parent is created here)
+        for folder in ([out] if out.exists() else []) + [out.parent]:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".{out.name}.write-test-{os.getpid()}"
+            probe.mkdir()
+            probe.rmdir()
+    except OSError as e:
+        raise ConfigError(f"{where}: output_dir={cfg.output_dir!r} is not a writable folder "
+                          f"({e.strerror or e})") from None
+
+
 def _check_generation(gen, where: str) -> None:
     """The recipe's ``generation:`` section must be valid ``GenerationConfig`` fields."""
     try:
@@ -139,12 +203,40 @@ def _check_generation(gen, where: str) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict:
+    """``["lr=1e-3", "generation.arg_demos=3"]`` -> ``{"lr": 0.001, "generation.arg_demos": 3}``
+    (values read as YAML; a dotted key is applied inside its mapping by ``apply_overrides``)."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value; valid keys: {', '.join(valid_keys())}")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v != "" else None
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from None
+    return out
+
+
+NESTED = ("generation", "tool_options")  # the keys whose value is a mapping of its own
+
+
+def apply_overrides(values: dict, overrides: dict) -> dict:
+    """``values`` with ``overrides`` over it; ``a.b=v`` sets key b inside mapping a."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if not dot:
+            out[key] = value
+            continue
+        if head not in NESTED:
+            raise ConfigError(f"override {key}={value!r}: only {', '.join(NESTED)} take dotted "
+                              f"keys; valid keys: {', '.join(valid_keys())}")
+        if not rest or "." in rest:
+            raise ConfigError(f"override {key}={value!r}: give {head}.KEY=VALUE")
+        inner = out.get(head) or {}
+        if not isinstance(inner, dict):
+            raise ConfigError(f"override {key}={value!r}: {head} is {inner!r}, not a mapping")
+        out[head] = {**inner, rest: value}
     return out
 
 
@@ -161,8 +253,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a config is a mapping of keys to values")
     ov = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
-    values.update(ov)
-    return from_dict(values, where)
+    return from_dict(apply_overrides(values, ov), where)
 
 
 def to_dict(cfg: TrainConfig) -> dict:

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.data import FORMATS, DataError, Problem, Record, ToolCall, _grouped, _Skip, load_jsonl
+from ..core.data import (FORMATS, DataError, Problem, Record, ToolCall, _grouped, _Skip,
+                         load_jsonl, loads_strict, read_text)
 from ..core.prompts import api_prompt, instruction
 
 
@@ -36,9 +37,23 @@ class Conversion:
         return "\n".join(lines)
 
 
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+_FIELDS = {"text": (lambda v: isinstance(v, str), "a string"),
+           "tar_eq": (_strings, "a list of strings"), "tar_number": (_strings, "a list of strings"),
+           "call": (lambda v: isinstance(v, str) or _strings(v), "a string or a list of strings")}
+
+
 def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
-    """Apply ``one`` (record -> calls, or raise _Skip) to each record of a JSON list file."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    """Apply ``one`` (record -> calls, or raise _Skip) to each record of a JSON list file;
+    a record without one of the ``needs`` fields, or with one of the wrong type, is an error."""
+    try:
+        data = loads_strict(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                        f"a {name} file is a JSON list of records") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records ({name}), "
                         f"got {type(data).__name__}")
@@ -48,11 +63,21 @@ def _convert_each(path, one, name: str, needs: tuple[str, ...]) -> Conversion:
         if missing:
             raise DataError(f"{path}: record {i}: field '{missing[0]}': missing "
                             f"(a {name} file has fields {', '.join(needs)})")
+        for k in needs:
+            ok, what = _FIELDS[k]
+            if not ok(ex[k]):
+                raise DataError(f"{path}: record {i}: field '{k}': must be {what}, got "
+                                f"{_short(ex[k])}")
         try:
-            records.append(Record(ex["text"], one(ex), f"{name}#{i}"))
+            records.append(Record(ex["text"], one(ex), f"{name}#{i}", where=f"{path}: record {i}"))
         except _Skip as e:
             problems.append(Problem(i, e.reason, e.detail))
     return Conversion(records, problems, len(data))
+
+
+def _short(value, n: int = 60) -> str:
+    s = json.dumps(value)
+    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -225,7 +250,8 @@ def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
             head = api_prompt(instr) + " "
             call = call.strip()
             records.append(Record(head + call, [ToolCall(names[0], len(head), len(head) +
-                                                         len(call), call)], f"apibench#{i}"))
+                                                         len(call), call)], f"apibench#{i}",
+                                  where=f"{path}: {where}"))
     conv = Conversion(records, problems, len(raw))
     if shared:
         conv.notes.append(f"{shared} records' api_call belongs to several catalogue tools; "
@@ -236,17 +262,17 @@ def convert_apibench(path: str | os.PathLike, catalog) -> Conversion:
 def _json_records(path: str | os.PathLike) -> list[tuple[str, object]]:
     """``[(where, record)]`` of a JSON list or JSON-lines file; a line that is not JSON is
     kept as ``None`` (a Problem for the converter), an empty file is an error."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
-            return [(f"record {i}", r) for i, r in enumerate(json.loads(text))]
+            return [(f"record {i}", r) for i, r in enumerate(loads_strict(text))]
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: invalid JSON list ({e.msg} at line {e.lineno})") from None
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
-                out.append((f"line {n}", json.loads(line)))
+                out.append((f"line {n}", loads_strict(line)))
             except json.JSONDecodeError as e:
                 out.append((f"line {n}: invalid JSON ({e.msg})", None))
     if not out:

@@ -26,12 +26,15 @@ import json
 import os
 import shutil
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from ..core.locks import folder_lock
 
 FORMAT = 1
 
@@ -238,44 +241,56 @@ def cache_is_valid(folder: Path, key: str) -> bool:
 def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batch_tokens=8192,
                   vocab_chunk=8192, progress=True) -> Features:
     """Return the cached features under ``folder``, computing them (split across processes)
-    when the cache is missing, stale or corrupt."""
+    when the cache is missing, stale or corrupt. The main process holds the folder's lock
+    throughout (``toolken.locks``): a second run building the same cache waits for the first
+    and then reuses its cache, and never deletes its parts."""
+    main = accelerator is None or accelerator.process_index == 0
+    with folder_lock(folder, "feature cache", wait=True) if main else nullcontext():
+        if accelerator:
+            accelerator.wait_for_everyone()  # every process checks the cache under the lock
+        valid = cache_is_valid(folder, key)
+        if not valid:
+            _build(folder, key, base, labelled, accelerator, batch_tokens, vocab_chunk, progress)
+        elif main:
+            print(f"toolken: reusing feature cache {folder}")
+        try:
+            return load_parts(folder, base.vocab_size)
+        except Exception as e:  # noqa: BLE001 — any unreadable cache is rebuilt once
+            if not valid:
+                raise
+            if main:
+                print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
+            _build(folder, key, base, labelled, accelerator, batch_tokens, vocab_chunk, progress)
+            return load_parts(folder, base.vocab_size)
+
+
+def _build(folder: Path, key: str, base, labelled, accelerator, batch_tokens, vocab_chunk,
+           progress) -> None:
+    """Compute every process's share of the features and write the cache under ``folder``."""
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     main = rank == 0
-    valid = cache_is_valid(folder, key)
-    if not valid:
-        if main:
-            if folder.exists():
-                print(f"toolken: feature cache {folder} is incomplete or corrupt: rebuilding")
-                shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-        if accelerator:
-            accelerator.wait_for_everyone()
-        mine = list(range(rank, len(labelled.input_ids), world))
-        arrays = compute_features(base, [labelled.input_ids[i] for i in mine],
-                                  [labelled.labels[i] for i in mine], mine, batch_tokens,
-                                  vocab_chunk, progress and main)
-        write_part(folder / f"part-{rank:05d}", arrays)
-        if accelerator:
-            accelerator.wait_for_everyone()
-        if main:
-            parts = [f"part-{r:05d}" for r in range(world)]
-            from datasets import load_from_disk
-            rows = sum(len(load_from_disk(str(folder / p))) for p in parts)
-            tmp = folder / "meta.json.tmp"
-            tmp.write_text(json.dumps({"key": key, "parts": parts, "rows": rows,
-                                       "format": FORMAT}, indent=1))
-            os.replace(tmp, folder / "meta.json")
-        if accelerator:
-            accelerator.wait_for_everyone()
-    elif main:
-        print(f"toolken: reusing feature cache {folder}")
-    try:
-        return load_parts(folder, base.vocab_size)
-    except Exception as e:  # noqa: BLE001 — any unreadable cache is rebuilt once
-        if valid:
-            print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
-            (folder / "meta.json").unlink(missing_ok=True)
-            return build_or_load(folder, key, base, labelled, accelerator, batch_tokens,
-                                 vocab_chunk, progress)
-        raise
+    if main:
+        if folder.exists():
+            print(f"toolken: feature cache {folder} is incomplete or corrupt: rebuilding")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    if accelerator:
+        accelerator.wait_for_everyone()
+    mine = list(range(rank, len(labelled.input_ids), world))
+    arrays = compute_features(base, [labelled.input_ids[i] for i in mine],
+                              [labelled.labels[i] for i in mine], mine, batch_tokens,
+                              vocab_chunk, progress and main)
+    write_part(folder / f"part-{rank:05d}", arrays)
+    if accelerator:
+        accelerator.wait_for_everyone()
+    if main:
+        parts = [f"part-{r:05d}" for r in range(world)]
+        from datasets import load_from_disk
+        rows = sum(len(load_from_disk(str(folder / p))) for p in parts)
+        tmp = folder / "meta.json.tmp"
+        tmp.write_text(json.dumps({"key": key, "parts": parts, "rows": rows,
+                                   "format": FORMAT}, indent=1))
+        os.replace(tmp, folder / "meta.json")
+    if accelerator:
+        accelerator.wait_for_everyone()

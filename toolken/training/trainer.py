@@ -22,6 +22,7 @@ import random
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,9 @@ from tqdm.auto import tqdm
 
 from . import features as F
 from ..core.base import load_base, resolve_device
-from .config import TrainConfig, to_dict
+from ..core.checkpoint import recover
+from ..core.locks import folder_lock
+from .config import TrainConfig, check_paths, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
 from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
 from ..model import ToolkenModel
@@ -132,7 +135,20 @@ def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
 
 
 def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
+    """Train toolkens by ``cfg``. The main process holds ``output_dir``'s lock for the whole
+    run: a second run into the same folder is refused, naming this one."""
+    check_paths(cfg)  # before any model is loaded
     accelerator = accelerator or make_accelerator(cfg)
+    main = accelerator.is_main_process
+    with folder_lock(cfg.output_dir, "output_dir", wait=False) if main else nullcontext():
+        if main:
+            for line in recover(cfg.output_dir):
+                print(f"toolken: {line}")
+        accelerator.wait_for_everyone()
+        return _train(cfg, accelerator)
+
+
+def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     seed_everything(cfg.seed)
@@ -145,6 +161,10 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
         model.remember_pack(cfg.tools, cfg.tool_options)
     run = run_record(digest)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
+    rep = data.labelled.report
+    if not data.labelled.input_ids or rep.toolken_labels + rep.vocab_labels == 0:
+        raise TrainingError(f"no record could be labelled (max_length={cfg.max_length} tokens, "
+                            f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
     model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     if len(train_f) == 0:
@@ -165,7 +185,7 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
     best: dict | None = None
     first_epoch = 0
     if cfg.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = load_state(state_path)
         if state["config"] != to_dict(cfg):
             raise TrainingError(f"{state_path} belongs to a run with another config; "
                                 f"use another output_dir or resume=false")
@@ -247,6 +267,21 @@ def run_record(data_digest: str) -> dict:
         argv[0] = "toolken"
     return {"command": shlex.join(argv), "working_directory": os.getcwd(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data_digest": data_digest}
+
+
+def load_state(path: Path) -> dict:
+    """The resume state, read with ``weights_only=True``: tensors and plain Python values
+    only, so a crafted file cannot run code (``torch.load`` of a full pickle would)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — unpickling errors come in many types
+        raise TrainingError(f"{path}: not a resume state this toolken can read safely "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); delete it "
+                            f"or set resume=false to start over") from None
+    need = {"rows", "optimizer", "scheduler", "config", "history", "best", "epoch"}
+    if not isinstance(state, dict) or not need <= set(state):
+        raise TrainingError(f"{path}: a resume state is a mapping with keys {sorted(need)}")
+    return state
 
 
 def _save_state(path: Path, rows, optimizer, scheduler, cfg, history, best, epoch) -> None:
