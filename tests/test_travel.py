@@ -1,6 +1,7 @@
-"""A checkpoint that travels: across dtypes, from a hub id, and (test_travel_cwd.py) from
-another directory after the training files are gone. No network: hub ids resolve in a local
-cache built here."""
+"""A checkpoint that travels: across dtypes (the base fingerprint is of the stored weights),
+with --dtype/--device on every command, from a hub id (no network: a local huggingface_hub
+cache built here), and, with its pack's copy and model card, to another directory after the
+training files are gone."""
 
 import pytest
 import torch
@@ -12,26 +13,7 @@ from toolken.training.config import load_config
 from toolken.training.trainer import train
 from conftest import REPO
 
-PACK = '''
-from toolken import tool
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-@tool
-def subtract(a: int, b: int) -> int:
-    """Subtract b from a."""
-    return a - b
-
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
-
-TOOLS = [add, subtract, multiply]
-'''
+PACK = (REPO / "tests" / "assets" / "tiny_pack.py").read_text()  # the tiny recipe's tools
 
 
 def tiny_train(root, **over):
