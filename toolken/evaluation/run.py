@@ -3,6 +3,7 @@ papers' metrics and written as the JSON contract of ``metrics.write_report``."""
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from ..core.prompts import api_prompt
 from ..core.text import bm25_index
 from .loaders import BENCHMARKS, EXPECTED, load_benchmark
 from ..generation.decode import generate_batch
-from .methods import run_icl, run_toolken, template_path
+from .methods import _record, run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
 METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
@@ -105,7 +106,51 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         provider = cfg.bench.removeprefix("apibench-")
         docs = cfg.api_docs or str(Path(cfg.shared) / "apibench" / "api" / f"{provider}_api.jsonl")
         apis = ApiIndex.from_file(docs, provider)
-    preds = _predict(cfg, family, model, examples, apis, progress)
+    gen = model.generation_config.replace(**cfg.generation)
+    scope = catalogue_filter(cfg, model)
+    preds = _predict(cfg, family, model, examples, apis, gen.replace(**scope), progress)
+    records = _scored(cfg, family, examples, preds, apis)
+    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
+              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
+              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
+              "config": asdict(cfg), "predictions": records, "skipped": skipped}
+    if scope:  # the same questions with every catalogue's toolkens, reported beside
+        everywhere = _scored(cfg, family, examples,
+                             _predict(cfg, family, model, examples, apis, gen.replace(tool_filter=()), progress), apis)
+        report["metrics"]["all_catalogues"] = {
+            **aggregate(cfg.bench, everywhere),
+            "other_catalogue": round(sum(_elsewhere(r, scope) for r in everywhere) / len(everywhere), 4)}
+        for r, e in zip(records, everywhere):
+            r["all_catalogues_prediction"] = e["prediction"]
+    report["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    report["tool_filter"] = list(scope.get("tool_filter", gen.tool_filter))
+    if cfg.out:
+        write_report(cfg.out, report)
+    return report
+
+
+def catalogue_filter(cfg: EvalConfig, model) -> dict:
+    """``{"tool_filter": ("hf.*",)}`` for ``toolken`` on ``apibench-huggingface`` (the
+    benchmark's own catalogue: Gorilla's user knows which hub they ask about) unless the run
+    names its own ``tool_filter`` (``--tool-filter '*'``: every catalogue); ``{}`` otherwise."""
+    if cfg.method != "toolken" or not cfg.bench.startswith("apibench") or "tool_filter" in cfg.generation:
+        return {}
+    from ..tools.catalog import PROVIDERS
+
+    pattern = f"{PROVIDERS[cfg.bench.removeprefix('apibench-')]}.*"
+    if not any(fnmatch.fnmatchcase(t, pattern) for t in model.tools):
+        raise ValueError(f"{cfg.bench}: the checkpoint {cfg.toolkens} has no {pattern} toolken "
+                         f"(e.g. {model.tools[:3]}); give --tool-filter PATTERN ('*' for all)")
+    return {"tool_filter": (pattern,)}
+
+
+def _elsewhere(record: dict, scope: dict) -> bool:
+    """Whether the record's first call chose a toolken outside ``scope``'s filter."""
+    calls = record["calls"]
+    return bool(calls) and not any(fnmatch.fnmatchcase(calls[0]["tool"], p) for p in scope["tool_filter"])
+
+
+def _scored(cfg, family, examples, preds, apis) -> list[dict]:
     records = []
     for ex, p in zip(examples, preds):
         if family == "apibench":
@@ -115,18 +160,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         records.append({"id": ex.id, "prediction": p["prediction"], "gold": ex.gold,
                         **s, "calls": p["calls"], "text": p["text"],
                         **({"reranks": p["reranks"]} if "reranks" in p else {})})
-    report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
-              "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
-              "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
-              "config": asdict(cfg), "predictions": records, "skipped": skipped,
-              "wall_seconds": round(time.perf_counter() - t0, 2)}
-    if cfg.out:
-        write_report(cfg.out, report)
-    return report
+    return records
 
 
-def _predict(cfg, family, model, examples, apis, progress: bool = True) -> list[dict]:
-    gen = model.generation_config.replace(**cfg.generation)
+def _predict(cfg, family, model, examples, apis, gen, progress: bool = True) -> list[dict]:
     if family == "apibench":
         return _apibench(cfg, model, examples, apis, gen, progress)
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method)).read_text()
@@ -150,12 +187,9 @@ def _apibench(cfg, model, examples, apis, gen, progress: bool = True) -> list[di
         prompts = [api_prompt(ex.question) for ex in examples]
         gens = generate_batch(model, prompts, gen.replace(max_new_tokens=8, max_tool_calls=1),
                               questions=[ex.question for ex in examples], progress=progress)
-        out = []
-        for ex, g in zip(examples, gens):
-            call = model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else ""
-            out.append({"id": ex.id, "prediction": call, "text": g.text,
-                        "calls": [c.__dict__ for c in g.calls]})
-        return out
+        return [_record(ex, g.text, g.calls,
+                        model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else "",
+                        g.reranks) for ex, g in zip(examples, gens)]
     docs = [f"{r.get('api_name', '')} {r.get('functionality', '')} {r.get('description', '')} "
             f"{r.get('api_call', '')}" for r in apis.records]
     search = bm25_index(docs) if cfg.method == "retrieval" else None
@@ -183,6 +217,10 @@ def _fingerprint(directory: str | None) -> str | None:
 
 
 def summary(report: dict) -> str:
-    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items())
-    return (f"{report['benchmark']} / {report['method']}: n={report['n']} "
+    m = ", ".join(f"{k}={v}" for k, v in report["metrics"].items() if not isinstance(v, dict))
+    for k, v in report["metrics"].items():
+        if isinstance(v, dict):  # all_catalogues: the same questions with every catalogue
+            m += f"; {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+    scope = f" [tool_filter {' '.join(report['tool_filter'])}]" if report.get("tool_filter") else ""
+    return (f"{report['benchmark']} / {report['method']}{scope}: n={report['n']} "
             f"(skipped {len(report['skipped'])}): {m} in {report['wall_seconds']} s")

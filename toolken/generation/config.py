@@ -63,8 +63,9 @@ class GenerationConfig:
     rerank_top_k: int = _f(0, "when a toolken wins, the base model rescores the top k tools' "
                               "descriptions and 'none' (0: off)", minimum=0)
     rerank_none_bias: float = _f(0.0, "the score of 'none'; higher: fewer calls")
-    rerank_method: str = _f("pmi", "pmi: description PMI; choice: Toolken+'s multiple choice",
-                            ("pmi", "choice"))
+    rerank_method: str = _f("pmi", "pmi: description PMI; choice: Toolken+'s multiple choice; "
+                                   "domain: PMI among the top k of the winner's domain (meta)",
+                            ("pmi", "choice", "domain"))
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "
                               "training texts most similar to the question replace them", minimum=0)

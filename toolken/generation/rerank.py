@@ -5,13 +5,16 @@ When a toolken wins in reasoning mode, the ``top_k`` toolkens by logit are not t
 blindly: the frozen base model scores those tools' descriptions against the question and
 the answer so far, and a "none" option; the best one wins (greedy, also when decoding
 samples). A tool is then called as usual; "none" means no call: decoding goes on with the
-best vocabulary token, as in the paper's fallback. Two scorings (``Reranker``):
+best vocabulary token, as in the paper's fallback. Three ways (``Reranker``):
 
 - ``pmi`` (default): log P(description | question) - log P(description | "N/A") for each
   candidate: one prefill of the short context, then the k descriptions in one batched
   forward; the content-free term is computed once per tool. "none" scores a threshold.
 - ``choice``: Toolken+'s multiple-choice prompt (lettered descriptions and "none"), scored
   by the log-likelihood of each letter: one prefill on a kept copy of the fixed instruction.
+- ``domain``: two stages, domain then API (for catalogues such as APIBench, whose toolkens
+  learn the domain far better than the exact API): the best toolken's ``meta["domain"]``
+  names the domain, and ``pmi`` chooses among the top k toolkens of that domain.
 
 Every decision is recorded in ``Generation.reranks``: candidates, scores, choice.
 """
@@ -29,7 +32,7 @@ HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" 
 NONE = "none"
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CONTENT_FREE = "Question: N/A\nThe tool needed:"  # the PMI reference context
-METHODS = ("pmi", "choice")
+METHODS = ("pmi", "choice", "domain")
 
 
 @dataclass
@@ -51,6 +54,10 @@ class Reranker:
     ``method="choice"``: the Toolken+ prompt, the candidates and "none" as lettered options;
     a score is the log-likelihood of the option's letter, and ``none_bias`` is added to that of
     "none". Small models prefer the first letter whatever the options say (RESULTS.md).
+    ``method="domain"``: a two-stage choice, domain then API: the best toolken names the
+    domain (``tool.meta["domain"]``, as APIBench catalogue tools have it), and the ``pmi``
+    scoring chooses among the top ``top_k`` toolkens of that domain (tools without a domain
+    form one group, so for them it is ``pmi``).
     """
 
     def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi"):
@@ -88,8 +95,8 @@ class Reranker:
                stats: dict | None = None) -> tuple[int | None, RerankTrace]:
         """(tool row or None, trace) for (V + K) logits ``zz`` in which a toolken won."""
         V = self.model.vocab_size
-        k = min(self.top_k, zz.shape[-1] - V)
-        rows = zz[V:].topk(k).indices.tolist()  # ties: lowest row first, as argmax
+        rows = self.candidates(zz[V:])
+        k = len(rows)
         tools = [self.registry[r] for r in rows]
         stats = stats if stats is not None else {"prefilled": 0}
         if self.method == "choice":
@@ -102,6 +109,17 @@ class Reranker:
                             choice=tools[best].name if choice is not None else None,
                             at=len(answer_so_far))
         return choice, trace
+
+    def candidates(self, z: torch.Tensor) -> list[int]:
+        """The rows to rescore for toolken logits ``z`` (K), best first: the top ``top_k``;
+        for ``domain``, the top ``top_k`` of those whose ``meta["domain"]`` is the best row's.
+        Rows masked to -inf (``tool_filter``, the call budget) never stand."""
+        finite = int((z > float("-inf")).sum())
+        if self.method != "domain":
+            return z.topk(min(self.top_k, finite)).indices.tolist()  # ties: lowest row first
+        order = z.topk(finite).indices.tolist()
+        domain = _domain(self.registry[order[0]])
+        return [r for r in order if _domain(self.registry[r]) == domain][:self.top_k]
 
     def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
         tok, V = self.model.tokenizer, self.model.vocab_size
@@ -172,6 +190,11 @@ def option_logprobs(model, cache, z: torch.Tensor, options: list[list[int]]) -> 
         ids = options[i]
         out[i] += float(sum(lp[j, t - 1, ids[t]] for t in range(1, len(ids))))
     return out
+
+
+def _domain(tool):
+    """The tool's documented domain (APIBench catalogues: ``meta["domain"]``), else None."""
+    return (tool.meta or {}).get("domain")
 
 
 def _what(tool) -> str:
