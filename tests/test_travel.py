@@ -300,6 +300,17 @@ def test_attached_pack_is_copied_and_eval_takes_it(tmp_path):
     assert model.registry["add"].call("2, 3").text == "5"
 
 
+def test_which_packs_are_copied(tmp_path, monkeypatch):
+    from toolken.model import _pack_file
+
+    (tmp_path / "mypack.py").write_text(PACK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert _pack_file("mypack.py") == _pack_file("mypack") == tmp_path / "mypack.py"
+    assert _pack_file("toolken.tools.hf_tools") is None  # inside a package: relative imports
+    assert _pack_file("toolken") is None and _pack_file("no_such_pack_module") is None
+
+
 def test_without_tools_the_error_names_the_copy_and_the_source(tmp_path, capsys):
     from toolken.cli import main
 

@@ -197,8 +197,8 @@ class ToolkenModel(nn.Module):
     def remember_pack(self, pack, options: dict | None = None) -> None:
         """Note the tool pack (a .py path, or a module that is one file): ``save_pretrained``
         copies that file into the folder as ``toolken_tools.py`` and records its absolute path,
-        so the folder keeps the tools' code after the training files move. A package (many
-        files) is not copied."""
+        so the folder keeps the tools' code after the training files move. A package or a
+        module inside one is not copied."""
         source = _pack_file(pack)
         if source is not None and source != self.pack_file:  # a loaded copy keeps its record
             self.pack_file = source
@@ -265,7 +265,8 @@ class ToolkenModel(nn.Module):
 
 
 def _pack_file(pack) -> Path | None:
-    """The file of a pack given as a .py path or a one-file module name (else None)."""
+    """The file of a pack given as a .py path or a top-level one-file module (else None: a
+    package, or a module inside one, whose relative imports a lone copy could not follow)."""
     if isinstance(pack, (str, os.PathLike)):
         text = os.fspath(pack)
         if isinstance(pack, os.PathLike) or text.endswith(".py") or os.sep in text or "/" in text:
@@ -277,8 +278,9 @@ def _pack_file(pack) -> Path | None:
     else:
         spec = getattr(pack, "__spec__", None)  # a module object
     origin = getattr(spec, "origin", None)
-    if spec is None or origin is None or spec.submodule_search_locations is not None:
-        return None  # a package, a namespace, a built-in: not one file
+    if (spec is None or origin is None or spec.submodule_search_locations is not None
+            or spec.parent or not origin.endswith(".py")):
+        return None  # a package, a module in one, a namespace, a built-in: not one file
     return Path(origin).resolve()
 
 
