@@ -38,6 +38,11 @@ def run_child(script: str, args: list[str], name: str) -> dict:
     return res
 
 
+def command_line() -> str:
+    """This run's command as given, with its OMP_NUM_THREADS."""
+    return f"env OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} python {' '.join(sys.argv)}"
+
+
 def machine() -> str:
     import torch
 

@@ -79,7 +79,9 @@ def test_classifier_end_to_end(classifier_dir):
     registry = ToolRegistry([tool])
     assert not tool.fn.loaded  # registration loads nothing
 
-    result = registry["tiny-sentiment"].call("the movie was not good", timeout=60)
+    # in a thread, to see the model this process loads (a worker's is out of sight)
+    result = registry["tiny-sentiment"].call("the movie was not good", timeout=60,
+                                             isolation="thread")
     assert result.ok, result.error
     label, score = reference_top_label(classifier_dir, "the movie was not good")
     assert result.value["label"] == label and result.text == label
@@ -87,8 +89,27 @@ def test_classifier_end_to_end(classifier_dir):
     assert json.loads(json.dumps(result.value)) == result.value
     assert tool.fn.loaded
     pipe = tool.fn._impl
-    assert tool.call(["a great film"]).ok and tool.fn._impl is pipe  # kept, not reloaded
+    assert tool.call(["a great film"], isolation="thread").ok
+    assert tool.fn._impl is pipe  # kept, not reloaded
     assert pipe.device.type == "cpu"
+
+
+def test_classifier_in_a_worker_process(classifier_dir):
+    from toolken.tools.workers import ToolRunner
+
+    tool = HFModelTool(classifier_dir, device="cpu")
+    runner = ToolRunner("process", workers=1)
+    try:
+        first = tool.call("the movie was not good", timeout=60, runner=runner)
+        assert first.ok, first.error
+        assert first.value["label"] == reference_top_label(classifier_dir,
+                                                           "the movie was not good")[0]
+        (pid,) = runner.pids()
+        assert tool.call(["a great film"], timeout=60, runner=runner).ok
+        assert runner.pids() == [pid]  # the same worker, its model kept
+        assert not tool.fn.loaded  # the model lives in the worker, not here
+    finally:
+        runner.close()
 
 
 def test_classifier_loads_once_under_concurrent_first_calls(classifier_dir, monkeypatch):
@@ -102,7 +123,7 @@ def test_classifier_loads_once_under_concurrent_first_calls(classifier_dir, monk
     results = [None] * 4
 
     def run(i):
-        results[i] = tool.call("a very bad movie", timeout=60)
+        results[i] = tool.call("a very bad movie", timeout=60, isolation="thread")
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
@@ -126,7 +147,7 @@ def test_hub_id_in_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     tool = HFModelTool("tiny-org/tiny-sentiment", name="cached", device="cpu")
     assert tool.meta["hf_task"] == "text-classification"  # from the cached card
-    assert tool.call("a good film").ok
+    assert tool.call("a good film", isolation="thread").ok  # the cache path is patched here
 
 
 def test_model_card_is_read(classifier_dir):

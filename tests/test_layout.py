@@ -63,7 +63,6 @@ def test_layers_import_downward_only():
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
-@pytest.mark.xfail(strict=True, reason="tools.tool reloads a pack in its worker process through tools.registry; the worker pool of issue 13 moves that out")
 def test_no_import_circles():
     graph = _graph()
     cycles, state = [], {}

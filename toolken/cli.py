@@ -158,6 +158,43 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _export(args) -> int:
+    from .core.checkpoint import pack_argument
+    from .export import export
+    from .model import ToolkenModel
+
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device="cpu")
+    if args.tools:  # a checkpoint never chooses which code runs: without --tools, its manifest
+        model.attach_tools(pack_argument(args.tools, args.toolkens))
+    out = export(model, args.out)
+    print(f"toolken: exported {len(model.tools)} toolken(s) as <tool:NAME> tokens "
+          f"{model.vocab_size}..{model.vocab_size + len(model.tools) - 1} to {out}")
+    return 0
+
+
+def _serve(args) -> int:
+    from .core.checkpoint import pack_argument
+    from .model import ToolkenModel
+    from .server import make_server
+
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device=args.device)
+    if args.tools:
+        model.attach_tools(pack_argument(args.tools, args.toolkens))
+    name = args.model_name or os.path.basename(os.path.normpath(args.toolkens))
+    server = make_server(model, args.host, args.port, args.api_key, name, args.max_tokens,
+                         args.max_batch, args.verbose)
+    host, port = server.server_address[:2]
+    side = f"server-side tools from {args.tools}" if args.tools else "client-side tools only"
+    print(f"toolken: serving {name!r} ({len(model.tools)} toolkens, {side}) on "
+          f"http://{host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.engine.stop()
+    return 0
+
+
 def _placement_arguments(p) -> None:
     """--dtype / --device: on every command that loads a model."""
     from .core.base import DTYPES
@@ -180,6 +217,17 @@ def _generation_arguments(g, template_help: str) -> None:
                    "pack saved in the checkpoint folder (toolken_tools.py), if you trust it")
     g.add_argument("--template", help=template_help)
     G.add_arguments(g)
+    _tool_runner_arguments(g)
+
+
+def _tool_runner_arguments(g) -> None:
+    """Where tools run (toolken.tools.workers); applied by main() before the command."""
+    g.add_argument("--tool-isolation", choices=("process", "thread"), default="process",
+                   help="process (default): persistent worker processes, killed on timeout, "
+                   "memory-capped, output captured; thread: in this process, not contained")
+    g.add_argument("--tool-workers", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--tool-memory-mb", type=int, default=4096,
+                   help="private memory each worker may use, in MB (0: no limit; default 4096)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +286,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable)")
     _placement_arguments(s)
+    _tool_runner_arguments(s)
     s.set_defaults(func=_synth)
+
+    x = sub.add_parser("export", help="write a transformers model folder that serving engines load",
+                       description="Export a checkpoint as a plain transformers folder: the base "
+                       "weights with K special tokens <tool:NAME> whose LM-head rows are the "
+                       "toolkens, the tokenizer, generation_config.json (toolken ids as EOS, their "
+                       "bias as sequence_bias) and toolken_tools.json (schemas, tool-mode prompts, "
+                       "argument grammars).")
+    x.add_argument("--toolkens", required=True, help="checkpoint folder")
+    x.add_argument("--out", required=True, help="new folder to write")
+    x.add_argument("--tools", help="tool pack whose demos and prompts make the tool-mode prompts "
+                   "(default: the checkpoint's manifest: descriptions only); 'checkpoint': the "
+                   "copy saved in the checkpoint folder, if you trust it")
+    x.add_argument("--dtype", default="float32", help="weights' dtype (default %(default)s)")
+    x.set_defaults(func=_export)
+
+    v = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server",
+                       description="Serve a checkpoint with the OpenAI chat-completions API "
+                       "(POST /v1/chat/completions, GET /v1/models, GET /health). A request's "
+                       "tools (OpenAI function schemas, each a toolken of the checkpoint) are "
+                       "called by the client; with --tools the pack's tools run in the server.")
+    v.add_argument("--toolkens", required=True, help="checkpoint folder")
+    v.add_argument("--tools", help="tool pack whose tools run in the server (default: none); "
+                   "'checkpoint': the copy saved in the checkpoint folder, if you trust it")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    v.add_argument("--model-name", help="the model id clients name (default: the folder's name)")
+    v.add_argument("--max-tokens", type=int, default=1024, help="the most max_tokens a request may ask")
+    v.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
+    v.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    _placement_arguments(v)
+    v.set_defaults(func=_serve)
 
     from .evaluation.run import METHODS
 
@@ -261,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
     G.add_arguments(e)
     _placement_arguments(e)
+    _tool_runner_arguments(e)
     e.set_defaults(func=_eval)
     return p
 
@@ -269,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "tool_isolation", None):
+            from .tools.workers import configure
+
+            configure(args.tool_isolation, args.tool_workers, args.tool_memory_mb or None)
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as e:  # our errors say what to fix
         if os.environ.get("TOOLKEN_DEBUG"):

@@ -125,6 +125,17 @@ class ToolkenModel(nn.Module):
             self.remember_pack(pack)
         return self
 
+    def tools_openai(self) -> list[dict]:
+        """The checkpoint's tools in the OpenAI function schema, row order (from the attached
+        pack if any, else the stored manifest); for a server's ``tools`` or
+        ``tokenizer.apply_chat_template(tools=...)``."""
+        if self.registry is not None:
+            return self.registry.to_openai()
+        if not self.manifest:
+            raise ValueError("this checkpoint stores no tool manifest (names only: "
+                             f"{self.tools[:5]}...); attach the pack with attach_tools(PACK)")
+        return ToolRegistry.from_manifest(self.manifest).to_openai()
+
     def missing_pack(self, where: str) -> str:
         """The error for a call without a tool pack: the checkpoint never chooses which code is
         imported (it is data; see README, Security), but it may say which pack it was trained with."""

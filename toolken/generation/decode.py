@@ -43,6 +43,7 @@ class CallTrace:
     seconds_arguments: float = 0.0
     seconds_tool: float = 0.0
     candidates: list | None = None  # arg_candidates > 1: [{"argument_text", "result", "logprob"}]
+    output: str = ""  # what the tool printed (stdout and stderr), captured by its worker
 
 
 @dataclass
@@ -407,6 +408,7 @@ def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace) -> str | 
         trace.seconds_arguments = time.perf_counter() - t
     trace.seconds_tool = res.seconds
     trace.seconds_arguments -= res.seconds
+    trace.output = res.output
     if not res.ok:
         trace.error = res.error
         return None

@@ -9,6 +9,7 @@ and refuses a pack whose tools differ. Both names are re-exported by ``toolken.t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -81,6 +82,22 @@ class ToolRegistry:
     def manifest(self) -> list[dict]:
         return [t.manifest() for t in self._tools]
 
+    def to_openai(self) -> list[dict]:
+        """The tools in the OpenAI function schema, in row order (``Tool.to_openai``)."""
+        return [t.to_openai() for t in self._tools]
+
+    @classmethod
+    def from_openai(cls, schemas: Sequence[dict]) -> ToolRegistry:
+        """Manifest-only tools from a list of OpenAI function schemas (``attach`` adds the
+        callables); a bad entry is an error naming its index."""
+        tools = []
+        for i, s in enumerate(schemas):
+            try:
+                tools.append(Tool.from_openai(s))
+            except ToolError as e:
+                raise ToolError(f"tools[{i}]: {e}") from None
+        return cls(tools)
+
     @classmethod
     def from_manifest(cls, entries: Sequence[dict]) -> ToolRegistry:
         """Tools without callables (e.g. from a checkpoint); ``attach`` gives them back."""
@@ -110,7 +127,8 @@ class ToolRegistry:
                                 f"{_arg_types(theirs)} in the pack")
             self._tools[i] = dataclasses.replace(
                 mine, fn=theirs.fn, demos=list(theirs.demos), render=theirs.render,
-                prompt=theirs.prompt, meta={**mine.meta, **theirs.meta}, origin=theirs.origin)
+                prompt=theirs.prompt, meta={**mine.meta, **theirs.meta}, isolation=theirs.isolation,
+                origin=theirs.origin)
         return self
 
 
@@ -168,12 +186,49 @@ def load_pack(path_or_module: str | os.PathLike | types.ModuleType, **options: A
     if not isinstance(result, (ToolRegistry, list, tuple)):
         raise PackError(f"tool pack {source}: build()/TOOLS gave {type(result).__name__}; "
                         f"expected a ToolRegistry or a list of Tool")
-    origin = {"source": source, "options": dict(options)}
+    origin = PackOrigin(source, dict(options))
     try:
-        return ToolRegistry(dataclasses.replace(t, origin=origin) if isinstance(t, Tool) else t
-                            for t in result)
+        registry = ToolRegistry(dataclasses.replace(t, origin=origin) if isinstance(t, Tool)
+                                else t for t in result)
     except ToolError as e:
         raise PackError(f"tool pack {source}: {e}") from None
+    origin.functions = {t.name: t.fn for t in registry}
+    return registry
+
+
+class PackOrigin:
+    """Where a pack's tools came from (a file path or module name, build()'s options and the
+    working directory its relative paths meant), so that a worker process can load the same
+    pack and take a tool's function from it."""
+
+    def __init__(self, source: str, options: dict) -> None:
+        self.source, self.options, self.cwd = source, options, os.getcwd()
+        self.key = (source, repr(sorted(options.items())), self.cwd)
+        self.functions: dict[str, Any] = {}  # name -> the function load_pack gave it here
+
+    def __getstate__(self) -> dict:  # a worker loads the functions itself
+        return {**self.__dict__, "functions": {}}
+
+    def made(self, name: str, fn: Any) -> bool:
+        """Whether ``fn`` is the function this pack gave tool ``name`` (not a replacement)."""
+        return self.functions.get(name) is fn and fn is not None
+
+    def __repr__(self) -> str:
+        return f"PackOrigin({self.source!r}, {self.options!r})"
+
+    def function(self, name: str) -> Callable:
+        """The function of tool ``name``, the pack loaded once per process."""
+        pack = _LOADED.get(self.key)
+        if pack is None:
+            with contextlib.chdir(self.cwd):  # options' relative paths as load_pack read them
+                pack = _LOADED[self.key] = load_pack(self.source, **self.options)
+        fn = pack[name].fn
+        if fn is None:
+            raise PackError(f"tool pack {self.source}: tool {name!r} has no function")
+        return fn
+
+
+_LOADED: dict[tuple, ToolRegistry] = {}  # packs loaded by PackOrigin.function (in workers)
 
 
 def _import_pack(spec: Any) -> tuple[types.ModuleType, str]:

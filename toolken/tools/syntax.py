@@ -9,6 +9,7 @@ ToolkenGPT's FuncQA prompts), are read by a recursive-descent parser.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import itertools
 import json
@@ -47,7 +48,7 @@ def schema_from_function(f: Callable) -> tuple[str, dict]:
             raise TypeError(f"{where}: **{p.name} is not supported; name each argument")
         if p.name not in hints:
             raise TypeError(f"{where}: parameter {p.name!r} has no type hint; give it one of "
-                            f"int, float, str, bool or list[...] of those")
+                            f"int, float, str, bool, Literal[...], an Enum or list[...] of those")
         hint, optional = _unwrap_optional(hints[p.name])
         schema = _json_schema_for(hint, f"{where}: parameter {p.name!r}")
         if p.kind is p.VAR_POSITIONAL:
@@ -83,14 +84,51 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def _json_schema_for(hint: Any, where: str) -> dict:
+def _json_schema_for(hint: Any, where: str, top: bool = True) -> dict:
     if hint in JSON_TYPES:
         return {"type": JSON_TYPES[hint]}
+    choices = _choices(hint)
+    if choices is not None:
+        kinds = {JSON_TYPES.get(type(v)) for v in choices}
+        if len(kinds) != 1 or None in kinds:
+            raise TypeError(f"{where}: the values of {hint!r} must all be int, float, str or "
+                            f"bool, and of one type; got {list(choices)!r}")
+        return {"type": kinds.pop(), "enum": list(choices)}
     item = typing.get_args(hint)
-    if typing.get_origin(hint) is list and len(item) == 1 and item[0] in JSON_TYPES:
-        return {"type": "array", "items": {"type": JSON_TYPES[item[0]]}}
+    if top and typing.get_origin(hint) is list and len(item) == 1:
+        return {"type": "array", "items": _json_schema_for(item[0], where, top=False)}
     raise TypeError(f"{where}: type hint {hint!r} has no JSON-schema mapping; allowed: int, "
-                    f"float, str, bool, list[int|float|str|bool], Optional[...] of those")
+                    f"float, str, bool, Literal[...], an Enum, list[...] of those, "
+                    f"Optional[...] of those")
+
+
+def _choices(hint: Any) -> tuple | None:
+    """The allowed values of a ``Literal[...]`` or an ``Enum`` class (its members' values)."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return tuple(m.value for m in hint)
+    return None
+
+
+def enum_arguments(f: Callable) -> dict[str, type]:
+    """{parameter: Enum class} for the parameters of ``f`` hinted with an Enum (or a list or
+    Optional of one): their JSON values are turned back into members before ``f`` runs."""
+    out = {}
+    for name, hint in typing.get_type_hints(f).items():
+        hint, _ = _unwrap_optional(hint)
+        if typing.get_origin(hint) is list:
+            hint = (typing.get_args(hint) or (None,))[0]
+        if isinstance(hint, type) and issubclass(hint, enum.Enum) and name != "return":
+            out[name] = hint
+    return out
+
+
+def to_members(value: Any, cls: type) -> Any:
+    """A JSON value (or a list of them) -> the ``cls`` member(s) it names; None stays None."""
+    if isinstance(value, list):
+        return [to_members(v, cls) for v in value]
+    return value if value is None or isinstance(value, cls) else cls(value)
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:

@@ -23,17 +23,16 @@ a failing, hanging or misbehaving tool gives a ``ToolResult`` with ``ok=False``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
-import multiprocessing
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import jsonschema
 
-from . import syntax
+from . import syntax, workers
 
 __all__ = ["Tool", "ToolResult", "ToolRegistry", "tool", "load_pack", "parse_call_args",
            "ToolError", "ToolArgumentError", "PackError", "format_number", "render_value"]
@@ -98,10 +97,11 @@ class ToolResult:
     error: str | None = None
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    output: str = ""
 
     @classmethod
-    def failure(cls, error: str, seconds: float = 0.0) -> ToolResult:
-        return cls(ok=False, error=error, seconds=seconds)
+    def failure(cls, error: str, seconds: float = 0.0, output: str = "") -> ToolResult:
+        return cls(ok=False, error=error, seconds=seconds, output=output)
 
 
 def _truncate(text: str, max_chars: int) -> str:
@@ -115,7 +115,9 @@ class Tool:
     arguments in positional order; an array property marked ``"x-variadic": true`` (last)
     collects extra positional arguments, like ``*args``. ``fn=None`` makes a manifest-only
     tool (e.g. read from a checkpoint) until ``ToolRegistry.attach`` gives it a function.
-    ``origin`` is set by load_pack so that ``isolation="process"`` can rebuild the tool."""
+    ``isolation`` ("process" or "thread"; None: the runner's mode) is where ``call`` runs
+    ``fn`` (``toolken.tools.workers``). ``origin`` is set by load_pack so that a worker
+    process can load the same pack."""
 
     name: str
     description: str = ""
@@ -125,9 +127,13 @@ class Tool:
     render: Callable[[Any], str] | None = None
     prompt: str | None = None
     meta: dict = field(default_factory=dict)
-    origin: dict | None = field(default=None, repr=False, compare=False)
+    isolation: str | None = None
+    origin: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.isolation not in (None, *workers.MODES):
+            raise ToolError(f"tool {self.name!r}: isolation must be one of "
+                            f"{[None, *workers.MODES]}, got {self.isolation!r}")
         p = self.parameters
         if not isinstance(p, dict) or p.get("type") != "object":
             raise ToolError(f"tool {self.name!r}: parameters must be a JSON schema with "
@@ -168,6 +174,42 @@ class Tool:
         """Name, description and parameters: JSON-serialisable, no callable."""
         return json.loads(json.dumps({"name": self.name, "description": self.description,
                                       "parameters": self.parameters}))
+
+    # -- the OpenAI function schema
+    def to_openai(self) -> dict:
+        """``{"type": "function", "function": {"name", "description", "parameters"}}``, the
+        form of OpenAI's ``tools`` list and of transformers' ``apply_chat_template(tools=)``.
+        The properties come in positional order (``x-order``, which is then left out: JSON
+        keeps key order, and ``from_openai`` reads it back from there)."""
+        params = json.loads(json.dumps(self.parameters))
+        order = params.pop("x-order")
+        if "properties" in params:
+            params["properties"] = {n: params["properties"][n] for n in order}
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": params}}
+
+    @classmethod
+    def from_openai(cls, schema: dict, fn: Callable | None = None) -> Tool:
+        """A Tool from an OpenAI function schema (``{"type": "function", "function": {...}}``
+        or the bare ``{"name", "description", "parameters"}``); ``fn`` runs it (None: a
+        manifest-only tool). ToolError names the field that is wrong."""
+        if not isinstance(schema, dict):
+            raise ToolError(f"an OpenAI tool schema must be a JSON object, got {schema!r}")
+        spec = schema
+        if "function" in schema or "type" in schema:
+            if schema.get("type") != "function" or not isinstance(schema.get("function"), dict):
+                raise ToolError(f"an OpenAI tool schema needs \"type\": \"function\" and a "
+                                f"\"function\" object, got {json.dumps(schema)[:200]}")
+            spec = schema["function"]
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ToolError(f"OpenAI tool schema: \"name\" must be a non-empty string, got {name!r}")
+        description = spec.get("description", "")
+        if not isinstance(description, str):
+            raise ToolError(f"tool {name!r}: \"description\" must be a string, got {description!r}")
+        params = spec.get("parameters")
+        params = json.loads(json.dumps(EMPTY_SCHEMA if params is None else params))
+        return cls(name=name, description=description, parameters=params, fn=fn)
 
     # -- validation
     def validate(self, args: Sequence | dict) -> dict:
@@ -221,19 +263,18 @@ class Tool:
 
     # -- calling
     def call(self, args: Sequence | dict | str, timeout: float | None = None, *,
-             isolation: str = "thread", max_chars: int = 500) -> ToolResult:
+             isolation: str | None = None, max_chars: int = 500,
+             runner: workers.ToolRunner | None = None) -> ToolResult:
         """Run the tool; never raises for anything the tool or its arguments do.
 
         ``args`` is a list, a dict, or the argument text as the model wrote it
-        (``"5572, 3241"``, parsed by parse_call_args). ``isolation="thread"`` runs ``fn`` in
-        a daemon thread: on timeout the thread is *abandoned* (Python cannot kill it) and
-        keeps running in the background, but generation goes on. ``isolation="process"``
-        runs it in a fresh spawned process that is killed on timeout; the timeout then
-        includes the process start-up, and the function must be importable by name or come
-        from a pack loaded with load_pack.
+        (``"5572, 3241"``, parsed by parse_call_args). ``runner`` (default
+        ``toolken.tools.workers.default_runner()``) runs ``fn``: in a persistent worker process
+        that is killed on timeout and replaced after a crash, memory-capped, its output
+        captured; or in a thread (``isolation="thread"``), which is abandoned on timeout.
+        ``isolation`` (else the tool's own, else the runner's mode) chooses; see
+        ``toolken.tools.workers`` for what each contains.
         """
-        if isolation not in ("thread", "process"):
-            raise ValueError(f"isolation must be 'thread' or 'process', got {isolation!r}")
         start = time.perf_counter()
 
         def elapsed() -> float:
@@ -246,19 +287,18 @@ class Tool:
         except ToolArgumentError as e:
             return ToolResult.failure(str(e), elapsed())
         a, kw = self._call_parts(kwargs)
-        if isolation == "process":
-            target = ("pack", self.origin, self.name) if self.origin else self.fn
-            status, payload = _run_in_process(target, a, kw, timeout)
-        else:
-            status, payload = _run_in_thread(self.fn, a, kw, timeout, self.name)
-        if status == "timeout":
-            how = "the worker process was killed" if isolation == "process" else \
-                "the worker thread was abandoned and may still be running"
-            return ToolResult.failure(f"tool {self.name} timed out after {timeout} s ({how})",
-                                      elapsed())
-        if status == "error":
-            return ToolResult.failure(f"tool {self.name} failed: {payload}", elapsed())
-        return self._finish(payload, elapsed(), max_chars)
+        runner = runner or workers.default_runner()
+        done = runner.run(self.fn, a, kw, timeout, name=self.name, origin=self.origin,
+                          isolation=isolation or self.isolation)
+        if done.status == "timeout":
+            return ToolResult.failure(f"tool {self.name} timed out after {timeout} s "
+                                      f"({done.message})", elapsed(), done.output)
+        if done.status != "ok":
+            return ToolResult.failure(f"tool {self.name} failed: {done.message}", elapsed(),
+                                      done.output)
+        result = self._finish(done.value, elapsed(), max_chars)
+        result.output = done.output
+        return result
 
     def _call_parts(self, kwargs: dict) -> tuple[tuple, dict]:
         var = self._variadic()
@@ -267,9 +307,24 @@ class Tool:
         return (*[kwargs[n] for n in self.param_names[:-1]], *kwargs.get(var, [])), {}
 
     def _finish(self, value: Any, seconds: float, max_chars: int) -> ToolResult:
+        """The value a tool returned -> a ToolResult; anything odd is ok=False, never raised."""
+        try:
+            return self._result_of(value, seconds, max_chars)
+        except Exception as e:  # noqa: BLE001 - e.g. RecursionError on a deeply nested value
+            what = "is nested too deeply to be" if isinstance(e, RecursionError) else "could not be"
+            return ToolResult.failure(f"tool {self.name} returned a {type(value).__name__} that "
+                                      f"{what} checked or rendered "
+                                      f"({workers.describe_exception(e)})", seconds)
+
+    def _result_of(self, value: Any, seconds: float, max_chars: int) -> ToolResult:
         if isinstance(value, ToolResult):  # a tool may build its own result (e.g. with meta)
+            if not isinstance(value.text, str):
+                return ToolResult.failure(f"tool {self.name} returned a ToolResult whose text "
+                                          f"is a {type(value.text).__name__}, not str", seconds)
             return dataclasses.replace(value, text=_truncate(value.text, max_chars),
                                        seconds=seconds)
+        if value is None:
+            return ToolResult.failure(f"tool {self.name} returned nothing (None)", seconds)
         serialisable = syntax.json_ok(value)
         if not serialisable and self.render is None:
             return ToolResult.failure(
@@ -281,7 +336,8 @@ class Tool:
                 raise TypeError(f"render returned {type(text).__name__}, not str")
         except Exception as e:
             return ToolResult.failure(f"tool {self.name}: could not render "
-                                      f"{type(value).__name__} result: {e}", seconds)
+                                      f"{type(value).__name__} result: "
+                                      f"{workers.describe_exception(e)}", seconds)
         return ToolResult(ok=True, value=value if serialisable else text,
                           text=_truncate(text, max_chars), seconds=seconds)
 
@@ -295,83 +351,48 @@ def _coerce_integral(value: Any, schema: dict) -> Any:
     return value
 
 
-# ---------------------------------------------------------------------------- running
-def _run_in_thread(fn: Callable, a: tuple, kw: dict, timeout: float | None,
-                   name: str) -> tuple[str, Any]:
-    """("ok", value) | ("error", message) | ("timeout", None)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*a, **kw)
-        except BaseException as e:  # noqa: BLE001 - a tool's failure becomes a result
-            box["error"] = f"{type(e).__name__}: {e}"
-
-    worker = threading.Thread(target=target, name=f"toolken-tool-{name}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        return "timeout", None
-    return ("error", box["error"]) if "error" in box else ("ok", box.get("value"))
-
-
-def _run_in_process(target: Any, a: tuple, kw: dict, timeout: float | None) -> tuple[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_process_main, args=(send, target, a, kw), daemon=True)
-    try:
-        proc.start()
-    except Exception as e:  # e.g. the function cannot be pickled
-        return "error", (f"could not start a worker process ({type(e).__name__}: {e}); "
-                         f"process isolation needs a function importable by name or a pack tool")
-    send.close()
-    try:
-        if not receive.poll(timeout):
-            proc.kill()
-            return "timeout", None
-        return receive.recv()
-    except EOFError:
-        proc.join(5)
-        return "error", f"worker process died (exit code {proc.exitcode})"
-    finally:
-        proc.join(5)
-        receive.close()
-
-
-def _process_main(conn: Any, target: Any, a: tuple, kw: dict) -> None:
-    try:
-        if isinstance(target, tuple):  # ("pack", origin, name): rebuild the tool here
-            origin, name = target[1], target[2]
-            from .registry import load_pack  # (registry imports this module)
-            target = load_pack(origin["source"], **origin["options"])[name].fn
-        value = target(*a, **kw)
-        conn.send(("ok", value))
-    except BaseException as e:  # noqa: BLE001
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-    finally:
-        conn.close()
-
-
 # ---------------------------------------------------------------------------- @tool
 def tool(fn: Callable | None = None, *, name: str | None = None,
          description: str | None = None, demos: list[str] | None = None,
-         render: Callable[[Any], str] | None = None) -> Any:
+         render: Callable[[Any], str] | None = None, isolation: str | None = None) -> Any:
     """Make a Tool from a type-hinted function (``@tool`` or ``@tool(name=...)``).
 
-    int/float/str/bool and list[...] of those map to JSON types; Optional or a default makes
+    int/float/str/bool and list[...] of those map to JSON types, ``Literal[...]`` and Enum
+    classes to an ``enum`` of their values (an Enum argument arrives as a member); Optional or a default makes
     an argument optional; ``*args: float`` becomes an array marked ``"x-variadic": true``, so
     ``add(1, 2, 3)`` works. The docstring's first paragraph is the description; its
-    Google-style ``Args:`` lines describe the arguments.
+    Google-style ``Args:`` lines describe the arguments. ``isolation="thread"`` keeps the
+    tool's calls in this process (see ``toolken.tools.workers``).
     """
     def wrap(f: Callable) -> Tool:
         try:
             summary, parameters = syntax.schema_from_function(f)
         except TypeError as e:
             raise ToolError(str(e)) from None
+        enums = syntax.enum_arguments(f)
         return Tool(name=name or f.__name__, description=description or summary or
-                    f"{f.__name__}()", parameters=parameters, fn=f, demos=list(demos or []),
-                    render=render)
+                    f"{f.__name__}()", parameters=parameters,
+                    fn=_EnumArguments(f, enums) if enums else f, demos=list(demos or []),
+                    render=render, isolation=isolation)
     return wrap if fn is None else wrap(fn)
+
+
+class _EnumArguments:
+    """Calls ``fn`` with its Enum-hinted arguments turned from JSON values into members (a
+    class, not a closure, so that process isolation can pickle it)."""
+
+    def __init__(self, fn: Callable, enums: dict[str, type]):
+        self.fn, self.enums = fn, enums
+        self.__name__ = getattr(fn, "__name__", "tool")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        for name, cls in self.enums.items():
+            if name in bound.arguments:
+                value = bound.arguments[name]
+                bound.arguments[name] = (tuple(syntax.to_members(list(value), cls))
+                                         if isinstance(value, tuple) else syntax.to_members(value, cls))
+        return self.fn(*bound.args, **bound.kwargs)
 
 
 # ---------------------------------------------------------------------------- parsing
