@@ -327,6 +327,27 @@ def test_without_tools_the_error_names_the_copy_and_the_source(tmp_path, capsys)
 
 # ---------------------------------------------------------------- another directory, files gone
 
+
+def test_a_tool_worker_survives_its_directory_being_deleted(tmp_path, monkeypatch):
+    import shutil
+
+    from toolken.tools.registry import load_pack
+    from toolken.tools.workers import ToolRunner
+
+    (tmp_path / "pack.py").write_text(PACK)
+    add = load_pack(tmp_path / "pack.py")["add"]
+    runner = ToolRunner("process", workers=1)
+    try:
+        (tmp_path / "gone").mkdir()
+        monkeypatch.chdir(tmp_path / "gone")
+        first = runner.run(add.fn, (2, 3), {}, 30.0, name="add", origin=add.origin)
+        monkeypatch.chdir(tmp_path)
+        shutil.rmtree(tmp_path / "gone")  # the worker's working directory
+        again = runner.run(add.fn, (4, 5), {}, 30.0, name="add", origin=add.origin)
+        assert (first.status, first.value, again.status, again.value) == ("ok", 5, "ok", 9), again
+    finally:
+        runner.close()
+
 PROMPTS = ["Q: 12 apples and 30 apples. A: 12*30=", "Q: 7 coins and 5 coins. A: 7+5=", "Q: 9 and 4. A:"]
 
 
