@@ -115,7 +115,7 @@ def main() -> None:
     cfg = load_config(None, SETTINGS)
     base, model, data = prepare(cfg)
     names, _, texts = tool_list(cfg, data.records)
-    train_f, dev_f = split_features(cfg, base, model.tools, data)
+    train_f, dev_f = (v.load() for v in split_features(cfg, base, model.tools, data))
     pools = per_relation_pools(data, data.dev_seqs)
     torch.set_num_threads(1)  # the head's products are small: on a shared CPU one thread is fastest
     short = sorted(r for r in names if len(pools[r]) < max(shots))

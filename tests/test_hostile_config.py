@@ -125,11 +125,12 @@ def test_feature_cache_build_waits_for_the_other_builder(tiny_base, tmp_path, ca
     labelled = label_records(records, tiny_base.tokenizer, ["add", "subtract", "multiply"],
                              tiny_base.vocab_size, 128)
     folder = tmp_path / "cache" / "key1"
+    cfg = cfg_of(tmp_path, progress=False)
     results, errors = [None, None], []
 
     def build(i):
         try:
-            results[i] = build_or_load(folder, "key1", tiny_base, labelled, progress=False)
+            results[i] = build_or_load(folder, "key1", tiny_base, labelled, cfg)
         except Exception as e:  # noqa: BLE001 — reported below
             errors.append(e)
 
@@ -145,4 +146,4 @@ def test_feature_cache_build_waits_for_the_other_builder(tiny_base, tmp_path, ca
     out = capsys.readouterr()
     assert "waiting for feature cache" in out.err and "in use by pid" in out.err
     assert out.out.count("reusing feature cache") == 1  # one built, the other reused it
-    assert torch.equal(results[0].h, results[1].h) and len(results[0]) > 0
+    assert torch.equal(results[0].load().h, results[1].load().h) and len(results[0]) > 0

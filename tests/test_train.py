@@ -124,14 +124,16 @@ def test_cli_train_and_help(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_same_toolkens_as_one(tmp_path):
-    one = train(tiny_cfg(tmp_path / "one", epochs=2, batch_size=64))
+@pytest.mark.parametrize("memory_mb", [4096, 0.05])  # the split in memory; streamed (~570 rows)
+def test_two_processes_give_the_same_toolkens_as_one(tmp_path, memory_mb):
+    one = train(tiny_cfg(tmp_path / "one", epochs=2, batch_size=64, feature_memory_mb=memory_mb))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(REPO / "train/train_toolkens.py"), str(REPO / "configs/tiny.yaml"),
            f"output_dir={tmp_path / 'two' / 'out'}", f"cache_dir={tmp_path / 'two' / 'cache'}",
-           "epochs=2", "batch_size=64", f"train_file={REPO / 'data/tiny/train.jsonl'}"]
+           "epochs=2", "batch_size=64", f"train_file={REPO / 'data/tiny/train.jsonl'}",
+           f"feature_memory_mb={memory_mb}"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     parts = list((tmp_path / "two" / "cache").glob("*/part-*"))

@@ -58,7 +58,7 @@ def calibrate(directory, overrides: dict | None = None, verbose: bool = True) ->
         cfg.base_model, dtype=cfg.dtype, device=cfg.device)
     train_r, dev_r, digest = load_records(cfg, verbose=verbose)
     data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=verbose)
-    _, dev = split_features(cfg, base, model.tools, data)
+    dev = split_features(cfg, base, model.tools, data)[1].load()  # (N, d): dev splits are small
     if len(dev) == 0:
         raise ValueError("empty dev split: set dev_fraction or dev_file")
     with torch.no_grad():

@@ -57,6 +57,10 @@ class TrainConfig:
     output_dir: str = "outputs/toolkens"
     resume: bool = True  # continue an interrupted run found in output_dir
     cache_dir: str | None = None  # feature cache; default $TOOLKEN_HOME/features
+    feature_dtype: str = "auto"  # h in the cache: auto (the base's: fp32 on CPU, bf16 on GPU) |
+    # float32 | bfloat16 | float16; the loss always accumulates in fp32
+    feature_memory_mb: float = 4096  # cached features in memory per process while training: a
+    # train split this size or smaller is read once; a larger one streams in shuffled blocks
     feature_batch_tokens: int = 8192
     vocab_chunk: int = 8192
     log_every: int = 20
@@ -70,7 +74,8 @@ class TrainConfig:
 
 CHOICES = {"data_format": FORMATS,
            "init": ("random", "embedding"), "schedule": ("cosine", "linear", "constant"),
-           "train_only": ("all", "new"), "report_to": ("none", "wandb")}
+           "train_only": ("all", "new"), "report_to": ("none", "wandb"),
+           "feature_dtype": ("auto", "float32", "bfloat16", "float16")}
 
 
 class ConfigError(ValueError):
@@ -135,7 +140,8 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: train_prompt_demos={cfg.train_prompt_demos!r} must be an int >= 0")
     if cfg.train_prompt_demos and not cfg.train_prompt:
         raise ConfigError(f"{where}: train_prompt_demos needs train_prompt=PROMPT_FILE")
-    for key in ("epochs", "batch_size", "feature_batch_tokens", "vocab_chunk", "log_every", "lr"):
+    for key in ("epochs", "batch_size", "feature_batch_tokens", "vocab_chunk", "log_every", "lr",
+                "feature_memory_mb"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{where}: {key}={getattr(cfg, key)} must be positive")
     if cfg.max_length < 2:

@@ -14,8 +14,9 @@ position the final hidden state h and the vocabulary's log-sum-exp A are constan
 Training then minimises ``logaddexp(lse, logsumexp(h W^T + b)) - z_target``, which equals the
 cross-entropy over the full concatenated logits ``[vocab ; toolkens]`` exactly.
 
-The cache lives in ``$TOOLKEN_HOME/features/<key>`` as Arrow files (memory-mapped by
-``datasets``), keyed by a fingerprint of everything that determines it. A folder whose
+The cache lives in ``$TOOLKEN_HOME/features/<key>`` (plain column files, ``feature_store``),
+keyed by a fingerprint of everything that determines it. The frozen pass writes each batch
+as it goes, so building a cache needs no more memory than one batch. A folder whose
 ``meta.json`` is missing or disagrees with its files is treated as corrupt and rebuilt.
 """
 
@@ -25,9 +26,7 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,31 +34,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.locks import folder_lock
+from .feature_store import (H_DTYPES, Features, FeatureView, PartWriter, dtype_name, part_is_whole,
+                            write_meta)
 
-FORMAT = 1
-
-
-@dataclass
-class Features:
-    """Cached per-position tensors (CPU, memory-mapped where possible), sorted by (seq, pos)."""
-
-    h: torch.Tensor  # (N, d)
-    lse: torch.Tensor  # (N,)
-    zt: torch.Tensor  # (N,)
-    vmax: torch.Tensor  # (N,)
-    vargmax: torch.Tensor  # (N,)
-    label: torch.Tensor  # (N,)
-    seq: torch.Tensor  # (N,)
-    vocab_size: int
-    path: Path | None = None
-
-    def __len__(self) -> int:
-        return self.label.shape[0]
-
-    def subset(self, mask: torch.Tensor) -> "Features":
-        idx = mask.nonzero().squeeze(1)
-        return Features(self.h[idx], self.lse[idx], self.zt[idx], self.vmax[idx],
-                        self.vargmax[idx], self.label[idx], self.seq[idx], self.vocab_size, self.path)
+FORMAT = 2  # 2: column files read by row range (1: Arrow through datasets)
+__all__ = ["Features", "FeatureView", "build_or_load", "compute_features", "dtype_name", "vocab_stats"]
 
 
 def cache_key(**parts) -> str:
@@ -121,12 +100,14 @@ def vocab_stats(h: torch.Tensor, lm_weight: torch.Tensor, lm_bias: torch.Tensor 
 
 
 @torch.no_grad()
-def compute_features(base, input_ids: list[list[int]], labels: list[list[int]],
-                     seq_ids: list[int] | None = None, batch_tokens: int = 8192,
-                     vocab_chunk: int = 8192, progress: bool = True) -> dict[str, np.ndarray]:
-    """Run the frozen model once over the sequences and return per-position features.
+def iter_features(base, input_ids: list[list[int]], labels: list[list[int]],
+                  seq_ids: list[int] | None = None, batch_tokens: int = 8192,
+                  vocab_chunk: int = 8192, progress: bool = True):
+    """Run the frozen model once over the sequences; yield per-position features per batch.
 
     Sequences are sorted by length and packed into padded batches of about ``batch_tokens``.
+    Each batch: ``h`` (n, d) CPU tensor in the base dtype; lse, zt, vmax (fp32), vargmax,
+    label, seq, pos numpy arrays (n,); a sequence's rows are contiguous, in position order.
     """
     model = base.model
     device = base.device
@@ -136,7 +117,6 @@ def compute_features(base, input_ids: list[list[int]], labels: list[list[int]],
     seq_ids = list(range(len(input_ids))) if seq_ids is None else seq_ids
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
     pad = base.tokenizer.pad_token_id or 0
-    out = {k: [] for k in ("h", "lse", "zt", "vmax", "vargmax", "label", "seq", "pos")}
     bar = tqdm(total=sum(len(x) for x in input_ids), unit="tok", desc="features",
                disable=not progress)
     i = 0
@@ -164,66 +144,32 @@ def compute_features(base, input_ids: list[list[int]], labels: list[list[int]],
         lse, vmax, vargmax, zt = vocab_stats(h, lm.weight, getattr(lm, "bias", None), target,
                                              softcap, vocab_chunk)
         rows, pos = keep.nonzero(as_tuple=True)
-        out["h"].append(h.float().cpu().numpy())
-        for k, t in (("lse", lse), ("zt", zt), ("vmax", vmax)):
-            out[k].append(t.float().cpu().numpy())
-        out["vargmax"].append(vargmax.cpu().numpy().astype(np.int32))
-        out["label"].append(target.cpu().numpy())
-        out["seq"].append(np.asarray([seq_ids[batch[r]] for r in rows.tolist()], dtype=np.int64))
-        out["pos"].append(pos.numpy().astype(np.int32))
+        yield {"h": h.cpu(), "lse": lse.float().cpu().numpy(), "zt": zt.float().cpu().numpy(),
+               "vmax": vmax.float().cpu().numpy(), "vargmax": vargmax.cpu().numpy().astype(np.int32),
+               "label": target.cpu().numpy(),
+               "seq": np.asarray([seq_ids[batch[r]] for r in rows.tolist()], dtype=np.int64),
+               "pos": pos.numpy().astype(np.int32)}
         bar.update(int(att.sum()))
         i = j
     bar.close()
-    d = model.config.hidden_size if hasattr(model.config, "hidden_size") else lm.weight.shape[1]
-    empty = {"h": np.zeros((0, d), np.float32), "vargmax": np.zeros(0, np.int32),
-             "label": np.zeros(0, np.int64), "seq": np.zeros(0, np.int64), "pos": np.zeros(0, np.int32)}
-    return {k: (np.concatenate(v) if v else empty.get(k, np.zeros(0, np.float32))) for k, v in out.items()}
+
+
+def compute_features(base, input_ids: list[list[int]], labels: list[list[int]],
+                     seq_ids: list[int] | None = None, batch_tokens: int = 8192,
+                     vocab_chunk: int = 8192, progress: bool = True) -> dict[str, np.ndarray]:
+    """``iter_features`` gathered in memory, h as fp32 (for tests and small jobs)."""
+    out: dict[str, list] = {}
+    for batch in iter_features(base, input_ids, labels, seq_ids, batch_tokens, vocab_chunk, progress):
+        for k, v in batch.items():
+            out.setdefault(k, []).append(v.float().numpy() if k == "h" else v)
+    if not out:
+        return {"h": np.zeros((0, base.hidden_size), np.float32), "vargmax": np.zeros(0, np.int32),
+                "label": np.zeros(0, np.int64), "seq": np.zeros(0, np.int64),
+                "pos": np.zeros(0, np.int32), **{k: np.zeros(0, np.float32) for k in ("lse", "zt", "vmax")}}
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------ storage
-
-
-def write_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write one shard as an Arrow file through ``datasets`` (atomic rename)."""
-    import datasets
-    import pyarrow as pa
-    from datasets import Dataset
-
-    d = arrays["h"].shape[1]
-    cols = {k: pa.array(v) for k, v in arrays.items() if k != "h"}
-    cols["h"] = pa.FixedSizeListArray.from_arrays(pa.array(arrays["h"].reshape(-1)), d)
-    ds = Dataset(pa.Table.from_pydict(cols))
-    datasets.disable_progress_bars()
-    tmp = path.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def load_parts(folder: Path, vocab_size: int) -> Features:
-    """Memory-map every shard, concatenate, and order rows by (seq, pos)."""
-    from datasets import concatenate_datasets, load_from_disk
-
-    meta = json.loads((folder / "meta.json").read_text())
-    parts = [load_from_disk(str(folder / p)) for p in meta["parts"]]
-    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    if len(ds) != meta["rows"]:
-        raise ValueError(f"feature cache {folder} has {len(ds)} rows, meta.json says {meta['rows']}")
-    table = ds.data.table.combine_chunks()
-
-    def col(name):
-        return table.column(name).chunk(0) if table.column(name).num_chunks else table.column(name)
-
-    with warnings.catch_warnings():  # read-only memory map: we never write to these tensors
-        warnings.simplefilter("ignore", UserWarning)
-        h = torch.from_numpy(col("h").values.to_numpy(zero_copy_only=False).reshape(len(ds), -1))
-        arr = {k: torch.from_numpy(col(k).to_numpy(zero_copy_only=False))
-               for k in ("lse", "zt", "vmax", "vargmax", "label", "seq", "pos")}
-    order = torch.from_numpy(np.lexsort((arr["pos"].numpy(), arr["seq"].numpy())))
-    return Features(h[order], arr["lse"][order], arr["zt"][order], arr["vmax"][order],
-                    arr["vargmax"][order].long(), arr["label"][order].long(), arr["seq"][order],
-                    vocab_size, folder)
 
 
 def cache_is_valid(folder: Path, key: str) -> bool:
@@ -232,44 +178,49 @@ def cache_is_valid(folder: Path, key: str) -> bool:
         return False
     try:
         m = json.loads(meta.read_text())
-        return m.get("key") == key and all((folder / p / "dataset_info.json").exists()
+        return m.get("key") == key and all(part_is_whole(folder / p, m["hidden_size"], H_DTYPES[m["h_dtype"]])
                                            for p in m["parts"])
     except (json.JSONDecodeError, KeyError, TypeError):
         return False
 
 
-def build_or_load(folder: Path, key: str, base, labelled, accelerator=None, batch_tokens=8192,
-                  vocab_chunk=8192, progress=True) -> Features:
-    """Return the cached features under ``folder``, computing them (split across processes)
-    when the cache is missing, stale or corrupt. The main process holds the folder's lock
-    throughout (``toolken.locks``): a second run building the same cache waits for the first
-    and then reuses its cache, and never deletes its parts."""
+def h_dtype_of(cfg, base) -> torch.dtype:
+    """The dtype h is cached in: ``feature_dtype``, where ``auto`` is the base model's."""
+    return base.model.dtype if cfg.feature_dtype == "auto" else H_DTYPES[cfg.feature_dtype]
+
+
+def build_or_load(folder: Path, key: str, base, labelled, cfg, accelerator=None) -> FeatureView:
+    """The cached features under ``folder``, computed (split across processes; batches of
+    ``cfg.feature_batch_tokens``, h stored as ``h_dtype_of(cfg, base)``) when the cache is
+    missing, stale or corrupt. The main process holds the folder's lock throughout
+    (``toolken.locks``): a second run building the same cache waits for the first and then
+    reuses its cache, and never deletes its parts."""
     main = accelerator is None or accelerator.process_index == 0
     with folder_lock(folder, "feature cache", wait=True) if main else nullcontext():
         if accelerator:
             accelerator.wait_for_everyone()  # every process checks the cache under the lock
         valid = cache_is_valid(folder, key)
         if not valid:
-            _build(folder, key, base, labelled, accelerator, batch_tokens, vocab_chunk, progress)
+            _build(folder, key, base, labelled, cfg, accelerator)
         elif main:
             print(f"toolken: reusing feature cache {folder}")
         try:
-            return load_parts(folder, base.vocab_size)
+            return FeatureView.open(folder, base.vocab_size)
         except Exception as e:  # noqa: BLE001 — any unreadable cache is rebuilt once
             if not valid:
                 raise
             if main:
                 print(f"toolken: feature cache {folder} is unreadable ({e}): rebuilding")
-            _build(folder, key, base, labelled, accelerator, batch_tokens, vocab_chunk, progress)
-            return load_parts(folder, base.vocab_size)
+            _build(folder, key, base, labelled, cfg, accelerator)
+            return FeatureView.open(folder, base.vocab_size)
 
 
-def _build(folder: Path, key: str, base, labelled, accelerator, batch_tokens, vocab_chunk,
-           progress) -> None:
-    """Compute every process's share of the features and write the cache under ``folder``."""
+def _build(folder: Path, key: str, base, labelled, cfg, accelerator) -> None:
+    """Compute every process's share of the features, writing each batch as it comes."""
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     main = rank == 0
+    h_dtype = h_dtype_of(cfg, base)
     if main:
         if folder.exists():
             print(f"toolken: feature cache {folder} is incomplete or corrupt: rebuilding")
@@ -278,19 +229,16 @@ def _build(folder: Path, key: str, base, labelled, accelerator, batch_tokens, vo
     if accelerator:
         accelerator.wait_for_everyone()
     mine = list(range(rank, len(labelled.input_ids), world))
-    arrays = compute_features(base, [labelled.input_ids[i] for i in mine],
-                              [labelled.labels[i] for i in mine], mine, batch_tokens,
-                              vocab_chunk, progress and main)
-    write_part(folder / f"part-{rank:05d}", arrays)
+    writer = PartWriter(folder / f"part-{rank:05d}", base.hidden_size, h_dtype)
+    for batch in iter_features(base, [labelled.input_ids[i] for i in mine],
+                               [labelled.labels[i] for i in mine], mine,
+                               cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress and main):
+        writer.write(batch)
+    writer.close()
     if accelerator:
         accelerator.wait_for_everyone()
     if main:
-        parts = [f"part-{r:05d}" for r in range(world)]
-        from datasets import load_from_disk
-        rows = sum(len(load_from_disk(str(folder / p))) for p in parts)
-        tmp = folder / "meta.json.tmp"
-        tmp.write_text(json.dumps({"key": key, "parts": parts, "rows": rows,
-                                   "format": FORMAT}, indent=1))
-        os.replace(tmp, folder / "meta.json")
+        write_meta(folder, key, [f"part-{r:05d}" for r in range(world)], base.hidden_size,
+                   h_dtype, FORMAT)
     if accelerator:
         accelerator.wait_for_everyone()

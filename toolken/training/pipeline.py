@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..core.base import toolken_home
 from ..core.data import Record, label_records
@@ -136,14 +135,15 @@ def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
 
 
 def split_features(cfg: TrainConfig, base, tools: list[str], data: Data, accelerator=None):
-    """(train, dev) cached features: built once, reused while nothing they depend on changes."""
+    """(train, dev) views of the cached features: built once, reused while nothing they depend
+    on changes; read from disk as they are used."""
     key = F.cache_key(base=base.fingerprint, tokenizer=F.tokenizer_digest(base.tokenizer),
                       data=data.digest, tools=tools, max_length=cfg.max_length,
                       only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype),
+                      h_dtype=str(F.h_dtype_of(cfg, base)),
                       **({"train_prompt": file_digest(cfg.train_prompt),
                           "train_prompt_demos": cfg.train_prompt_demos} if cfg.train_prompt else {}))
     root = Path(cfg.cache_dir) if cfg.cache_dir else toolken_home() / "features"
-    feats = F.build_or_load(root / key, key, base, data.labelled, accelerator,
-                            cfg.feature_batch_tokens, cfg.vocab_chunk, cfg.progress)
-    is_dev = torch.from_numpy(np.isin(feats.seq.numpy(), data.dev_seqs))
-    return feats.subset(~is_dev), feats.subset(is_dev)
+    feats = F.build_or_load(root / key, key, base, data.labelled, cfg, accelerator)
+    train_seqs = np.setdiff1d(np.arange(len(data.labelled.input_ids)), data.dev_seqs)
+    return feats.select(train_seqs), feats.select(data.dev_seqs)

@@ -39,6 +39,7 @@ from .config import TrainConfig, check_paths, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
 from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
 from ..model import ToolkenModel
+from .stream import EpochStream
 
 
 class TrainingError(RuntimeError):
@@ -117,19 +118,18 @@ def scheduler_for(cfg: TrainConfig, optimizer, total_steps: int):
 
 
 @torch.no_grad()
-def evaluate(module: nn.Module, feats: F.Features, device, chunk: int = 8192,
+def evaluate(module: nn.Module, feats: F.Features | F.FeatureView, device, chunk: int = 8192,
              bias: float = 0.0) -> dict:
-    """Dev loss and toolken precision / recall / F1 (argmax over vocab + toolkens)."""
+    """Dev loss and toolken precision / recall / F1 (argmax over vocab + toolkens); a cache
+    view is read a chunk at a time."""
     total, counts = torch.zeros((), device=device), torch.zeros(3, dtype=torch.long, device=device)
     for s in range(0, len(feats), chunk):
-        sl = slice(s, s + chunk)
-        z = module(feats.h[sl].to(device))
-        label = feats.label[sl].to(device)
-        total += toolken_loss(z, feats.lse[sl].to(device), feats.zt[sl].to(device), label,
-                              feats.vocab_size).sum()
-        pred = predict(z, feats.vmax[sl].to(device), feats.vargmax[sl].to(device),
-                       feats.vocab_size, bias)
-        counts += toolken_counts(pred, label, feats.vocab_size)
+        f = feats.read(s, s + chunk) if isinstance(feats, F.FeatureView) else feats[s:s + chunk]
+        z = module(f.h.to(device))
+        label = f.label.to(device)
+        total += toolken_loss(z, f.lse.to(device), f.zt.to(device), label, f.vocab_size).sum()
+        pred = predict(z, f.vmax.to(device), f.vargmax.to(device), f.vocab_size, bias)
+        counts += toolken_counts(pred, label, f.vocab_size)
     n = max(1, len(feats))
     return {"loss": float(total) / n, **prf(counts.tolist()), "toolken_labels": int(counts[2])}
 
@@ -149,11 +149,9 @@ def train(cfg: TrainConfig, accelerator=None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, accelerator) -> TrainResult:
+    """Label the data, build (or reuse) the feature cache, and fit the toolken rows on it."""
     main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
     seed_everything(cfg.seed)
-    out = Path(cfg.output_dir)
-    logdir = out / "training"
     base = load_base(cfg.base_model, dtype=cfg.dtype, device=str(accelerator.device))
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
@@ -167,18 +165,36 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
                             f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
     model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
+    return fit(cfg, model, start, train_f, dev_f, accelerator)
+
+
+def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureView,
+        dev_f: F.FeatureView, accelerator=None) -> TrainResult:
+    """The training loop on a feature cache: rows ``start:`` of ``model``'s head are trained.
+
+    Batches stream from the cache (``stream.EpochStream``): at most ``feature_memory_mb`` of
+    it is in memory per process; a train split that fits is read once (the in-memory loop).
+    """
+    accelerator = accelerator or make_accelerator(cfg)
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    out = Path(cfg.output_dir)
+    logdir = out / "training"
     if len(train_f) == 0:
         raise TrainingError("no labelled training positions: the training set is empty after labelling")
+    stream = EpochStream(train_f, cfg.feature_memory_mb * 2**20, cfg.batch_size, cfg.seed, rank, world)
     if main:
         model.print_trainable_parameters()
         print(f"toolken: {len(train_f):,} training positions "
-              f"({int((train_f.label >= base.vocab_size).sum()):,} toolken labels), "
-              f"{len(dev_f):,} dev positions, {len(model.tools)} tools, rows {start}.. trained")
+              f"({train_f.toolken_labels():,} toolken labels), {len(dev_f):,} dev positions, "
+              f"{len(model.tools)} tools, rows {start}.. trained; features "
+              f"{'in memory' if stream.fits else f'streamed in blocks of {stream.block:,} rows'} "
+              f"(h {F.dtype_name(train_f.h_dtype)}, {len(train_f) * train_f.row_bytes / 2**20:,.0f} MB)")
 
     device = accelerator.device
     rows = TrainableRows(model, start).to(device)
     optimizer = torch.optim.AdamW(rows.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_f) / cfg.batch_size)
+    steps_per_epoch = stream.steps()
     scheduler = scheduler_for(cfg, optimizer, steps_per_epoch * cfg.epochs)
     state_path = logdir / "state.pt"
     history: list[dict] = []
@@ -198,23 +214,21 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     ddp_rows, optimizer = accelerator.prepare(rows, optimizer)
     if cfg.report_to != "none":
         accelerator.init_trackers(cfg.wandb_project, config=to_dict(cfg))
-    V = base.vocab_size
+    V = train_f.vocab_size
+    read0 = (0, 0.0)  # bytes and seconds the read-ahead thread had spent at the last record
     curve: list[tuple[float, float]] = [p for e in history for p in e.get("curve", [])]
     for epoch in range(first_epoch, cfg.epochs):
-        perm = torch.randperm(len(train_f), generator=torch.Generator().manual_seed(cfg.seed + epoch))
         bad = torch.zeros((), dtype=torch.bool, device=device)
         running, seen = torch.zeros((), device=device), 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        batches = stream.batches(epoch, read_ahead_next=epoch + 1 < cfg.epochs)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress))
         epoch_curve = []
         t_epoch = time.perf_counter()
-        for step in bar:
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            mine = idx[rank::world]  # this process's share of the global batch
-            z = ddp_rows(train_f.h[mine].to(device))  # (n, K)
-            per = toolken_loss(z, train_f.lse[mine].to(device), train_f.zt[mine].to(device),
-                               train_f.label[mine].to(device), V)
-            loss = per.sum() * (world / len(idx))  # DDP averages: the global-batch mean
+        for step, (mine, n_global) in enumerate(bar):  # this process's share of the global batch
+            z = ddp_rows(mine.h.to(device))  # (n, K), fp32
+            per = toolken_loss(z, mine.lse.to(device), mine.zt.to(device), mine.label.to(device), V)
+            loss = per.sum() * (world / n_global)  # DDP averages: the global-batch mean
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -236,9 +250,11 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
         curve += epoch_curve
         dev = evaluate(rows, dev_f, device) if len(dev_f) else None
         record = {"epoch": epoch + 1, "train_loss": epoch_curve[-1][1], "lr": scheduler.get_last_lr()[0],
-                  "epoch_seconds": epoch_seconds,
+                  "epoch_seconds": epoch_seconds, "read_mb": (stream.read_bytes - read0[0]) / 2**20,
+                  "read_seconds": stream.read_seconds - read0[1],  # since the last epoch's record
                   "curve": epoch_curve, **({f"dev_{k}": v for k, v in dev.items()} if dev else {})}
         history.append(record)
+        read0 = (stream.read_bytes, stream.read_seconds)
         improved = best is None or dev is None or (dev["f1"], -dev["loss"]) > (best["dev_f1"], -best["dev_loss"])
         if improved:
             best = {k: v for k, v in record.items() if k != "curve"}
@@ -254,9 +270,11 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
             if cfg.report_to != "none":
                 accelerator.log({k: v for k, v in record.items() if k != "curve"}, step=epoch + 1)
         accelerator.wait_for_everyone()
+    stream.close()
     if cfg.report_to != "none":
         accelerator.end_training()
-    final = ToolkenModel.from_pretrained(out, base=base) if (out / "toolken_config.json").exists() else model
+    final = (ToolkenModel.from_pretrained(out, base=model.base) if (out / "toolken_config.json").exists()
+             else model)
     return TrainResult(model=final, history=history, best=best, output_dir=out)
 
 
