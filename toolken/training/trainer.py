@@ -157,7 +157,6 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     model, start = prepare_model(cfg, base, train_records, verbose=main)
     if isinstance(cfg.tools, str):  # the pack's code travels with the checkpoint (not imported from it)
         model.remember_pack(cfg.tools, cfg.tool_options)
-    run = run_record(digest)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
     rep = data.labelled.report
     if not data.labelled.input_ids or rep.toolken_labels + rep.vocab_labels == 0:
@@ -165,12 +164,13 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
                             f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
     model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
-    return fit(cfg, model, start, train_f, dev_f, accelerator)
+    return fit(cfg, model, start, train_f, dev_f, accelerator, run=run_record(digest))
 
 
 def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureView,
-        dev_f: F.FeatureView, accelerator=None) -> TrainResult:
+        dev_f: F.FeatureView, accelerator=None, run: dict | None = None) -> TrainResult:
     """The training loop on a feature cache: rows ``start:`` of ``model``'s head are trained.
+    ``run``: what the checkpoint records about the run (default ``run_record()``).
 
     Batches stream from the cache (``stream.EpochStream``): at most ``feature_memory_mb`` of
     it is in memory per process; a train split that fits is read once (the in-memory loop).
@@ -178,6 +178,7 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
+    run = run or run_record()
     out = Path(cfg.output_dir)
     logdir = out / "training"
     if len(train_f) == 0:
@@ -278,13 +279,14 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
     return TrainResult(model=final, history=history, best=best, output_dir=out)
 
 
-def run_record(data_digest: str) -> dict:
+def run_record(data_digest: str | None = None) -> dict:
     """What the model card says about the run: the command, where and when, the data's digest."""
     argv = list(sys.argv)
     if argv and Path(argv[0]).name == "toolken":  # the console script, not its venv path
         argv[0] = "toolken"
-    return {"command": shlex.join(argv), "working_directory": os.getcwd(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data_digest": data_digest}
+    record = {"command": shlex.join(argv), "working_directory": os.getcwd(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return record | ({"data_digest": data_digest} if data_digest else {})
 
 
 def load_state(path: Path) -> dict:
