@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolken.core.data import DataError
-from toolken.evaluation import BENCHMARKS, Example, load_benchmark
+from toolken.evaluation import BENCHMARKS, Example, load_benchmark, load_warnings
 from conftest import shared_path
 
 
@@ -115,12 +115,14 @@ def test_funcqa_oh_malformed_records_are_reported(tmp_path):
         {**good, "answer": "1,234"},
     ])
     examples, skipped = load_benchmark("funcqa-oh", path)
-    assert [e.id for e in examples] == ["0", "5"] and examples[1].gold == 1234.0
+    # a func that does not parse loses only the tool metadata, never the record
+    assert [e.id for e in examples] == ["0", "3", "5"] and examples[2].gold == 1234.0
+    assert examples[1].meta["tool"] is None and "'func'" in examples[1].meta["warning"]
+    assert load_warnings(examples) == [f"record 3: {examples[1].meta['warning']}"]
     bad = by_index(skipped)
-    assert sorted(bad) == [1, 2, 3, 4]  # list positions
+    assert sorted(bad) == [1, 2, 4]  # list positions
     assert bad[1].reason == "field 'answer' missing"
     assert bad[2].reason == "field 'answer' is not a number" and "five" in bad[2].detail
-    assert bad[3].reason.startswith("field 'func'")
     assert bad[4].reason == "record is not a JSON object"
     assert all(p.detail.startswith(f"record {p.index}: ") for p in skipped)
 
@@ -132,9 +134,10 @@ def test_funcqa_mh_malformed(tmp_path):
         {"question": "q", "answer": "3", "calculation": ["<add>(1,2)=3"]},
     ])
     examples, skipped = load_benchmark("funcqa-mh", path)
-    assert [e.id for e in examples] == ["2"]
+    assert [e.id for e in examples] == ["0", "2"]
+    assert examples[0].meta["tools"] is None and "'calculation'" in examples[0].meta["warning"]
+    assert examples[1].meta["tools"] == ["add"] and "warning" not in examples[1].meta
     assert [(p.index, p.reason) for p in skipped] == [
-        (0, "field 'calculation' is not a list of strings"),
         (1, "field 'question' is not a non-empty string")]
 
 
@@ -159,7 +162,7 @@ def test_gsm8k_xl_malformed_lines_are_reported_with_line_numbers(tmp_path):
         "",
         "{not json",
         {**good, "question": "Add {v_1} and {v_3}."},
-        {**good, "enhanced_v": ["2", 3]},
+        {**good, "enhanced_v": ["2 apples", 3]},
         {**good, "enhanced_result": None},
         good,
     ])
@@ -170,7 +173,7 @@ def test_gsm8k_xl_malformed_lines_are_reported_with_line_numbers(tmp_path):
     assert sorted(bad) == [3, 4, 5, 6]  # line numbers (line 2 is blank, not a record)
     assert bad[3].reason == "invalid JSON" and bad[3].detail.startswith("line 3: ")
     assert bad[4].reason.startswith("placeholder") and "{v_3}" in bad[4].detail
-    assert bad[5].reason == "field 'enhanced_v' is not a list of numbers"
+    assert bad[5].reason.startswith("field 'enhanced_v' is not a list of numbers")
     assert bad[6].reason == "field 'enhanced_result' is not a number"
 
 

@@ -85,3 +85,21 @@ def test_eval_rerank_flag_records_decisions(tiny_base, tmp_path):
             assert p["reranks"] and all(len(r["candidates"]) == 2 for r in p["reranks"])
         calls[none_bias] = sum(len(p["calls"]) for p in report["predictions"])
     assert calls["10000"] == 0 and calls["-10000"] > 0
+
+
+@pytest.mark.parametrize("bench", ["funcqa-mh", "gsm8k-xl"])
+def test_stored_prompt_demos_that_do_not_fit_the_template_are_skipped(bench, tiny_base, tmp_path,
+                                                                      capsys):
+    pack = str(REPO / "tools" / "funcqa.py")
+    m = ToolkenModel(tiny_base, [])
+    m.add_tools(load_pack(pack).names)
+    m.generation_config = GenerationConfig(prompt_demos=4)  # the recipe's stored default
+    m.save_pretrained(tmp_path / "ckpt")
+    cfg = EvalConfig(bench=bench, data=str(shared_path(*DATA[bench])), limit=1, tools=pack,
+                     generation={"max_new_tokens": 3}, base_model="tiny-random-llama",
+                     shared=str(SHARED), toolkens=str(tmp_path / "ckpt"))
+    with pytest.warns(UserWarning, match="prompt_demos=4 skipped"):
+        report = evaluate(cfg)
+    assert report["n"] == 1 and len(report["config"]["notes"]) == 1
+    assert "prompt_demos=4 skipped" in report["config"]["notes"][0]
+    assert "prompt_demos=4 skipped" in capsys.readouterr().out

@@ -158,6 +158,27 @@ def _synth(args) -> int:
     return 1 if report.empty else 0
 
 
+def _fit_predictor(args) -> int:
+    from .training.predict import LossFit, fit_checkpoint
+
+    loss = LossFit(epochs=args.loss_epochs, lr=args.lr) if args.loss_epochs else None
+    p = fit_checkpoint(args.toolkens, args.method, args.tools, args.layout, loss, dtype=args.dtype,
+                       device=args.device)
+    print(f"toolken: predictor fitted ({p.meta}) and saved in {args.toolkens}")
+    return 0
+
+
+def _add_tools(args) -> int:
+    from .training.predict import add_tools_to_checkpoint
+
+    init = "predicted" if args.zero_shot else args.init
+    model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init, dtype=args.dtype,
+                                    device=args.device)
+    added = model.extra_config["added_tools"]["tools"]
+    print(f"toolken: {len(added)} tools added ({init}): {', '.join(added)}; checkpoint in {args.out}")
+    return 0
+
+
 def _export(args) -> int:
     from .core.checkpoint import pack_argument
     from .export import export
@@ -289,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tool_runner_arguments(s)
     s.set_defaults(func=_synth)
 
+    _predictor_commands(sub)
     x = sub.add_parser("export", help="write a transformers model folder that serving engines load",
                        description="Export a checkpoint as a plain transformers folder: the base "
                        "weights with K special tokens <tool:NAME> whose LM-head rows are the "
@@ -345,6 +367,37 @@ def build_parser() -> argparse.ArgumentParser:
     _tool_runner_arguments(e)
     e.set_defaults(func=_eval)
     return p
+
+
+def _predictor_commands(sub) -> None:
+    f = sub.add_parser("fit-predictor", help="fit the description -> toolken map on a checkpoint",
+                       description="Fit the map from a tool's description (read by the frozen base) "
+                       "to its toolken on the checkpoint's trained rows, and save it there "
+                       "(toolken_predictor.safetensors + .json).")
+    f.add_argument("--toolkens", required=True, help="checkpoint folder")
+    f.add_argument("--tools", help="tool pack (default: the checkpoint's recipe's, else its manifest)")
+    f.add_argument("--method", choices=("ridge", "prototype"), default="ridge",
+                   help="ridge onto the trained rows, or prototype: rows pointing the way of the "
+                   "tool text read in --layout, scaled by the exact loss on the training features")
+    f.add_argument("--layout", default="{text}", help="how each tool's text is read: {text} "
+                   "and/or {description}, e.g. 'Question: {description}\\nAnswer: The answer is'")
+    f.add_argument("--loss-epochs", type=int, default=0,
+                   help="then train the map end to end on the training features' exact loss")
+    f.add_argument("--lr", type=float, default=1e-4, help="--loss-epochs: learning rate")
+    _placement_arguments(f)
+    f.set_defaults(func=_fit_predictor)
+
+    a = sub.add_parser("add-tools", help="add rows for new tools to a checkpoint, without training",
+                       description="Write a new checkpoint with a row for each tool the pack adds "
+                       "after the checkpoint's own (which it lists first, in order).")
+    a.add_argument("--toolkens", required=True, help="checkpoint folder")
+    a.add_argument("--tools", required=True, help="tool pack: the checkpoint's tools, then the new ones")
+    a.add_argument("--out", required=True, help="the new checkpoint folder")
+    a.add_argument("--zero-shot", action="store_true",
+                   help="rows predicted from the tools' descriptions (= --init predicted)")
+    a.add_argument("--init", choices=("predicted", "embedding", "random"), default="predicted")
+    _placement_arguments(a)
+    a.set_defaults(func=_add_tools)
 
 
 def main(argv: list[str] | None = None) -> int:

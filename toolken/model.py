@@ -26,7 +26,8 @@ from .core.card import model_card
 from .core.checkpoint import (CARD_NAME, CONFIG_NAME, PACK_NAME, WEIGHTS_NAME, check_base,
                               load_checkpoint, save_checkpoint)
 from .core.data import Record, load_jsonl, record_lines
-from .core.head import ToolkenHead, base_softcap, init_from_embeddings
+from .core.head import INITS, ToolkenHead, base_softcap, init_from_embeddings
+from .core.predictor import has_predictor, load_predictor
 from .generation.config import GENERATION_CONFIG_NAME, GenerationConfig
 from .generation.decode import Generation, generate, generate_batch, stream
 from .generation.demos import DemoPool
@@ -61,6 +62,7 @@ class ToolkenModel(nn.Module):
         self._tool_modes: dict = {}  # (registry, tool-mode options) -> ToolMode
         self._demo_pools: dict = {}  # (registry, retriever) -> DemoPool
         self._digit_ids: torch.Tensor | None = None
+        self.predictor = None  # description -> toolken map (core.predictor), if fitted
 
     # ------------------------------------------------------------------ shapes and logits
     @property
@@ -100,8 +102,19 @@ class ToolkenModel(nn.Module):
               f"|| trainable%: {100 * trainable / total:.4f}")
 
     # ------------------------------------------------------------------ tools
-    def add_tools(self, names: list[str], init: str = "random", texts: list[str] | None = None) -> range:
-        """Append rows for new tools (old rows untouched). Returns the new rows' indices."""
+    def add_tools(self, tools: list, init: str = "random", texts: list[str] | None = None) -> range:
+        """Append rows for new tools (old rows untouched). Returns the new rows' indices.
+
+        ``tools``: names, ``Tool`` objects or manifest dicts. ``init``: random | embedding (the
+        mean input embedding of ``texts``, default ``name: description``) | predicted (the
+        checkpoint's description -> toolken map, ``self.predictor``, reads each tool's text)."""
+        names = [t if isinstance(t, str) else t["name"] if isinstance(t, dict) else t.name
+                 for t in tools]
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {list(INITS)}")
+        if init == "predicted" and self.predictor is None:
+            raise ValueError("init='predicted' needs a toolken predictor: this checkpoint has none "
+                             "(`toolken fit-predictor --toolkens DIR` fits one)")
         clash = sorted(set(names) & set(self.tools))
         if clash:
             raise ValueError(f"tools already in the checkpoint: {clash}")
@@ -110,9 +123,12 @@ class ToolkenModel(nn.Module):
         self.tools += list(names)
         rows = range(start, len(self.tools))
         if init == "embedding":
-            init_from_embeddings(self.head, self.base, texts or list(names), rows)
-        elif init != "random":
-            raise ValueError(f"init={init!r} is not one of ['random', 'embedding']")
+            texts = texts or [t if isinstance(t, str) else f"{n}: {_description(t)}"
+                              for n, t in zip(names, tools)]
+            init_from_embeddings(self.head, self.base, texts, rows)
+        elif init == "predicted" and names:
+            with torch.no_grad():
+                self.head.weight[start:] = self.predictor.predict(self.base, tools).to(self.head.weight)
         return rows
 
     def attach_tools(self, pack) -> "ToolkenModel":
@@ -241,7 +257,10 @@ class ToolkenModel(nn.Module):
         defaults = GenerationConfig().to_dict()
         files[CARD_NAME] = model_card(config, {k: v for k, v in generation.items() if v != defaults.get(k)},
                                       files=[*files, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME])
-        return save_checkpoint(directory, tensors, config, files=files)
+        out = save_checkpoint(directory, tensors, config, files=files)
+        if self.predictor is not None:  # toolken_predictor.{safetensors,json} (core.predictor)
+            self.predictor.save(out, self.base)
+        return out
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base: Base | str | None = None,
@@ -270,6 +289,8 @@ class ToolkenModel(nn.Module):
             model.demo_records = load_jsonl(directory / DEMOS_NAME)
         if isinstance(cfg.get("tool_pack"), dict) and (directory / PACK_NAME).is_file():
             model.pack_file, model.tool_pack = directory / PACK_NAME, cfg["tool_pack"]  # kept by a later save
+        if has_predictor(directory):
+            model.predictor = load_predictor(directory, base)
         if tools is not None:
             model.attach_tools(tools)
         return model
@@ -293,6 +314,10 @@ def _pack_file(pack) -> Path | None:
             or spec.parent or not origin.endswith(".py")):
         return None  # a package, a module in one, a namespace, a built-in: not one file
     return Path(origin).resolve()
+
+
+def _description(tool) -> str:
+    return tool.get("description", "") if isinstance(tool, dict) else tool.description
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INITS = ("random", "embedding")
+INITS = ("random", "embedding", "predicted")  # predicted: core.predictor
 
 
 class ToolkenHead(nn.Module):

@@ -13,15 +13,16 @@ APIBench scoring needs the provider's documentation:
 Nothing here imports torch.
 """
 
-from .loaders import (BENCHMARKS, Example, load_apibench, load_benchmark, load_funcqa_mh,
-                      load_funcqa_oh, load_gsm8k_xl, load_kamel, read_records)
+from .loaders import (BENCHMARKS, Example, call_ops, exact_value, load_apibench, load_benchmark,
+                      load_funcqa_mh, load_funcqa_oh, load_gsm8k_xl, load_kamel, load_warnings,
+                      read_records)
 from .api_match import (PROVIDERS, ApiIndex, ApiMatch, call_keys, doc_key, extract_api_call,
                         score_api)
 from .metrics import (METRIC_KEYS, PREDICTION_KEYS, REPORT_KEYS, aggregate, approx_correct,
                       em2_correct, final_number, first_tool, relation_id, score, tool_correct,
                       write_report)
 
-__all__ = ["BENCHMARKS", "Example", "load_apibench", "load_benchmark", "load_funcqa_mh",
+__all__ = ["BENCHMARKS", "Example", "call_ops", "exact_value", "load_warnings", "load_apibench", "load_benchmark", "load_funcqa_mh",
            "load_funcqa_oh", "load_gsm8k_xl", "load_kamel", "read_records", "METRIC_KEYS",
            "PREDICTION_KEYS", "PROVIDERS", "REPORT_KEYS", "ApiIndex", "ApiMatch", "aggregate",
            "approx_correct", "call_keys", "doc_key", "em2_correct", "extract_api_call",

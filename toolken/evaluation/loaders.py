@@ -10,13 +10,19 @@ caller counts and reports ``skipped``.
 Formats (see ``../shared/benchmarks/README.md`` and its ``format_sample_*`` files):
 
 - ``funcqa-oh`` (ToolkenGPT, Hao et al., 2023): ``{"question", "answer": number,
-  "func": "<op>(args)=result"}``; gold = the answer as a float, ``meta["tool"]`` = op.
+  "func": "<op>(args)=result"}``; gold = the answer as a float, ``meta["tool"]`` = op (the
+  outermost one of a nested call). A signed call (``-<ln>(0.5)=0.6931``) is read too.
 - ``funcqa-mh``: ``{"question", "answer": str or number, "calculation": ["<op>(..)=..", ...]}``;
-  ``meta["tools"]`` = the ops in order.
+  ``meta["tools"]`` = the ops in the order they run (inner calls of a nested one first).
+- A ``func`` / ``calculation`` that does not parse loses only the record's tool metadata:
+  the record is scored, ``meta["warning"]`` says why (:func:`load_warnings` lists them).
 - ``kamel``: ``{"question", "answer": [{"chosen", "alternative", "rdf"}], "api": "P241"}``;
   gold = the relation id; ``meta["answers"]`` = every accepted answer string.
 - ``gsm8k-xl``: JSON lines; ``{v_i}`` in ``question`` is replaced by ``enhanced_v[i-1]``
-  (an integral value is written without ".0": 98304.0 -> "98304"); gold = ``enhanced_result``.
+  (an integral value is written without ".0": 98304.0 -> "98304"; a value written as a
+  string, such as ``'27/64'``, is written as is); gold = ``enhanced_result``. Values and the
+  result may be numbers or strings of numbers combined with ``+ - * /`` and parentheses,
+  read exactly by :func:`exact_value` (fractions, no ``eval``).
 - ``apibench-*`` (Gorilla, Patil et al., 2023): JSON lines ``{"code", "api_call", "provider",
   "api_data"}``. ``code`` is either TorchHub's ``"{'Instruction': ..., 'Output': {...}}"``
   (the instruction is usually unquoted, so it is cut out with a regex, not literal_eval'd)
@@ -38,6 +44,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,7 +52,8 @@ from ..core.data import DataError, Problem, json_lines, read_text
 from ..core.prompts import instruction
 
 __all__ = ["Example", "BENCHMARKS", "load_benchmark", "load_funcqa_oh", "load_funcqa_mh",
-           "load_kamel", "load_gsm8k_xl", "load_apibench", "read_records"]
+           "load_kamel", "load_gsm8k_xl", "load_apibench", "read_records", "exact_value",
+           "call_ops", "load_warnings"]
 
 BENCHMARKS = ("funcqa-oh", "funcqa-mh", "kamel", "gsm8k-xl", "apibench-torchhub",
               "apibench-huggingface", "apibench-tensorflowhub")
@@ -132,42 +140,117 @@ def _text(obj: dict, key: str) -> str:
 
 
 def _number(obj: dict, key: str) -> float:
-    """A finite number, given as a JSON number or a numeric string ("1,234" allowed)."""
+    """A finite number, given as a JSON number or a numeric string ("1,234", "27/64" and
+    other :func:`exact_value` forms allowed)."""
     v = _field(obj, key)
-    x = None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        x = float(v)
-    elif isinstance(v, str):
-        try:
-            x = float(v.strip().replace(",", ""))
-        except ValueError:
-            pass
-    if x is None or not math.isfinite(x):
-        raise _Bad(f"field '{key}' is not a number", v)
+    try:
+        x = float(exact_value(v.replace(",", "") if isinstance(v, str) else v))
+    except (ValueError, OverflowError):
+        raise _Bad(f"field '{key}' is not a number", v) from None
     return x
+
+
+_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+           ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+
+
+def exact_value(value: Any) -> Fraction:
+    """A JSON number or a string such as ``"27/64"``, ``"-3.5"`` or ``"(1+2)/4"`` as an exact
+    :class:`~fractions.Fraction`: number literals combined with ``+ - * /``, unary signs and
+    parentheses, walked over the syntax tree (never ``eval``). Anything else -- names, calls,
+    powers, ``bool``, ``nan``/``inf``, division by zero -- raises ``ValueError``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, int):
+        return Fraction(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return Fraction(repr(value))  # the shortest decimal form: 0.1 -> 1/10
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError(f"not a number or arithmetic of numbers: {value!r}")
+    try:
+        tree = ast.parse(value.strip(), mode="eval")
+    except SyntaxError:
+        raise ValueError(f"not a number or arithmetic of numbers: {value!r}") from None
+    return _walk(tree.body, value)
+
+
+def _walk(node: ast.AST, text: str) -> Fraction:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return exact_value(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        x = _walk(node.operand, text)
+        return -x if isinstance(node.op, ast.USub) else x
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        a, b = _walk(node.left, text), _walk(node.right, text)
+        if isinstance(node.op, ast.Div) and b == 0:
+            raise ValueError(f"division by zero in {text!r}")
+        return _BINOPS[type(node.op)](a, b)
+    raise ValueError(f"not a number or arithmetic of numbers: {text!r}")
 
 
 # ---------------------------------------------------------------- ToolkenGPT
 
-_OP = re.compile(r"<(\w+)>\s*\(")
+_CALL_TOKEN = re.compile(r"<(\w+)>\s*\(|[()]")
+
+
+def call_ops(text: Any) -> list[str] | None:
+    """The ops of one call written ``[+-]<op>(args)=result``, in the order they run (inner
+    calls of a nested one first, the outermost last), or None if ``text`` is not such a call
+    (nothing but a sign before the first ``<op>(``, balanced parentheses, ``=`` after them)."""
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    first = _CALL_TOKEN.search(s)
+    if first is None or first.group(1) is None or s[: first.start()].strip() not in ("", "-", "+"):
+        return None
+    stack: list[str | None] = []
+    ops: list[str] = []
+    for m in _CALL_TOKEN.finditer(s, first.start()):
+        if m.group(0) == ")":
+            if not stack:
+                return None
+            op = stack.pop()
+            if op is not None:
+                ops.append(op)
+            if not stack:
+                rest = s[m.end():].strip()
+                return ops if rest.startswith("=") and rest[1:].strip() else None
+        else:
+            stack.append(m.group(1))
+    return None
+
+
+def _warning(meta: dict, field_name: str, value: Any, expected: str) -> dict:
+    meta["warning"] = (f"field '{field_name}' is not {expected} ({_short(value)}): "
+                       f"scored without its tool metadata")
+    return meta
 
 
 def _funcqa_oh(obj: dict):
     question, gold = _text(obj, "question"), _number(obj, "answer")
-    func = _field(obj, "func")
-    m = _OP.match(func.strip()) if isinstance(func, str) else None
-    if m is None:
-        raise _Bad("field 'func' is not '<op>(args)=result'", func)
-    return question, gold, {"tool": m.group(1), "func": func}
+    func = obj.get("func")
+    ops = call_ops(func)
+    if not ops:
+        return question, gold, _warning({"tool": None, "func": func}, "func", func,
+                                        "'<op>(args)=result'")
+    return question, gold, {"tool": ops[-1], "func": func}
 
 
 def _funcqa_mh(obj: dict):
     question, gold = _text(obj, "question"), _number(obj, "answer")
-    steps = _field(obj, "calculation")
-    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-        raise _Bad("field 'calculation' is not a list of strings", steps)
-    tools = [m.group(1) for s in steps for m in _OP.finditer(s)]
-    return question, gold, {"tools": tools, "calculation": steps}
+    steps = obj.get("calculation")
+    ops = ([call_ops(s) for s in steps] if isinstance(steps, list) else [None])
+    if not ops or any(o is None for o in ops):
+        return question, gold, _warning({"tools": None, "calculation": steps}, "calculation",
+                                        steps, "a list of '<op>(args)=result'")
+    return question, gold, {"tools": [op for o in ops for op in o], "calculation": steps}
+
+
+def load_warnings(examples: list[Example]) -> list[str]:
+    """``"record i: ..."`` for each loaded example whose tool metadata could not be read."""
+    return [f"record {ex.id}: {ex.meta['warning']}" for ex in examples if "warning" in ex.meta]
 
 
 def _kamel(obj: dict):
@@ -194,19 +277,30 @@ def _kamel(obj: dict):
 _PLACEHOLDER = re.compile(r"\{v_(\d+)\}")
 
 
-def _plain(v: float | int) -> str:
-    """98304.0 -> "98304", 2.5 -> "2.5" (shortest round-trip form)."""
+def _plain(v: float | int | str) -> str:
+    """98304.0 -> "98304", 2.5 -> "2.5" (shortest round-trip form); a string as written."""
+    if isinstance(v, str):
+        return v.strip()
     return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _exact_values(values: Any) -> bool:
+    if not isinstance(values, list):
+        return False
+    try:
+        for v in values:
+            exact_value(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _gsm8k_xl(obj: dict):
     template = _text(obj, "question")
     values = _field(obj, "enhanced_v")
-    ok = isinstance(values, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        for v in values)
-    if not ok:
-        raise _Bad("field 'enhanced_v' is not a list of numbers", values)
+    if not _exact_values(values):
+        raise _Bad("field 'enhanced_v' is not a list of numbers (or fractions like '27/64')",
+                   values)
     gold = _number(obj, "enhanced_result")
 
     def fill(m: re.Match) -> str:

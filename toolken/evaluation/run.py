@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..core.prompts import api_prompt
 from ..core.text import bm25_index
-from .loaders import BENCHMARKS, EXPECTED, load_benchmark
+from .loaders import BENCHMARKS, EXPECTED, load_benchmark, load_warnings
 from ..generation.decode import generate_batch
+from ..generation.demos import has_demos
 from .methods import _record, run_icl, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
@@ -97,6 +98,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         examples = examples[: cfg.limit]
     if not examples:
         raise ValueError(no_examples(cfg, skipped))
+    notes = load_warnings(examples)
+    if notes:
+        print(f"toolken eval: {len(notes)} record(s) scored without tool metadata; first: {notes[0]}")
     model = load_model(cfg)
     family = "apibench" if cfg.bench.startswith("apibench") else cfg.bench
     apis = None
@@ -108,12 +112,14 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         apis = ApiIndex.from_file(docs, provider)
     gen = model.generation_config.replace(**cfg.generation)
     scope = catalogue_filter(cfg, model)
+    notes += _demo_notes(cfg, family, gen)
     preds = _predict(cfg, family, model, examples, apis, gen.replace(**scope), progress)
     records = _scored(cfg, family, examples, preds, apis)
     report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
               "metrics": aggregate(cfg.bench, records), "base_model": model.base.name,
               "toolkens": _fingerprint(cfg.toolkens) if cfg.method == "toolken" else None,
-              "config": asdict(cfg), "predictions": records, "skipped": skipped}
+              "config": {**asdict(cfg), "notes": notes}, "predictions": records,
+              "skipped": skipped}
     if scope:  # the same questions with every catalogue's toolkens, reported beside
         everywhere = _scored(cfg, family, examples,
                              _predict(cfg, family, model, examples, apis, gen.replace(tool_filter=()), progress), apis)
@@ -127,6 +133,21 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.out:
         write_report(cfg.out, report)
     return report
+
+
+def _demo_notes(cfg: EvalConfig, family: str, gen) -> list[str]:
+    """A note (printed, kept in the report's ``config.notes``) when ``prompt_demos`` -- the
+    checkpoint's stored default or --prompt-demos -- does not apply to the template (no
+    ``Q: ...`` demo block, as the funcqa-mh and gsm8k-xl prompts): generation skips it."""
+    if cfg.method != "toolken" or family == "apibench" or not gen.prompt_demos:
+        return []
+    template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method))
+    if has_demos(template.read_text()):
+        return []
+    note = (f"prompt_demos={gen.prompt_demos} skipped: the template {template.name} has no "
+            f"'Q: ...' demo block to replace (its own prompt is used)")
+    print(f"toolken eval: {note}")
+    return [note]
 
 
 def catalogue_filter(cfg: EvalConfig, model) -> dict:

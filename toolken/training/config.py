@@ -40,7 +40,8 @@ class TrainConfig:
     # layout (its header and demos before the text, unlabelled), as generation will see it
     train_prompt_demos: int = 0  # >0: the k most similar training texts replace its demos
     # head
-    init: str = "random"  # random (the paper) | embedding (name + description)
+    init: str = "random"  # random (the paper) | embedding (name + description) | predicted
+    # (resume_from's description -> toolken map: `toolken fit-predictor`)
     bias: bool = False
     # optimisation
     epochs: int = 10
@@ -73,7 +74,7 @@ class TrainConfig:
 
 
 CHOICES = {"data_format": FORMATS,
-           "init": ("random", "embedding"), "schedule": ("cosine", "linear", "constant"),
+           "init": ("random", "embedding", "predicted"), "schedule": ("cosine", "linear", "constant"),
            "train_only": ("all", "new"), "report_to": ("none", "wandb"),
            "feature_dtype": ("auto", "float32", "bfloat16", "float16")}
 
@@ -135,6 +136,8 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: dev_fraction={cfg.dev_fraction} must be in [0, 1)")
     if cfg.train_only == "new" and not cfg.resume_from:
         raise ConfigError(f"{where}: train_only=new needs resume_from=CHECKPOINT_DIR")
+    if cfg.init == "predicted" and not cfg.resume_from:
+        raise ConfigError(f"{where}: init=predicted needs resume_from=CHECKPOINT_DIR (its predictor)")
     _check_generation(cfg.generation, where)
     if not isinstance(cfg.train_prompt_demos, int) or cfg.train_prompt_demos < 0:
         raise ConfigError(f"{where}: train_prompt_demos={cfg.train_prompt_demos!r} must be an int >= 0")

@@ -86,7 +86,13 @@ def prepare_model(cfg: TrainConfig, base, records: list[Record], verbose: bool =
         model = ToolkenModel(base, [], bias=cfg.bias)
     new = [n for n in names if n not in model.tools]
     new_texts = [t for n, t in zip(names, texts) if n in set(new)]
-    model.add_tools(new, init=cfg.init, texts=new_texts)
+    if cfg.init == "predicted":  # the predictor reads the tools themselves (demos included)
+        from ..tools.registry import load_pack
+
+        pack = load_pack(cfg.tools, **cfg.tool_options) if isinstance(cfg.tools, str) else None
+        model.add_tools([pack[n] for n in new] if pack else new, init="predicted")
+    else:
+        model.add_tools(new, init=cfg.init, texts=new_texts)
     model.manifest = manifest
     if not model.tools:
         raise ValueError(f"no tools: {cfg.train_file} has no calls and the config names no tools")
