@@ -9,8 +9,6 @@ import torch
 from toolken.core.base import build_tiny_tokenizer
 from toolken.training.config import load_config
 from toolken.model import ToolkenModel
-from toolken.tools.registry import ToolRegistry
-from toolken.tools import tool
 from toolken.training.trainer import train
 from conftest import REPO
 
@@ -26,24 +24,6 @@ ARCHS = {
     "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(tie_word_embeddings=False)),
     "llama-untied": ("LlamaConfig", "LlamaForCausalLM", dict(tie_word_embeddings=False)),
 }
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
-@tool
-def subtract(a: int, b: int) -> int:
-    """Subtract b from a."""
-    return a - b
-
-
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
 
 
 def make_base_folder(arch: str, folder) -> None:
@@ -76,7 +56,7 @@ def test_architecture_trains_saves_loads_and_generates_with_tools(arch, tmp_path
     assert tied == ARCHS[arch][2]["tie_word_embeddings"]
     if arch == "gemma2":
         assert m.head.softcap == 3.0
-    m.attach_tools(ToolRegistry([add, subtract, multiply]))
+    m.attach_tools(REPO / "tests" / "assets" / "tiny_pack.py")
 
     g = m.generate("Q: 7 and 8? A: 7+8=", max_new_tokens=6, toolken_bias=1e4, max_tool_calls=2)
     assert any(c.result and c.error is None for c in g.calls), g.calls

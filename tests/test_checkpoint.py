@@ -24,7 +24,8 @@ def test_round_trip_identical_logits(tiny_base, tmp_path):
     m.toolken_bias = 1.5
     m.save_pretrained(tmp_path / "ckpt")
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert files == ["generation_config.json", "toolken_config.json", "toolken_model.safetensors"]
+    assert files == ["README.md", "generation_config.json", "toolken_config.json",
+                     "toolken_model.safetensors"]  # + the model card
     cfg = json.loads((tmp_path / "ckpt" / "toolken_config.json").read_text())
     assert cfg["tools"] == ["add", "multiply", "sqrt"] and cfg["base_model"] == "tiny-random-llama"
     assert cfg["base_fingerprint"] == tiny_base.fingerprint and cfg["hidden_size"] == 16

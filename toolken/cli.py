@@ -13,7 +13,7 @@ from .training import config as C
 def _train(args) -> int:
     from .training.trainer import train
 
-    cfg = C.load_config(args.config, args.overrides)
+    cfg = C.load_config(args.config, args.overrides + _placement_overrides(args))
     result = train(cfg)
     if result.best:
         shown = {k: round(v, 4) for k, v in result.best.items() if isinstance(v, float)}
@@ -25,17 +25,18 @@ def _train(args) -> int:
 def _calibrate(args) -> int:
     from .training.calibrate import calibrate
 
-    calibrate(args.toolkens, C.parse_overrides(args.overrides))
+    calibrate(args.toolkens, C.parse_overrides(args.overrides + _placement_overrides(args)))
     return 0
 
 
 def _load_for_generation(args):
+    from .core.checkpoint import pack_argument
     from .model import ToolkenModel
 
-    model = ToolkenModel.from_pretrained(args.toolkens)
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device=args.device)
     if not args.tools:
         raise ValueError(model.missing_pack(args.toolkens))
-    return model.attach_tools(args.tools)
+    return model.attach_tools(pack_argument(args.tools, args.toolkens))
 
 
 def _config(model, args, stop_default: list[str] | None):
@@ -118,7 +119,7 @@ def _eval(args) -> int:
     cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
                      tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
                      template=args.template, shared=args.shared, api_docs=args.api_docs,
-                     generation=G.overrides_from(args))
+                     generation=G.overrides_from(args), dtype=args.dtype, device=args.device)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -145,7 +146,7 @@ def _synth(args) -> int:
     if args.method != "template":
         from .core.base import load_base
 
-        base = load_base(args.base_model)
+        base = load_base(args.base_model, dtype=args.dtype, device=args.device)
     avoid = [r for path in args.avoid or [] for r in load_jsonl(path)]
     records, report = synthesize(tools, args.per_tool, method=args.method, base=base,
                                  seed=args.seed, avoid=avoid)
@@ -161,7 +162,8 @@ def _fit_predictor(args) -> int:
     from .training.predict import LossFit, fit_checkpoint
 
     loss = LossFit(epochs=args.loss_epochs, lr=args.lr) if args.loss_epochs else None
-    p = fit_checkpoint(args.toolkens, args.method, args.tools, args.layout, loss)
+    p = fit_checkpoint(args.toolkens, args.method, args.tools, args.layout, loss, dtype=args.dtype,
+                       device=args.device)
     print(f"toolken: predictor fitted ({p.meta}) and saved in {args.toolkens}")
     return 0
 
@@ -170,19 +172,21 @@ def _add_tools(args) -> int:
     from .training.predict import add_tools_to_checkpoint
 
     init = "predicted" if args.zero_shot else args.init
-    model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init)
+    model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init, dtype=args.dtype,
+                                    device=args.device)
     added = model.extra_config["added_tools"]["tools"]
     print(f"toolken: {len(added)} tools added ({init}): {', '.join(added)}; checkpoint in {args.out}")
     return 0
 
 
 def _export(args) -> int:
+    from .core.checkpoint import pack_argument
     from .export import export
     from .model import ToolkenModel
 
     model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device="cpu")
     if args.tools:  # a checkpoint never chooses which code runs: without --tools, its manifest
-        model.attach_tools(args.tools)
+        model.attach_tools(pack_argument(args.tools, args.toolkens))
     out = export(model, args.out)
     print(f"toolken: exported {len(model.tools)} toolken(s) as <tool:NAME> tokens "
           f"{model.vocab_size}..{model.vocab_size + len(model.tools) - 1} to {out}")
@@ -190,12 +194,13 @@ def _export(args) -> int:
 
 
 def _serve(args) -> int:
+    from .core.checkpoint import pack_argument
     from .model import ToolkenModel
     from .server import make_server
 
-    model = ToolkenModel.from_pretrained(args.toolkens)
+    model = ToolkenModel.from_pretrained(args.toolkens, dtype=args.dtype, device=args.device)
     if args.tools:
-        model.attach_tools(args.tools)
+        model.attach_tools(pack_argument(args.tools, args.toolkens))
     name = args.model_name or os.path.basename(os.path.normpath(args.toolkens))
     server = make_server(model, args.host, args.port, args.api_key, name, args.max_tokens,
                          args.max_batch, args.verbose)
@@ -211,10 +216,26 @@ def _serve(args) -> int:
     return 0
 
 
+def _placement_arguments(p) -> None:
+    """--dtype / --device: on every command that loads a model."""
+    from .core.base import DTYPES
+
+    p.add_argument("--dtype", choices=("auto", *DTYPES), help="the base model's dtype (default "
+                   "auto: fp32 on CPU, bf16 on CUDA); a checkpoint made in one loads in any")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default auto: CUDA when present)")
+
+
+def _placement_overrides(args) -> list[str]:
+    """--dtype / --device as the training config's key=value overrides (they win)."""
+    return [f"{k}={getattr(args, k)}" for k in ("dtype", "device") if getattr(args, k) is not None]
+
+
 def _generation_arguments(g, template_help: str) -> None:
     g.add_argument("--toolkens", required=True, help="checkpoint folder")
+    _placement_arguments(g)
     g.add_argument("--tools", help="tool pack (.py file or module), required: Python code, "
-                   "run as such; a checkpoint never chooses it")
+                   "run as such; a checkpoint never chooses it. 'checkpoint': the copy of its "
+                   "pack saved in the checkpoint folder (toolken_tools.py), if you trust it")
     g.add_argument("--template", help=template_help)
     G.add_arguments(g)
     _tool_runner_arguments(g)
@@ -239,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "key=value pairs override its keys. Valid keys: " + ", ".join(C.valid_keys()))
     t.add_argument("config", help="YAML recipe, e.g. configs/funcqa.yaml")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. output_dir=outputs/x epochs=5")
+    _placement_arguments(t)
     t.set_defaults(func=_train)
 
     c = sub.add_parser("calibrate", help="fit the toolken bias on the dev split, store it",
@@ -246,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "training run's dev split (never a test set) and store it in the checkpoint.")
     c.add_argument("--toolkens", required=True, help="checkpoint folder")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="override the training config")
+    _placement_arguments(c)
     c.set_defaults(func=_calibrate)
 
     g = sub.add_parser("generate", help="answer questions, calling tools",
@@ -283,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "records must not duplicate (repeatable)")
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable)")
+    _placement_arguments(s)
     _tool_runner_arguments(s)
     s.set_defaults(func=_synth)
 
@@ -296,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--toolkens", required=True, help="checkpoint folder")
     x.add_argument("--out", required=True, help="new folder to write")
     x.add_argument("--tools", help="tool pack whose demos and prompts make the tool-mode prompts "
-                   "(default: the checkpoint's manifest: descriptions only)")
+                   "(default: the checkpoint's manifest: descriptions only); 'checkpoint': the "
+                   "copy saved in the checkpoint folder, if you trust it")
     x.add_argument("--dtype", default="float32", help="weights' dtype (default %(default)s)")
     x.set_defaults(func=_export)
 
@@ -306,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "tools (OpenAI function schemas, each a toolken of the checkpoint) are "
                        "called by the client; with --tools the pack's tools run in the server.")
     v.add_argument("--toolkens", required=True, help="checkpoint folder")
-    v.add_argument("--tools", help="tool pack whose tools run in the server (default: none)")
+    v.add_argument("--tools", help="tool pack whose tools run in the server (default: none); "
+                   "'checkpoint': the copy saved in the checkpoint folder, if you trust it")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
@@ -314,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-tokens", type=int, default=1024, help="the most max_tokens a request may ask")
     v.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
     v.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    _placement_arguments(v)
     v.set_defaults(func=_serve)
 
     from .evaluation.run import METHODS
@@ -327,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(which apply: " + "; ".join(f"{b}: {'/'.join(m)}" for b, m in METHODS.items()) + ")")
     e.add_argument("--toolkens", help="checkpoint folder (needed for method toolken)")
     e.add_argument("--tools", help="tool pack (.py): needed by methods toolken and icl; a "
-                   "checkpoint never chooses it")
+                   "checkpoint never chooses it. 'checkpoint': the copy saved in the checkpoint "
+                   "folder (toolken_tools.py), if you trust it")
     e.add_argument("--base-model", help="base model for the baselines (default SmolLM2-135M-Instruct)")
     e.add_argument("--limit", type=int, help="only the first N examples")
     e.add_argument("--out", help="write the JSON report here")
@@ -335,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
     G.add_arguments(e)
+    _placement_arguments(e)
     _tool_runner_arguments(e)
     e.set_defaults(func=_eval)
     return p
@@ -355,6 +384,7 @@ def _predictor_commands(sub) -> None:
     f.add_argument("--loss-epochs", type=int, default=0,
                    help="then train the map end to end on the training features' exact loss")
     f.add_argument("--lr", type=float, default=1e-4, help="--loss-epochs: learning rate")
+    _placement_arguments(f)
     f.set_defaults(func=_fit_predictor)
 
     a = sub.add_parser("add-tools", help="add rows for new tools to a checkpoint, without training",
@@ -366,6 +396,7 @@ def _predictor_commands(sub) -> None:
     a.add_argument("--zero-shot", action="store_true",
                    help="rows predicted from the tools' descriptions (= --init predicted)")
     a.add_argument("--init", choices=("predicted", "embedding", "random"), default="predicted")
+    _placement_arguments(a)
     a.set_defaults(func=_add_tools)
 
 

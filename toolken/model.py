@@ -11,15 +11,20 @@ Saved and loaded like a PEFT adapter::
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import inspect
 import json
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .core.base import Base, load_base
-from .core.checkpoint import check_base, load_checkpoint, save_checkpoint
+from .core.card import model_card
+from .core.checkpoint import (CARD_NAME, CONFIG_NAME, PACK_NAME, WEIGHTS_NAME, check_base,
+                              load_checkpoint, save_checkpoint)
 from .core.data import Record, load_jsonl, record_lines
 from .core.head import INITS, ToolkenHead, base_softcap, init_from_embeddings
 from .core.predictor import has_predictor, load_predictor
@@ -50,6 +55,8 @@ class ToolkenModel(nn.Module):
         self.manifest = manifest  # tool descriptions/schemas (set when built from a registry)
         self.extra_config: dict = {}
         self.registry = None  # the tools' callables (attach_tools)
+        self.pack_file: Path | None = None  # the pack's file, copied at save (remember_pack)
+        self.tool_pack: dict | None = None  # where it came from: {"source": absolute path, ...}
         self.demo_records: list[Record] | None = None  # retrieved demos' pool (toolken_demos.jsonl)
         self.prefix_store = PrefixStore()  # recent prompts' KV caches (the base is frozen)
         self._tool_modes: dict = {}  # (registry, tool-mode options) -> ToolMode
@@ -130,6 +137,8 @@ class ToolkenModel(nn.Module):
         registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack)
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
+        if not isinstance(pack, ToolRegistry):
+            self.remember_pack(pack)
         return self
 
     def tools_openai(self) -> list[dict]:
@@ -146,9 +155,12 @@ class ToolkenModel(nn.Module):
     def missing_pack(self, where: str) -> str:
         """The error for a call without a tool pack: the checkpoint never chooses which code is
         imported (it is data; see README, Security), but it may say which pack it was trained with."""
-        named = self.extra_config.get("training", {}).get("config", {}).get("tools")
+        named = (self.tool_pack or {}).get("source") or (
+            self.extra_config.get("training", {}).get("config", {}).get("tools"))
         hint = (f"; {where} was trained with the pack {named!r}: pass --tools {named} if you "
                 f"trust that file" if isinstance(named, str) else "")
+        if (Path(where) / PACK_NAME).is_file():
+            hint += f"; --tools checkpoint runs the copy of it saved in {where} ({PACK_NAME})"
         return (f"give the tool pack with --tools PACK.py (a checkpoint is data and never "
                 f"chooses which code runs{hint})")
 
@@ -209,24 +221,43 @@ class ToolkenModel(nn.Module):
                               **overrides)
 
     # ------------------------------------------------------------------ save / load
+    def remember_pack(self, pack, options: dict | None = None) -> None:
+        """Note the tool pack (a .py path, or a module that is one file): ``save_pretrained``
+        copies that file into the folder as ``toolken_tools.py`` and records its absolute path,
+        so the folder keeps the tools' code after the training files move. A package or a
+        module inside one is not copied."""
+        source = _pack_file(pack)
+        if source is not None and source != self.pack_file:  # a loaded copy keeps its record
+            self.pack_file = source
+            self.tool_pack = {"source": str(source), "options": dict(options or {})}
+
     def checkpoint_config(self) -> dict:
         return {"base_model": self.base.name, "base_fingerprint": self.base.fingerprint,
-                "hidden_size": self.base.hidden_size, "vocab_size": self.vocab_size,
-                "tools": self.tools, "bias": self.head.bias is not None,
-                "softcap": self.head.softcap, "manifest": self.manifest, **self.extra_config}
+                "base_revision": self.base.revision, "hidden_size": self.base.hidden_size,
+                "vocab_size": self.vocab_size, "tools": self.tools, "bias": self.head.bias is not None,
+                "softcap": self.head.softcap, "manifest": self.manifest, "tool_pack": self.tool_pack,
+                **self.extra_config}
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the checkpoint folder atomically: ``toolken_config.json``,
-        ``toolken_model.safetensors``, ``generation_config.json`` and, when the model has a demo
-        pool, ``toolken_demos.jsonl``."""
+        ``toolken_model.safetensors``, ``generation_config.json``, the model card ``README.md``,
+        and when known ``toolken_demos.jsonl`` (the demo pool) and ``toolken_tools.py`` (a copy
+        of the tool pack)."""
         tensors = {"weight": self.head.weight}
         if self.head.bias is not None:
             tensors["bias"] = self.head.bias
-        files = {GENERATION_CONFIG_NAME: json.dumps(self.generation_config.to_dict(), indent=2,
-                                                    sort_keys=True) + "\n"}
+        config, generation = self.checkpoint_config(), self.generation_config.to_dict()
+        files = {GENERATION_CONFIG_NAME: json.dumps(generation, indent=2, sort_keys=True) + "\n"}
         if self.demo_records is not None:
             files[DEMOS_NAME] = "".join(record_lines(self.demo_records))
-        out = save_checkpoint(directory, tensors, self.checkpoint_config(), files=files)
+        if self.pack_file is not None and self.pack_file.is_file():
+            files[PACK_NAME] = self.pack_file.read_bytes()
+            config["tool_pack"] = {**(self.tool_pack or {}), "file": PACK_NAME,
+                                   "sha256": hashlib.sha256(files[PACK_NAME]).hexdigest()}
+        defaults = GenerationConfig().to_dict()
+        files[CARD_NAME] = model_card(config, {k: v for k, v in generation.items() if v != defaults.get(k)},
+                                      files=[*files, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME])
+        out = save_checkpoint(directory, tensors, config, files=files)
         if self.predictor is not None:  # toolken_predictor.{safetensors,json} (core.predictor)
             self.predictor.save(out, self.base)
         return out
@@ -236,14 +267,16 @@ class ToolkenModel(nn.Module):
                         dtype=None, device=None, tools=None) -> "ToolkenModel":
         directory = Path(directory)
         cfg, tensors = load_checkpoint(directory)
-        if not isinstance(base, Base):
-            base = load_base(base or cfg["base_model"], dtype=dtype, device=device)
+        if not isinstance(base, Base):  # by default the recorded base, at its recorded commit
+            revision = None if base else cfg.get("base_revision")
+            base = load_base(base or cfg["base_model"], dtype=dtype, device=device, revision=revision)
         check_base(cfg, base, str(directory))
         head = ToolkenHead(len(cfg["tools"]), base.hidden_size, bias=cfg.get("bias", False),
                            softcap=cfg.get("softcap"))
         head.load_state_dict(tensors)
-        known = {"base_model", "base_fingerprint", "hidden_size", "vocab_size", "tools", "bias",
-                 "toolken_bias", "softcap", "manifest", "format_version", "toolken_version"}
+        known = {"base_model", "base_fingerprint", "base_revision", "hidden_size", "vocab_size",
+                 "tools", "bias", "toolken_bias", "softcap", "manifest", "tool_pack",
+                 "format_version", "toolken_version"}
         if (directory / GENERATION_CONFIG_NAME).exists():
             gen = GenerationConfig.load(directory)
         else:  # written before generation_config.json: the recipe's section and the bias
@@ -254,11 +287,33 @@ class ToolkenModel(nn.Module):
         model.extra_config = {k: v for k, v in cfg.items() if k not in known}
         if (directory / DEMOS_NAME).exists():
             model.demo_records = load_jsonl(directory / DEMOS_NAME)
+        if isinstance(cfg.get("tool_pack"), dict) and (directory / PACK_NAME).is_file():
+            model.pack_file, model.tool_pack = directory / PACK_NAME, cfg["tool_pack"]  # kept by a later save
         if has_predictor(directory):
             model.predictor = load_predictor(directory, base)
         if tools is not None:
             model.attach_tools(tools)
         return model
+
+
+def _pack_file(pack) -> Path | None:
+    """The file of a pack given as a .py path or a top-level one-file module (else None: a
+    package, or a module inside one, whose relative imports a lone copy could not follow)."""
+    if isinstance(pack, (str, os.PathLike)):
+        text = os.fspath(pack)
+        if isinstance(pack, os.PathLike) or text.endswith(".py") or os.sep in text or "/" in text:
+            return Path(text).expanduser().resolve()
+        try:
+            spec = importlib.util.find_spec(text)
+        except (ImportError, ValueError):
+            return None
+    else:
+        spec = getattr(pack, "__spec__", None)  # a module object
+    origin = getattr(spec, "origin", None)
+    if (spec is None or origin is None or spec.submodule_search_locations is not None
+            or spec.parent or not origin.endswith(".py")):
+        return None  # a package, a module in one, a namespace, a built-in: not one file
+    return Path(origin).resolve()
 
 
 def _description(tool) -> str:

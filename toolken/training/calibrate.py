@@ -45,14 +45,17 @@ def best_bias(z_tool: torch.Tensor, vmax: torch.Tensor, label: torch.Tensor, voc
 
 def calibrate(directory, overrides: dict | None = None, verbose: bool = True) -> dict:
     """Find and store the dev-F1-maximising bias for the checkpoint in ``directory``."""
-    model = ToolkenModel.from_pretrained(directory)
-    training = model.extra_config.get("training", {}).get("config")
+    from ..core.checkpoint import load_checkpoint
+
+    training = load_checkpoint(directory)[0].get("training", {}).get("config")
     if not training:
         raise ValueError(f"{directory} records no training config: give the data with overrides")
     values = apply_overrides(training, overrides or {})
     cfg = from_dict({**values, "resume_from": None, "train_only": "all"},
                     where=f"{directory} training config")
-    base = model.base if model.base.name == cfg.base_model else load_base(cfg.base_model)
+    model = ToolkenModel.from_pretrained(directory, dtype=cfg.dtype, device=cfg.device)
+    base = model.base if cfg.base_model == training.get("base_model") else load_base(
+        cfg.base_model, dtype=cfg.dtype, device=cfg.device)
     train_r, dev_r, digest = load_records(cfg, verbose=verbose)
     data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=verbose)
     dev = split_features(cfg, base, model.tools, data)[1].load()  # (N, d): dev splits are small

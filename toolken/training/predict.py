@@ -163,7 +163,8 @@ def checkpoint_tools(model, pack: str | None = None) -> list:
 
 
 def fit_checkpoint(directory, method: str = "ridge", pack: str | None = None,
-                   layout: str = "{text}", loss: LossFit | None = None) -> ToolkenPredictor:
+                   layout: str = "{text}", loss: LossFit | None = None, *, dtype=None,
+                   device=None) -> ToolkenPredictor:
     """Fit the predictor on a checkpoint's trained rows and save it into the checkpoint.
 
     ``ridge``: onto the rows from the tool texts' features; ``prototype``: rows that point
@@ -174,7 +175,7 @@ def fit_checkpoint(directory, method: str = "ridge", pack: str | None = None,
 
     if method not in ("ridge", "prototype"):
         raise ValueError(f"method={method!r} is not one of ['ridge', 'prototype']")
-    model = ToolkenModel.from_pretrained(directory)
+    model = ToolkenModel.from_pretrained(directory, dtype=dtype, device=device)
     tools = checkpoint_tools(model, pack)
     rows = model.head.weight.detach().float().cpu()
     feats = _training_features(model, directory) if method == "prototype" or loss else None
@@ -206,14 +207,15 @@ def _training_features(model, directory):
     return split_features(cfg, model.base, model.tools, data)[0].load()  # in memory
 
 
-def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted"):
+def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted", *, dtype=None,
+                            device=None):
     """A new checkpoint in ``out``: the checkpoint's rows, then one row per tool ``pack`` adds
     (the pack lists the checkpoint's tools first, in order), initialised by ``init``; the
     predictor and the tools' manifest come along. Returns the new model."""
     from ..model import ToolkenModel
     from ..tools.registry import load_pack
 
-    model = ToolkenModel.from_pretrained(directory)
+    model = ToolkenModel.from_pretrained(directory, dtype=dtype, device=device)
     registry = load_pack(pack)
     k = len(model.tools)
     if registry.names[:k] != model.tools:

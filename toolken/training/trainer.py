@@ -7,9 +7,10 @@ processes and the head is trained in DDP: every process takes its share of each 
 batch, and the loss is scaled so that the averaged gradient is that of the global batch —
 one process and several give the same toolkens.
 
-Outputs in ``output_dir``: the best epoch's checkpoint (``toolken_config.json`` +
-``toolken_model.safetensors``) and ``training/`` (``metrics.jsonl``, ``loss_curve.png``,
-``state.pt`` for resuming an interrupted run).
+Outputs in ``output_dir``: the best epoch's checkpoint folder (``ToolkenModel.save_pretrained``:
+config, weights, generation config, demo pool, a copy of the tool pack when the recipe names a
+pack file, and the model card ``README.md`` with the data, dev figures and command) and
+``training/`` (``metrics.jsonl``, ``loss_curve.png``, ``state.pt`` for resuming an interrupted run).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import json
 import math
 import os
 import random
+import shlex
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -152,6 +155,8 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     base = load_base(cfg.base_model, dtype=cfg.dtype, device=str(accelerator.device))
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
+    if isinstance(cfg.tools, str):  # the pack's code travels with the checkpoint (not imported from it)
+        model.remember_pack(cfg.tools, cfg.tool_options)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
     rep = data.labelled.report
     if not data.labelled.input_ids or rep.toolken_labels + rep.vocab_labels == 0:
@@ -159,12 +164,13 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
                             f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
     model.demo_records = demo_records(cfg, train_records, dev_records)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
-    return fit(cfg, model, start, train_f, dev_f, accelerator)
+    return fit(cfg, model, start, train_f, dev_f, accelerator, run=run_record(digest))
 
 
 def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureView,
-        dev_f: F.FeatureView, accelerator=None) -> TrainResult:
+        dev_f: F.FeatureView, accelerator=None, run: dict | None = None) -> TrainResult:
     """The training loop on a feature cache: rows ``start:`` of ``model``'s head are trained.
+    ``run``: what the checkpoint records about the run (default ``run_record()``).
 
     Batches stream from the cache (``stream.EpochStream``): at most ``feature_memory_mb`` of
     it is in memory per process; a train split that fits is read once (the in-memory loop).
@@ -172,6 +178,7 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
     accelerator = accelerator or make_accelerator(cfg)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
+    run = run or run_record()
     out = Path(cfg.output_dir)
     logdir = out / "training"
     if len(train_f) == 0:
@@ -257,7 +264,7 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
             print(f"epoch {epoch + 1}: {summary}{'  (best)' if improved else ''}")
             if improved:
                 rows.write_back(model)
-                model.extra_config = {"training": {"best": best, "config": to_dict(cfg)}}
+                model.extra_config = {"training": {"best": best, "config": to_dict(cfg), **run}}
                 model.save_pretrained(out)
             _save_state(state_path, rows, optimizer, scheduler, cfg, history, best, epoch)
             _write_logs(logdir, history, curve)
@@ -270,6 +277,16 @@ def fit(cfg: TrainConfig, model: ToolkenModel, start: int, train_f: F.FeatureVie
     final = (ToolkenModel.from_pretrained(out, base=model.base) if (out / "toolken_config.json").exists()
              else model)
     return TrainResult(model=final, history=history, best=best, output_dir=out)
+
+
+def run_record(data_digest: str | None = None) -> dict:
+    """What the model card says about the run: the command, where and when, the data's digest."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "toolken":  # the console script, not its venv path
+        argv[0] = "toolken"
+    record = {"command": shlex.join(argv), "working_directory": os.getcwd(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return record | ({"data_digest": data_digest} if data_digest else {})
 
 
 def load_state(path: Path) -> dict:
