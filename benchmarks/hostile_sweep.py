@@ -252,21 +252,29 @@ def message_probes(s: Sweep):
 
 # ---------------------------------------------------------------- 2: tools (child processes)
 
-CHILD = '''
-import json, os, resource, sys, time
-sys.path.insert(0, {repo!r})
-from toolken.core.base import load_base
-from toolken.model import ToolkenModel
-from toolken.tools.registry import ToolRegistry
+PACK = '''import os, time
+
 from toolken.tools import tool
+
 
 @tool
 def probe(a: int) -> int:
     """A hostile tool."""
 {body}
 
+
+TOOLS = [probe]
+'''
+
+CHILD = '''
+import json, os, resource, sys, time
+sys.path.insert(0, {repo!r})
+from toolken.core.base import load_base
+from toolken.model import ToolkenModel
+from toolken.tools.registry import load_pack
+
 m = ToolkenModel(load_base("tiny-random-llama"), ["probe"])
-m.attach_tools(ToolRegistry([probe]))
+m.attach_tools(load_pack({pack!r}))  # a pack file, as users load tools: run in a worker process
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 g = m.generate("Q: 2? A:", max_new_tokens=4, toolken_bias=1e4, max_tool_calls=1, tool_timeout=0.5)
 t0 = time.process_time(); time.sleep(2.0); spin = time.process_time() - t0
@@ -296,7 +304,9 @@ TOOLS = {
 
 def tool_probe(body: str, ok) -> tuple[bool, str]:
     body = "\n".join("    " + line for line in body.split("\n"))
-    code = CHILD.format(repo=str(REPO), body=body)
+    pack = Path(tempfile.mkdtemp()) / "hostile_probe.py"
+    pack.write_text(PACK.format(body=body))
+    code = CHILD.format(repo=str(REPO), pack=str(pack))
     try:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
