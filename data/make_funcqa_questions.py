@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -230,21 +231,37 @@ def _values(rng: random.Random, samplers: dict) -> dict:
     return v
 
 
-def record(tools, tool: str, template: tuple, rng: random.Random) -> Record | None:
+_OPERATOR = re.compile(r"(?<=[\d)])([-+*/^%])(?=[\d(])")
+
+
+def spaced(answer: str, rng: random.Random) -> str:
+    """The answer's expression as the base model writes it unprompted: spaces around the
+    operators and the final "=", and "x" for "*" half the time ("6 * 7 = " / "6 x 7 = ")."""
+    times = rng.choice(("*", "x"))
+    out = _OPERATOR.sub(lambda m: f" {times if m.group(1) == '*' else m.group(1)} ", answer)
+    return out[:-1].rstrip() + " =" if out.endswith("=") else out
+
+
+def record(tools, tool: str, template: tuple, rng: random.Random, spaced_fraction: float = 0.0
+           ) -> Record | None:
     question, answer, arg_names, samplers = template
     v = _values(rng, samplers)
     res = tools[tool].call(", ".join(str(v[a]) for a in arg_names))
     if not res.ok or not res.text or len(res.text) > 24:
         return None
-    head = f"Q: {question.format(**v)}\nA: {answer.format(**v)}"
-    sep = " " if head.endswith(("is", "was")) else ""
+    answer = answer.format(**v)
+    space = bool(spaced_fraction) and rng.random() < spaced_fraction
+    if space:
+        answer = spaced(answer, rng)
+    head = f"Q: {question.format(**v)}\nA: {answer}"
+    sep = " " if head.endswith(("is", "was")) or (space and head.endswith("=")) else ""
     start = len(head) + len(sep)
     text = f"{head}{sep}{res.text}. So, the answer is {res.text}."
     call = ToolCall(tool, start, start + len(res.text), res.text, [v[a] for a in arg_names])
     return Record(text, [call], source="funcqa-questions")
 
 
-def build(per_template: int, seed: int) -> list[Record]:
+def build(per_template: int, seed: int, spaced_fraction: float = 0.0) -> list[Record]:
     tools = load_pack(REPO / "tools" / "funcqa.py")
     rng = random.Random(seed)
     out, seen = [], set()
@@ -253,7 +270,7 @@ def build(per_template: int, seed: int) -> list[Record]:
             made = tries = 0
             while made < per_template and tries < 20 * per_template:
                 tries += 1
-                r = record(tools, tool, template, rng)
+                r = record(tools, tool, template, rng, spaced_fraction)
                 if r is not None and r.text not in seen:
                     seen.add(r.text)
                     out.append(r)
@@ -266,8 +283,13 @@ def main() -> None:
     p.add_argument("--out", default="outputs/funcqa_questions.jsonl")
     p.add_argument("--per-template", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spaced", type=float, default=0.0, metavar="FRACTION",
+                   help="this fraction of the answers write the expression with spaces "
+                        "(\"6 x 7 = 42\"), as the base model does unprompted")
     a = p.parse_args()
-    records = build(a.per_template, a.seed)
+    if not 0.0 <= a.spaced <= 1.0:
+        p.error(f"--spaced must be between 0 and 1, got {a.spaced}")
+    records = build(a.per_template, a.seed, a.spaced)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     save_jsonl(records, a.out)
     print(f"wrote {len(records)} question-style FuncQA records to {a.out}")

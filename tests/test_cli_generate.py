@@ -80,3 +80,24 @@ def test_generate_with_tool_mode_levers(checkpoint, capsys):
     assert len(c["candidates"]) == 3 and all(x in (2, 3) for x in c["arguments"])
     with pytest.raises(SystemExit):
         main(["generate", *args(checkpoint, "--arg-numbers", "all"), "2 and 3?"])
+
+
+def test_generate_stops_where_the_templates_answers_stop(checkpoint, monkeypatch, tmp_path, capsys):
+    """--stop defaults from the template: a newline for one-line answers, else \\nQ: and a
+    blank line; a --stop given replaces it."""
+    seen = []
+    real = ToolkenModel.generate
+
+    def spy(self, prompt, config=None, **kw):
+        seen.append(config.stop)
+        return real(self, prompt, config, **kw)
+
+    monkeypatch.setattr(ToolkenModel, "generate", spy)
+    one, steps = tmp_path / "one.txt", tmp_path / "steps.txt"
+    one.write_text("Q: [QUESTION]\nA: The answer is")
+    steps.write_text("Q: 1 and 2?\nA: First 1.\nThen 2.\n\nQ: [QUESTION]\nA:")
+    for template in (one, steps):
+        assert main(["generate", *args(checkpoint, "--json", "--template", str(template)), "2 and 3?"]) == 0
+    assert main(["generate", *args(checkpoint, "--json", "--template", str(one), "--stop", "."), "2 and 3?"]) == 0
+    capsys.readouterr()
+    assert seen == [("\n",), ("\nQ:", "\n\n"), (".",)]

@@ -8,7 +8,7 @@ from toolken.core.data import Record, ToolCall, save_jsonl
 from types import SimpleNamespace
 
 from toolken.generation.config import GenerationConfig
-from toolken.generation.demos import DemoPool, question_of, retrieved_template, with_calls
+from toolken.generation.demos import DemoPool, question_of, retrieved_template, template_stops, with_calls
 from toolken.training.pipeline import demo_records
 from toolken.model import ToolkenModel
 from toolken.tools.registry import ToolRegistry
@@ -67,6 +67,15 @@ def test_hidden_retriever(tiny_base):
     pool = DemoPool(RECORDS, REGISTRY, retriever="hidden", model=m)
     order = pool.ranked(question_of(RECORDS[2]))
     assert sorted(order) == [0, 1, 2, 3] and order[0] == 2  # a question is nearest to itself
+
+
+def test_template_stops_end_where_the_templates_answers_end():
+    one_line = "Q: a?\nA: b is <add>(1, 2)=3.\n\nQ: c?\nA: d.\n\nQ: [QUESTION]\nA:"
+    assert template_stops(one_line) == ["\n"]
+    assert template_stops("Q: [QUESTION]\nA: The answer is") == ["\n"]
+    assert template_stops("Answer briefly.\n\nQ: [QUESTION]\nA:") == ["\n"]  # a header is no demo
+    steps = "Q: a?\nA: First, 1+2=3.\nThen 3*2=6.\n\nQ: [QUESTION]\nA:"
+    assert template_stops(steps) == ["\nQ:", "\n\n"]
 
 
 def test_retrieved_template():

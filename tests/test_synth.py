@@ -238,3 +238,43 @@ def test_cli_help_and_run(pack_file, tmp_path, capsys):
     assert main(["synth", "--tools", str(pack_file), "--per-tool", "3", "--out", str(out),
                  "--only", "nope"]) == 2
     assert "--only ['nope'] match no tool" in capsys.readouterr().err
+
+
+def test_lead_and_demo_templates_with_strings_and_number_order(tmp_path):
+    """--lead: every answer starts with it; a demo with quoted-string arguments is a question
+    template too; sampled numbers keep the order of the demo's numbers (part < whole)."""
+    path = tmp_path / "pack2.py"
+    path.write_text('''
+from toolken.tools import tool
+
+@tool(demos=["Q: Out of 80 eggs, 6 are cracked. What percent are cracked?\\n"
+             "A: 6 of 80 eggs is <percent>(6, 80)=7.5 percent."])
+def percent(part: float, whole: float) -> float:
+    """The percentage that part is of whole."""
+    return 100 * part / whole
+
+@tool(demos=['Q: Do "I am 12." and "I am twelve." match?\\nA: They match <same>("I am 12.", "I am twelve.")=0.',
+             'Q: Are "A cat." and "A dog." the same?\\nA: <same>("A cat.", "A dog.")=0.'])
+def same(a: str, b: str) -> int:
+    """1 if the two texts are equal, else 0."""
+    return int(a == b)
+
+TOOLS = [percent, same]
+''')
+    pack = load_pack(path)
+    (q, head, tail, written), = synth._demo_templates(pack["percent"])
+    assert (q, head, written) == ("Out of {1} eggs, {0} are cracked. What percent are cracked?",
+                                  "{0} of {1} eggs is ", ["6", "80"])
+    q2 = [t[0] for t in synth._demo_templates(pack["same"])]
+    assert q2 == ["Do {0} and {1} match?", "Are {0} and {1} the same?"]  # the "12" inside a string stays
+    records, _ = synthesize(pack, per_tool=12, seed=3, settings=synth.SynthSettings(lead="The answer is"))
+    assert records and all(re.search(r"\nA: The answer is \S", r.text) for r in records)
+    eggs = [r for r in records if "eggs" in r.text]
+    assert eggs and all(r.calls[0].args[0] <= r.calls[0].args[1] for r in eggs)
+    assert any('Do "' in r.text for r in records if r.calls[0].tool == "same")
+    for r in records:
+        c = r.calls[0]
+        assert r.text[c.start:c.end] == c.result
+    assert synth._in_demo_order([9, 3], ["30", "12"]) == [9, 3]
+    assert synth._in_demo_order([3, 9], ["30", "12"]) == [9, 3]
+    assert synth._in_demo_order(["x", 3], ['"a"', "12"]) == ["x", 3]

@@ -213,3 +213,14 @@ def test_make_kamel_knowledge_reports_bad_records(tmp_path):
         "P541": {"Andrew, Barcelona, 2016": "8th"},
         "P1877": {"Westworld": ["Blade Runner", "Inception"]},
     }
+
+
+def test_readme_register_pack_is_the_example_file():
+    """The README's `my_pack.py` is tools/register_example.py, word for word, so that
+    benchmarks/register_flow.py measures the pack the README shows."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    block = readme.split("```python\n# my_pack.py\n", 1)[1].split("```", 1)[0]
+    assert "# my_pack.py\n" + block == (repo / "tools" / "register_example.py").read_text()

@@ -84,6 +84,29 @@ def test_train_only_new_rows_leaves_old_rows_bit_identical(tmp_path):
     assert first.model.tools == ["add", "subtract"]
 
 
+def test_resuming_keeps_the_demo_pool_and_the_calibrated_bias(tmp_path):
+    """train_only=new from a calibrated checkpoint: the old tools' retrieved demos stay in the
+    pool (the new texts join them, no text twice) and the fitted toolken_bias stays, while a
+    key the recipe's generation section gives replaces its field."""
+    from toolken.core.data import load_jsonl
+    from toolken.generation.config import GenerationConfig
+    from toolken.model import ToolkenModel
+
+    _two_tool_file(tmp_path)
+    train(tiny_cfg(tmp_path, tools=["add", "subtract"], epochs=1, train_file=str(tmp_path / "two.jsonl")))
+    cfg = GenerationConfig.load(tmp_path / "out").replace(toolken_bias=-0.75)
+    cfg.save(tmp_path / "out")  # what `toolken calibrate` writes
+    old_pool = [r.text for r in load_jsonl(tmp_path / "out" / "toolken_demos.jsonl")]
+    train(tiny_cfg(tmp_path, output_dir=str(tmp_path / "out2"), resume_from=str(tmp_path / "out"),
+                   train_only="new", tools=["add", "subtract", "multiply"], epochs=1,
+                   generation={"arg_demos": 2}))
+    m = ToolkenModel.from_pretrained(tmp_path / "out2")
+    pool = [r.text for r in m.demo_records]
+    assert pool[:len(old_pool)] == old_pool and len(set(pool)) == len(pool)
+    assert any(c.tool == "multiply" for r in m.demo_records for c in r.calls)
+    assert m.generation_config.toolken_bias == -0.75 and m.generation_config.arg_demos == 2
+
+
 def _two_tool_file(tmp_path) -> None:
     lines = (REPO / "data/tiny/train.jsonl").read_text().splitlines()
     keep = [x for x in lines if '"multiply"' not in x]

@@ -72,8 +72,10 @@ def _generate(args) -> int:
     import json
 
     model = _load_for_generation(args)
+    from .generation.demos import template_stops
+
     template = open(args.template).read() if args.template else "Q: [QUESTION]\nA:"
-    cfg = _config(model, args, ["\nQ:", "\n\n"])
+    cfg = _config(model, args, template_stops(template))
     for question in args.question:
         if args.json:
             g = model.generate(template, cfg, question=question)
@@ -85,6 +87,8 @@ def _generate(args) -> int:
 
 
 def _chat(args) -> int:
+    from .generation.demos import template_stops
+
     model = _load_for_generation(args)
     template = open(args.template).read() if args.template else None
     interactive = sys.stdin.isatty()
@@ -105,7 +109,7 @@ def _chat(args) -> int:
             print("(conversation forgotten)")
             continue
         if template:  # every question on its own, in the template
-            prompt, stop = template, ["\nQ:", "\n\n"]
+            prompt, stop = template, template_stops(template)
         else:  # a conversation in the base model's chat template
             prompt, stop = history + [{"role": "user", "content": question}], None
         g = _show_stream(model, prompt, _config(model, args, stop), question)
@@ -131,7 +135,7 @@ def _synth(args) -> int:
     import fnmatch
 
     from .core.data import load_jsonl, save_jsonl
-    from .tools.synth import synthesize
+    from .tools.synth import SynthSettings, synthesize
     from .tools.registry import load_pack
 
     pack = load_pack(args.tools, **C.parse_overrides(args.tool_option or []))
@@ -149,7 +153,7 @@ def _synth(args) -> int:
         base = load_base(args.base_model, dtype=args.dtype, device=args.device)
     avoid = [r for path in args.avoid or [] for r in load_jsonl(path)]
     records, report = synthesize(tools, args.per_tool, method=args.method, base=base,
-                                 seed=args.seed, avoid=avoid)
+                                 seed=args.seed, avoid=avoid, settings=SynthSettings(lead=args.lead))
     print(report.summary(), file=sys.stderr)
     if not records:
         raise ValueError(f"no record was kept for any of the {len(tools)} tools; nothing written")
@@ -277,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("question", nargs="+", help="one or more questions")
     g.add_argument("--json", action="store_true", help="print the full trace as JSON lines")
     _generation_arguments(g, "prompt file with [QUESTION] (e.g. the paper's llama_general.txt); "
-                          "--stop defaults to \\nQ: and a blank line")
+                          "--stop defaults to a newline where the template's answers take one line, "
+                          "else \\nQ: and a blank line")
     g.set_defaults(func=_generate)
 
     h = sub.add_parser("chat", help="an interactive loop: questions from stdin, tool calls shown",
@@ -285,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "each with tools, streaming. Without --template the turns form one "
                        "conversation in the base model's chat template.")
     _generation_arguments(h, "prompt file with [QUESTION]: each question answered on its own "
-                          "(--stop defaults to \\nQ: and a blank line; none with the chat template)")
+                          "(--stop as for generate; none with the chat template)")
     h.set_defaults(func=_chat)
 
     s = sub.add_parser("synth", help="write training data for tools that have none",
@@ -301,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-model", default=C.DEFAULT_BASE_MODEL,
                    help="for --method model/both (default %(default)s)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lead", help="every answer's lead-in, the end of the prompt the tools will "
+                   "be used under (e.g. 'The answer is'); default: the demos' own or varied ones")
     s.add_argument("--only", help="comma-separated tool names or patterns, e.g. 'hf.*,tfhub.*'")
     s.add_argument("--avoid", action="append", help="existing canonical JSONL whose texts new "
                    "records must not duplicate (repeatable)")

@@ -127,6 +127,16 @@ def has_demos(template: str) -> bool:
     return any(_is_demo(b) for b in template.split("\n\n"))
 
 
+def template_stops(template: str) -> list[str]:
+    """Stop strings that end an answer where the template's own answers end: a newline when
+    every ``Q: ... / A: ...`` demo of the template answers on one line (or it has no demo, as
+    ``Q: [QUESTION]\nA: The answer is``), else the next ``Q:`` or a blank line."""
+    demos = [b.strip() for b in template.split("\n\n") if _is_demo(b)]
+    if all(len(b.splitlines()) <= 2 for b in demos):
+        return ["\n"]
+    return ["\nQ:", "\n\n"]
+
+
 def prompt_for(model, template: str, question: str, k: int = 0, retriever: str = "bm25") -> str:
     """``template`` with ``[QUESTION]`` filled; k > 0 and a template with ``Q: ...`` demos:
     its demos replaced by the k texts of the checkpoint's demo pool most similar to the

@@ -269,10 +269,12 @@ def _fields(tool: Tool, args: list) -> dict:
 
 
 # ---------------------------------------------------------------------------- questions
-def _demo_templates(tool: Tool) -> list[tuple[str, str, str]]:
-    """(question, answer before the result, answer after it) with ``{0}``, ``{1}``, ... for
-    the arguments, from demos ``Q: ..\\nA: .. <tool>(args)=result ..`` whose numbers are all
-    the call's arguments (no other number in the question, the lead-in or after the result)."""
+def _demo_templates(tool: Tool) -> list[tuple[str, str, str, list[str]]]:
+    """(question, answer before the result, answer after it, the values the demo wrote) with
+    ``{0}``, ``{1}``, ... for the arguments, from demos ``Q: ..\\nA: .. <tool>(args)=result ..``
+    whose numbers are all the call's arguments (no other number in the question, the lead-in
+    or after the result) and whose quoted-string arguments are quoted in the question as
+    written (``"A cat sits on the mat."``)."""
     out = []
     for demo in tool.demos:
         m = re.fullmatch(r"\s*Q:\s*(.+?)\nA:\s*(.+?)\s*", demo, re.S)
@@ -282,32 +284,61 @@ def _demo_templates(tool: Tool) -> list[tuple[str, str, str]]:
             continue
         q, a, c = m.group(1), m.group(2), calls[0]
         written = [s.strip() for s in split_args(c.group(1))]
+        quoted = {i: w for i, w in enumerate(written) if len(w) > 1 and w[0] == w[-1] and w[0] in "\"'"}
         head, tail = a[:c.start()], a[c.end():]
+        bare_q, bare_head = q, head
+        for w in quoted.values():
+            bare_q, bare_head = bare_q.replace(w, " "), bare_head.replace(w, " ")
+        numbers = [w for i, w in enumerate(written) if i not in quoted]
         if (len(set(written)) != len(written) or "<" in head + tail or re.search(r"\d", tail)
-                or {n.group() for n in _NUM.finditer(q + " " + head)} - set(written)
-                or any(w not in {n.group() for n in _NUM.finditer(q)} for w in written)):
+                or {n.group() for n in _NUM.finditer(bare_q + " " + bare_head)} - set(numbers)
+                or any(w not in {n.group() for n in _NUM.finditer(bare_q)} for w in numbers)
+                or any(w not in q for w in quoted.values())):
             continue
+
         def slots(text: str) -> str:
             text = text.replace("{", "{{").replace("}", "}}")
-            return _NUM.sub(lambda n: "{%d}" % written.index(n.group()), text)
-        out.append((slots(q), slots(head), tail))
+            for i, w in quoted.items():  # strings first, so that digits inside them stay text
+                text = text.replace(w.replace("{", "{{").replace("}", "}}"), f"\x00{chr(97 + i)}\x00")
+            text = _NUM.sub(lambda n: "{%d}" % written.index(n.group()), text)
+            return re.sub(r"\x00([a-z])\x00", lambda m: "{%d}" % (ord(m.group(1)) - 97), text)
+        out.append((slots(q), slots(head), tail, written))
     return out
 
 
-def _template_candidate(tool: Tool, rng: random.Random) -> tuple[str, list | None, str]:
-    """(text before the result, args or None, text after it) from a template."""
+def _in_demo_order(args: list, written: list[str]) -> list:
+    """The sampled numbers rearranged so that they rank as the demo's numbers do (a demo's
+    "12 of the 30 pupils" never becomes "59 of the 46 pupils"); other values as they are."""
+    try:
+        demo = [float(w) for w in written]
+    except ValueError:
+        return args
+    if len(demo) != len(args) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                         for a in args):
+        return args
+    out = list(args)
+    for slot, value in zip(sorted(range(len(demo)), key=demo.__getitem__), sorted(args)):
+        out[slot] = value
+    return out
+
+
+def _template_candidate(tool: Tool, rng: random.Random, lead: str | None = None
+                        ) -> tuple[str, list | None, str]:
+    """(text before the result, args or None, text after it) from a template; ``lead``: the
+    answer's lead-in for every text (else the demo's own, or one of LEADS)."""
     if tool.meta.get("api_call"):
         return _api_prefix(_api_question(tool, rng)), None, ""
     demos = _demo_templates(tool)
     args = sample_args(tool, rng)
     if demos and rng.random() < 0.5:
-        q, head, tail = rng.choice(demos)
+        q, head, tail, written = rng.choice(demos)
         if len(args) == max(map(int, re.findall(r"\{(\d+)\}", q))) + 1:
+            args = _in_demo_order(args, written)
             shown = [_show(v) for v in args]
-            return f"Q: {q.format(*shown)}\nA: {head.format(*shown)}", args, tail
+            return f"Q: {q.format(*shown)}\nA: {lead or head.format(*shown)}", args, tail
     f = _fields(tool, args)
     question = re.sub(r'([.!?]"?)\.$', r"\1", rng.choice(QUESTIONS).format(**f))  # '."."' -> '."'
-    return f"Q: {question[0].upper()}{question[1:]}\nA: {rng.choice(LEADS).format(**f)}", args, "."
+    return f"Q: {question[0].upper()}{question[1:]}\nA: {lead or rng.choice(LEADS).format(**f)}", args, "."
 
 
 def _api_fields(tool: Tool) -> dict:
@@ -408,7 +439,8 @@ def _names_in_order(question: str, args: list) -> bool:
     return True
 
 
-def _model_candidate(tool: Tool, question: str, args: list | None) -> tuple[str, list | None, str]:
+def _model_candidate(tool: Tool, question: str, args: list | None, lead: str | None = None
+                     ) -> tuple[str, list | None, str]:
     if len(question.split()) < 3 or len(question) > 300:
         raise _Drop("the model wrote no usable question")
     if args is None:  # (a runnable tool's question must contain its arguments instead)
@@ -423,8 +455,8 @@ def _model_candidate(tool: Tool, question: str, args: list | None) -> tuple[str,
                                   for n in tool.param_names[:want]) or len(numbers) < want:
             raise _Drop("question does not contain the arguments")
         args = numbers[:want]
-    return f"Q: {question}\nA: {random.Random(question).choice(LEADS).format(**_fields(tool, args))}", \
-        args, "."
+    lead = lead or random.Random(question).choice(LEADS).format(**_fields(tool, args))
+    return f"Q: {question}\nA: {lead}", args, "."
 
 
 # ---------------------------------------------------------------------------- records
@@ -466,6 +498,8 @@ class SynthSettings:
     tool_timeout: float = 30.0
     max_new_tokens: int = 48
     temperature: float = 0.8
+    lead: str | None = None  # every answer's lead-in (the end of the prompt the tools will be
+    # used under, e.g. "The answer is"); None: the demos' own or varied ones (LEADS)
 
 
 @dataclass
@@ -527,7 +561,7 @@ def synthesize(tools: Iterable[Tool], per_tool: int, *, method: str = "template"
         if n_model:
             _fill_from_model(tool, rep, n_model, base, seed * 100_003 + k, rng, run)
         if method != "model":
-            _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(tool, rng),
+            _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(tool, rng, run.settings.lead),
                   "template", run, budget=10 * per_tool)
     return run.out, SynthReport(reports, time.perf_counter() - t0)
 
@@ -551,5 +585,5 @@ def _fill_from_model(tool, rep, target, base, seed, rng, run: _Run) -> None:
     prompts = [_model_prompts(tool, base, a, s) for a, s in zip(args_list, starts)]
     questions = [f"{s} {q}".strip() for s, q in zip(starts, model_questions(
         base, prompts, seed, run.settings.max_new_tokens, run.settings.temperature))]
-    _fill(tool, rep, target, lambda i: _model_candidate(tool, questions[i], args_list[i]),
+    _fill(tool, rep, target, lambda i: _model_candidate(tool, questions[i], args_list[i], run.settings.lead),
           "model", run, budget=n)

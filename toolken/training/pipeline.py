@@ -96,22 +96,29 @@ def prepare_model(cfg: TrainConfig, base, records: list[Record], verbose: bool =
     model.manifest = manifest
     if not model.tools:
         raise ValueError(f"no tools: {cfg.train_file} has no calls and the config names no tools")
-    model.generation_config = GenerationConfig.from_dict(cfg.generation, where="generation")
+    recipe = GenerationConfig.from_dict(cfg.generation, where="generation")
+    if cfg.resume_from:  # the recipe's generation keys replace only their fields (a calibrated bias stays)
+        recipe = model.generation_config.replace(**{k: getattr(recipe, k) for k in cfg.generation or {}})
+    model.generation_config = recipe
     start = len(model.tools) - len(new) if cfg.train_only == "new" else 0
     if verbose and cfg.resume_from:
         print(f"toolken: {len(model.tools) - len(new)} tools from {cfg.resume_from}, {len(new)} new")
     return model, start
 
 
-def demo_records(cfg: TrainConfig, train: list[Record], dev: list[Record] | None) -> list[Record]:
+def demo_records(cfg: TrainConfig, train: list[Record], dev: list[Record] | None,
+                 previous: list[Record] | None = None) -> list[Record]:
     """The pool of retrieved demos saved with the checkpoint: the training records minus the
-    dev records and minus every record whose question is also a dev question."""
+    dev records and minus every record whose question is also a dev question; after
+    ``previous`` (the pool of the checkpoint training resumed from), whose records stay."""
     if dev is None:
         held = set(dev_indices(len(train), cfg.dev_fraction, cfg.seed).tolist())
         dev = [r for i, r in enumerate(train) if i in held]
         train = [r for i, r in enumerate(train) if i not in held]
     dev_questions = {question_of(r) for r in dev}
-    return [r for r in train if question_of(r) not in dev_questions]
+    kept = list(previous or [])
+    known = {r.text for r in kept}
+    return kept + [r for r in train if question_of(r) not in dev_questions and r.text not in known]
 
 
 def dev_indices(n: int, fraction: float, seed: int) -> np.ndarray:

@@ -162,7 +162,8 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     if not data.labelled.input_ids or rep.toolken_labels + rep.vocab_labels == 0:
         raise TrainingError(f"no record could be labelled (max_length={cfg.max_length} tokens, "
                             f"only_toolken_positions={cfg.only_toolken_positions}):\n{rep.summary()}")
-    model.demo_records = demo_records(cfg, train_records, dev_records)
+    model.demo_records = demo_records(cfg, train_records, dev_records,
+                                      model.demo_records if cfg.resume_from else None)
     train_f, dev_f = split_features(cfg, base, model.tools, data, accelerator)
     return fit(cfg, model, start, train_f, dev_f, accelerator, run=run_record(digest))
 
