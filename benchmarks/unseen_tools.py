@@ -201,9 +201,29 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
         w = torch.zeros(K, d)
         w[seen], w[unseen] = w_seen, rows.detach()
         out["rows"][name] = {k: accuracy(w, dv, p) for k, p in pos.items()}
+    if args.save_fold:  # a checkpoint to generate with: seen rows trained here, unseen predicted
+        w = torch.zeros(K, d)
+        w[seen], w[unseen] = w_seen, starts["predicted (prototype)"]
+        save_fold(model, w, out["unseen_tools"], Path(args.save_fold))
+        args.save_fold = None  # the first fold run only
     full = model.head.weight.detach().float()
     out["rows"]["trained on all data (upper bound)"] = {k: accuracy(full, dv, p) for k, p in pos.items()}
     return out
+
+
+def save_fold(model, w: torch.Tensor, unseen_tools: list[str], directory: Path) -> None:
+    """The checkpoint with rows ``w`` (the rest of it as it is), and the unseen relations'
+    names in ``unseen_tools.json`` beside it, to run ``toolken eval`` on those relations."""
+    trained = model.head.weight.detach().clone()
+    with torch.no_grad():
+        model.head.weight.copy_(w.to(trained.dtype))
+    try:
+        model.save_pretrained(directory)
+    finally:
+        with torch.no_grad():
+            model.head.weight.copy_(trained)
+    (directory / "unseen_tools.json").write_text(json.dumps(unseen_tools))
+    print(f"saved {directory}: seen rows trained on the other folds, {len(unseen_tools)} predicted")
 
 
 def summarise(folds: list[dict]) -> dict:
@@ -262,6 +282,8 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=float("inf"),
                     help="start no new fold after this many minutes (a shared machine's lock)")
     ap.add_argument("--out", default="outputs/unseen_kamel.json")
+    ap.add_argument("--save-fold", metavar="DIR", help="save the first fold's checkpoint (seen rows "
+                    "trained, unseen rows predicted by the prototype map) and its unseen relations")
     args = ap.parse_args()
     if args.subsample:
         return subsample(*args.subsample, args.per_relation, args.mined, args.seed)
