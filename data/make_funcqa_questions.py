@@ -242,26 +242,40 @@ def spaced(answer: str, rng: random.Random) -> str:
     return out[:-1].rstrip() + " =" if out.endswith("=") else out
 
 
-def record(tools, tool: str, template: tuple, rng: random.Random, spaced_fraction: float = 0.0
-           ) -> Record | None:
+def direct(answer: str) -> str | None:
+    """The answer's sentence without its expression ("The jar holds 6331+6910=" -> "The jar
+    holds"): the tool is called where the result goes, the operation left implicit; None
+    where the sentence would be left with fewer than two words."""
+    head, _, last = answer.rpartition(" ")
+    if last.endswith("=") and re.search(r"[-+*/^%(]|\dC\d|\dP\d", last) and len(head.split()) >= 2:
+        return head
+    return None
+
+
+def record(tools, tool: str, template: tuple, rng: random.Random, spaced_fraction: float = 0.0,
+           direct_fraction: float = 0.0) -> Record | None:
     question, answer, arg_names, samplers = template
     v = _values(rng, samplers)
     res = tools[tool].call(", ".join(str(v[a]) for a in arg_names))
     if not res.ok or not res.text or len(res.text) > 24:
         return None
     answer = answer.format(**v)
-    space = bool(spaced_fraction) and rng.random() < spaced_fraction
-    if space:
+    short = direct(answer) if direct_fraction and rng.random() < direct_fraction else None
+    space = not short and bool(spaced_fraction) and rng.random() < spaced_fraction
+    if short:
+        answer = short
+    elif space:
         answer = spaced(answer, rng)
     head = f"Q: {question.format(**v)}\nA: {answer}"
-    sep = " " if head.endswith(("is", "was")) or (space and head.endswith("=")) else ""
+    sep = " " if head.endswith(("is", "was")) or short or (space and head.endswith("=")) else ""
     start = len(head) + len(sep)
     text = f"{head}{sep}{res.text}. So, the answer is {res.text}."
     call = ToolCall(tool, start, start + len(res.text), res.text, [v[a] for a in arg_names])
     return Record(text, [call], source="funcqa-questions")
 
 
-def build(per_template: int, seed: int, spaced_fraction: float = 0.0) -> list[Record]:
+def build(per_template: int, seed: int, spaced_fraction: float = 0.0, direct_fraction: float = 0.0
+          ) -> list[Record]:
     tools = load_pack(REPO / "tools" / "funcqa.py")
     rng = random.Random(seed)
     out, seen = [], set()
@@ -270,7 +284,7 @@ def build(per_template: int, seed: int, spaced_fraction: float = 0.0) -> list[Re
             made = tries = 0
             while made < per_template and tries < 20 * per_template:
                 tries += 1
-                r = record(tools, tool, template, rng, spaced_fraction)
+                r = record(tools, tool, template, rng, spaced_fraction, direct_fraction)
                 if r is not None and r.text not in seen:
                     seen.add(r.text)
                     out.append(r)
@@ -286,10 +300,14 @@ def main() -> None:
     p.add_argument("--spaced", type=float, default=0.0, metavar="FRACTION",
                    help="this fraction of the answers write the expression with spaces "
                         "(\"6 x 7 = 42\"), as the base model does unprompted")
+    p.add_argument("--direct", type=float, default=0.0, metavar="FRACTION",
+                   help="this fraction of the answers call the tool where the result goes, with "
+                        "no expression written (\"The jar holds <add>=13241\"): the operation implicit")
     a = p.parse_args()
-    if not 0.0 <= a.spaced <= 1.0:
-        p.error(f"--spaced must be between 0 and 1, got {a.spaced}")
-    records = build(a.per_template, a.seed, a.spaced)
+    for name in ("spaced", "direct"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            p.error(f"--{name} must be between 0 and 1, got {getattr(a, name)}")
+    records = build(a.per_template, a.seed, a.spaced, a.direct)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     save_jsonl(records, a.out)
     print(f"wrote {len(records)} question-style FuncQA records to {a.out}")

@@ -19,7 +19,7 @@ from toolken.generation import constrain
 from toolken.tools import arguments
 from toolken.core.base import TINY_CHARS, build_tiny_tokenizer, load_base
 from toolken.generation.constrain import BACKENDS, make_constraint
-from toolken.tools.arguments import (call_grammar, format_arguments, parse_arguments, parse_number,
+from toolken.tools.arguments import (call_grammar, context_strings, format_arguments, parse_arguments, parse_number,
                                      positional_params)
 
 K = 13  # toolken columns appended after the LM head rows
@@ -375,3 +375,45 @@ def test_tool_call_text_reads_what_the_grammar_writes():
         kwargs = parse_call_args(text.removesuffix(")"), f)
         assert parsed[:4] == [kwargs["n"], kwargs["x"], kwargs["s"], kwargs["b"]], text
         assert parsed[4:] == list(kwargs.get("rest", [])), text
+
+
+def test_min_length_strings(tiny):
+    """A string parameter with minLength n: its first n characters are required, so tool
+    mode cannot write the empty string "" there (what SmolLM2 did for similarity's text1)."""
+    sch = schema({"a": {**STR, "minLength": 1}, "b": STR})
+    g = call_grammar(sch, max_string=6)
+    assert 'root ::= string1 sep string ")"' in g and 'string1 ::= "\\"" char chars5 "\\""' in g
+    c = make_constraint(sch, tiny, vocab_size=len(tiny))
+    feed(c, tiny, '"')
+    with pytest.raises(ValueError, match="not allowed"):
+        feed(c, tiny, '"')  # "" is refused for a
+    c = make_constraint(sch, tiny, vocab_size=len(tiny))
+    feed(c, tiny, '"x", "")')  # b may be empty
+    assert c.is_done()
+    with pytest.raises(ValueError, match="minLength"):
+        call_grammar(schema({"a": {**STR, "minLength": 9}}), max_string=4)
+    with pytest.raises(ValueError, match="minLength must be an integer"):
+        call_grammar(schema({"a": {**STR, "minLength": "1"}}))
+    from toolken.tools.hf_tools import task_parameters
+
+    assert all(p.min_length == 1 for p in positional_params(task_parameters("sentence-similarity"))[0])
+
+
+def test_context_strings(tiny):
+    """arg_strings: context: a string argument is one of the context's quoted spans, whole."""
+    assert context_strings('How similar are "A b." and "C\\\\d"? "A b." again') == ("A b.", "C\\\\d")
+    assert context_strings("no quotes here") is None and context_strings('an "" empty') is None
+    sch = schema({"a": {**STR, "minLength": 1}, "b": STR, "u": {**STR, "enum": ["x", "y"]}})
+    g = call_grammar(sch, strings=("ab", "c d"))
+    assert 'string ::= "\\"" ("ab" | "c d") "\\""' in g and "chars" not in g and "enum2" in g
+    c = make_constraint(sch, tiny, vocab_size=len(tiny), strings=("ab", "c d"))
+    feed(c, tiny, '"c d", "ab", "y")')
+    assert c.is_done()
+    c = make_constraint(sch, tiny, vocab_size=len(tiny), strings=("ab", "c d"))
+    feed(c, tiny, '"a')
+    with pytest.raises(ValueError, match="not allowed"):
+        feed(c, tiny, 'x')  # "ax" is not in the context
+    assert parse_arguments(r'"C\\d")', ONE_STRING) == ["C\\d"]  # a backslash, escaped as written
+    for bad in ((), ("",), ('a"b',), ("a\nb",)):
+        with pytest.raises(ValueError, match="strings must be"):
+            call_grammar(sch, strings=bad)

@@ -229,3 +229,25 @@ def test_streamed_text_never_includes_a_stop_string(tiny_base):
     final = items[-1]
     assert final.text == full[:5] and final.stop_reason == "stop"
     assert "".join(i.text for i in items[:-1]) == final.text
+
+
+@tool
+def shout(text: str) -> str:
+    """The text in capitals."""
+    return text.upper()
+
+
+def test_arg_strings_context_copies_a_quoted_span(tiny_base):
+    """arg_strings="context": a random model forced into tool mode can only write one of the
+    question's quoted spans as the string argument (any string otherwise)."""
+    torch.manual_seed(0)
+    m = ToolkenModel(tiny_base, [])
+    m.add_tools(["shout"])
+    m.attach_tools(ToolRegistry([shout]))
+    prompt = 'Q: Shout "hello there" or "bye"? A:'
+    g = generate(m, prompt, toolken_bias=1e4, max_tool_calls=1, max_new_tokens=3,
+                 arg_strings="context", max_arg_tokens=24)
+    c = g.calls[0]
+    assert c.arguments[0] in ("hello there", "bye") and c.result == c.arguments[0].upper()
+    g = generate(m, prompt, toolken_bias=1e4, max_tool_calls=1, max_new_tokens=3, max_arg_tokens=24)
+    assert g.calls and g.calls[0].tool == "shout"

@@ -59,6 +59,8 @@ class GenerationConfig:
     arg_temperature: float = _f(0.7, "sampling temperature of the extra candidates", minimum=1e-6)
     arg_numbers: str = _f("any", "context: numbers in arguments come from the question and "
                                  "answer (copied or derived)", ("any", "context"))
+    arg_strings: str = _f("any", "context: a string argument is one of the double-quoted spans "
+                                 "of the question and answer, where they have any", ("any", "context"))
     # ---- Toolken+ rerank with a reject option
     rerank_top_k: int = _f(0, "when a toolken wins, the base model rescores the top k tools' "
                               "descriptions and 'none' (0: off)", minimum=0)

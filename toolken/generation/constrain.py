@@ -180,12 +180,14 @@ class ArgumentConstraint:
 
 
 def make_constraint(schema: dict, tokenizer, *, vocab_size: int, backend: str = "xgrammar",
-                    max_string: int = 200, numbers: tuple[str, ...] | None = None) -> ArgumentConstraint:
+                    max_string: int = 200, numbers: tuple[str, ...] | None = None,
+                    strings: tuple[str, ...] | None = None) -> ArgumentConstraint:
     """A fresh constraint for one call; grammars compile once per (tokenizer, backend);
-    ``numbers``: the literals numeric arguments may take (see ``call_grammar``)."""
+    ``numbers`` / ``strings``: the literals numeric / string arguments may take (see
+    ``call_grammar``)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown constraint backend {backend!r}; valid: {list(BACKENDS)}")
-    grammar = call_grammar(schema, max_string, numbers)
+    grammar = call_grammar(schema, max_string, numbers, strings)
     vocab = _vocab_for(tokenizer, vocab_size)
     compiled = _compile(vocab, tokenizer, backend, grammar)
     if backend == "xgrammar":

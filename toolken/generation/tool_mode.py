@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
-from ..tools.arguments import context_numbers, parse_arguments
+from ..tools.arguments import context_numbers, context_strings, parse_arguments
 from .constrain import make_constraint
 from .steps import GenerationError, new_cache, pick, step
 
@@ -69,6 +69,7 @@ class ToolMode:
         ids = self.model.tokenizer(text, add_special_tokens=False)["input_ids"]
         V = self.model.vocab_size
         numbers = context_numbers(question + answer) if self.options.arg_numbers == "context" else None
+        strings = context_strings(question + answer) if self.options.arg_strings == "context" else None
         out = []
         try:
             z0 = step(self.model, ids, cache)
@@ -78,7 +79,7 @@ class ToolMode:
                 gen = torch.Generator().manual_seed(i)
                 choose = sample if i == 0 else (lambda z: pick(z, True, self.options.arg_temperature, 1.0, gen))
                 constraint = make_constraint(tool.parameters, self.model.tokenizer, vocab_size=V,
-                                             backend=self.backend, numbers=numbers)
+                                             backend=self.backend, numbers=numbers, strings=strings)
                 cache.crop(n_context - cache.get_seq_length())  # back to the question
                 out.append(self._decode(constraint, z0, cache, choose, stats))
         finally:

@@ -60,6 +60,7 @@ class Param:
     min_items: int = 0  # arrays only
     max_items: int | None = None  # arrays only
     enum: tuple | None = None  # allowed values, if the schema lists them
+    min_length: int = 0  # strings: the schema's minLength (e.g. 1: never the empty string)
 
     @property
     def variadic(self) -> bool:
@@ -99,17 +100,23 @@ def _param(name: str, spec: dict) -> Param:
         raise ValueError(f"parameter {name!r} has type {kind!r}; supported: {list(SCALAR_TYPES)}"
                          " and arrays of those")
     enum = spec.get("enum")
-    return Param(name, kind, enum=tuple(enum) if enum is not None else None)
+    min_length = spec.get("minLength", 0) if kind == "string" else 0
+    if not isinstance(min_length, int) or isinstance(min_length, bool) or min_length < 0:
+        raise ValueError(f"parameter {name!r}: minLength must be an integer >= 0, got {min_length!r}")
+    return Param(name, kind, enum=tuple(enum) if enum is not None else None, min_length=min_length)
 
 
 # ---------------------------------------------------------------- grammar
 
 
-def call_grammar(schema: dict, max_string: int = 200, numbers: tuple[str, ...] | None = None) -> str:
+def call_grammar(schema: dict, max_string: int = 200, numbers: tuple[str, ...] | None = None,
+                 strings: tuple[str, ...] | None = None) -> str:
     """EBNF grammar (xgrammar dialect, ``root ::= ...``) for ``arg, arg, ...)``.
 
     ``numbers`` (from ``context_numbers``): integer and number arguments may only be one of
     these literals (the integer ones for integers), with an optional ``-``; None = any number.
+    ``strings`` (from ``context_strings``): string arguments (but enums) may only be one of
+    these texts; None = any string.
     """
     if not isinstance(max_string, int) or max_string < 0:
         raise ValueError(f"max_string must be an int >= 0, got {max_string!r}")
@@ -119,15 +126,26 @@ def call_grammar(schema: dict, max_string: int = 200, numbers: tuple[str, ...] |
             raise ValueError(f"numbers must be a non-empty tuple of literals like '12', '0.5' or "
                              f"'4%', got {bad or numbers!r}")
         numbers = tuple(numbers)
-    return _grammar(json.dumps(schema), max_string, numbers)  # key order: properties order matters
+    if strings is not None:
+        bad = [x for x in strings if not isinstance(x, str) or not x or '"' in x or "\n" in x]
+        if bad or not strings:
+            raise ValueError(f"strings must be a non-empty tuple of non-empty texts without '\"' "
+                             f"or a newline, got {bad or strings!r}")
+        strings = tuple(strings)
+    return _grammar(json.dumps(schema), max_string, numbers, strings)  # key order: properties order matters
 
 
 @lru_cache(maxsize=1024)
-def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None = None) -> str:
+def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None = None,
+             strings: tuple[str, ...] | None = None) -> str:
     params, min_args = positional_params(json.loads(schema_json))
     rules: dict[str, str] = {}  # rule name -> body, for the types in use
     if numbers is not None:
         rules.update(_number_rules(numbers))
+    if strings is not None:  # each text as the argument syntax writes it (\\ for a backslash)
+        rules["string"] = '"\\"" (' + " | ".join(
+            _ebnf_literal(x.replace("\\", "\\\\")) for x in sorted(set(strings))) + ') "\\""'
+
     items = [_item_expr(p, i, rules, max_string) for i, p in enumerate(params)]
     body = " sep ".join(items[:min_args])
     tail = ""
@@ -150,6 +168,20 @@ def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int) -> str:
         name = "string"
         if name not in rules:
             _add_string_rules(rules, max_string)
+        if p.min_length and rules["string"].startswith('"\\"" ('):
+            # context strings: every allowed text has at least one character
+            if p.min_length > 1:
+                raise ValueError(f"parameter {p.name!r}: minLength {p.min_length} with context "
+                                 f"strings is not supported (1 is)")
+        elif p.min_length:  # n chars first, then up to max_string - n more
+            n = p.min_length
+            if n > max_string:
+                raise ValueError(f"parameter {p.name!r}: minLength {n} > the longest string "
+                                 f"written ({max_string} chars)")
+            name = f"string{n}"
+            rest = f" chars{max_string - n}" if max_string > n else ""
+            rules[name] = '"\\"" ' + " ".join(["char"] * n) + rest + ' "\\""'
+
     else:
         name = p.type
         rules.setdefault(name, _RULES[name])
@@ -179,6 +211,13 @@ _WORDS = {w: str(i) for i, w in enumerate(
 _WORDS.update(double="2", doubles="2", doubling="2", twice="2", triple="3", triples="3",
               tripling="3", thrice="3", quadruple="4", quadrupling="4", half="0.5", dozen="12")
 _CONTEXT_NUM_RE = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%?)|\b([A-Za-z]+)\b")
+
+
+def context_strings(text: str, max_string: int = 200) -> tuple[str, ...] | None:
+    """The double-quoted spans of ``text`` (``How similar are "A." and "B."?`` -> ``A.``,
+    ``B.``), for a grammar whose string arguments may only copy them; None when it has none."""
+    found = [m for m in re.findall(r'"([^"\n]+)"', text) if len(m) <= max_string]
+    return tuple(dict.fromkeys(found)) or None
 
 
 def context_numbers(text: str) -> tuple[str, ...] | None:

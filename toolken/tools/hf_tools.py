@@ -169,8 +169,8 @@ def _first_paragraph(markdown: str, max_chars: int = 400) -> str:
 # ---------------------------------------------------------------------------- schemas
 def task_parameters(task: str, target_language: str | None = None) -> dict:
     """The JSON schema of a wrapped model's arguments for ``task``."""
-    def text(what: str) -> dict:
-        return {"type": "string", "description": what}
+    def text(what: str) -> dict:  # never empty: a model's input is some text
+        return {"type": "string", "description": what, "minLength": 1}
 
     if task == "sentence-similarity":
         props = {"text1": text("the first text"), "text2": text("the second text")}
