@@ -186,6 +186,9 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
         extra[f"predicted (ridge, {subset})"] = fit_ridge(x[seen][:, cols], w_seen)(x[unseen][:, cols])
     pos = eval_positions(dv, unseen, ctx["mined_seq"])
     shot_f = shots(tr, unseen, args.shots, args.seed)
+    if args.replay:  # the unseen relations' texts plus `replay` texts of each seen relation
+        keep = torch.isin(tr.seq, torch.cat([shot_f.seq.unique(), shots(tr, seen, args.replay, args.seed).seq.unique()]))
+        replay_f = tr.subset(keep)
     out = {"unseen_tools": [name_description(tools[i]).split(":")[0] for i in unseen.tolist()], "seen_rows_seconds": t_seen,
            "ridge_alpha": ridge.meta["alpha"], "prototype": proto.meta, "n": {k: len(v) for k, v in pos.items()}, "rows": {}}
     dv_seen = remap(dv, seen, K)
@@ -197,13 +200,17 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
         out["rows"][name] = {k: accuracy(w, dv, p) for k, p in pos.items()}
         w5 = train_rows(shot_f, w, is_unseen, args.shot_epochs, args.shot_batch, args.lr, args.seed)
         out["rows"][f"{name} + {args.shots} texts"] = {k: accuracy(w5, dv, p) for k, p in pos.items()}
+        if args.replay:  # the same, with a few texts of every seen relation among the new ones
+            w5 = train_rows(replay_f, w, is_unseen, args.shot_epochs, args.shot_batch, args.lr, args.seed)
+            out["rows"][f"{name} + {args.shots} texts, {args.replay} seen each"] = {
+                k: accuracy(w5, dv, p) for k, p in pos.items()}
     for name, rows in extra.items():
         w = torch.zeros(K, d)
         w[seen], w[unseen] = w_seen, rows.detach()
         out["rows"][name] = {k: accuracy(w, dv, p) for k, p in pos.items()}
     if args.save_fold:  # a checkpoint to generate with: seen rows trained here, unseen predicted
         w = torch.zeros(K, d)
-        w[seen], w[unseen] = w_seen, starts["predicted (prototype)"]
+        w[seen], w[unseen] = w_seen, starts.get("predicted (prototype + loss)", starts["predicted (prototype)"])
         save_fold(model, w, out["unseen_tools"], Path(args.save_fold))
         args.save_fold = None  # the first fold run only
     full = model.head.weight.detach().float()
@@ -271,6 +278,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="epochs for the seen rows (default: the recipe's)")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--shot-epochs", type=int, default=20)
+    ap.add_argument("--replay", type=int, default=2, help="'+ texts' also with this many texts of "
+                    "each seen relation (the old tools' rows stay fixed; 0: off)")
     ap.add_argument("--shot-batch", type=int, default=256)
     ap.add_argument("--loss-epochs", type=int, default=2)
     ap.add_argument("--loss-lr", type=float, default=1e-3)
@@ -283,7 +292,8 @@ def main() -> None:
                     help="start no new fold after this many minutes (a shared machine's lock)")
     ap.add_argument("--out", default="outputs/unseen_kamel.json")
     ap.add_argument("--save-fold", metavar="DIR", help="save the first fold's checkpoint (seen rows "
-                    "trained, unseen rows predicted by the prototype map) and its unseen relations")
+                    "trained, unseen rows predicted by the prototype map, trained end to end "
+                    "with --loss-epochs) and its unseen relations")
     args = ap.parse_args()
     if args.subsample:
         return subsample(*args.subsample, args.per_relation, args.mined, args.seed)

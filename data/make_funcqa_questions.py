@@ -12,9 +12,12 @@ ToolkenGPT's training or test files; the templates were written for this project
 from the hand-written dev sets (``data/dev/``; ``benchmarks/dev_audit.py`` measures their
 overlap with this file's texts, RESULTS.md).
 
-    python data/make_funcqa_questions.py --out outputs/funcqa_questions.jsonl [--per-template 4]
+    python data/make_funcqa_questions.py --spaced 0.5 --out data/funcqa_questions.jsonl
 
-``configs/funcqa.yaml`` reads the file as ``extra_train_files`` (after ``train.json``).
+``configs/funcqa.yaml`` reads that file (committed; ``tests/test_math_dev.py`` checks that this
+command writes it again byte for byte) as ``extra_train_files`` (after ``train.json``).
+``--direct F`` (answers without the expression, the operation implicit) scored lower on the
+test-style dev set and is not used (RESULTS.md).
 """
 
 from __future__ import annotations

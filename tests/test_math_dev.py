@@ -61,3 +61,18 @@ def test_question_records_carry_the_tools_results(tmp_path):
         (c,) = r.calls
         assert r.text[c.start:c.end] == c.result == tools[c.tool].call(c.args).text
         assert r.text.startswith("Q: ") and f"So, the answer is {c.result}." in r.text
+
+
+def test_the_recipes_question_file_is_what_the_script_writes(tmp_path):
+    """configs/funcqa.yaml reads data/funcqa_questions.jsonl: the script writes it again byte
+    for byte, half the answers spaced ("6 x 7 = 42"), each span still the tool's result."""
+    mod = _module(REPO / "data" / "make_funcqa_questions.py", "make_funcqa_questions")
+    out = tmp_path / "q.jsonl"
+    mod.save_jsonl(mod.build(4, seed=0, spaced_fraction=0.5), out)
+    assert out.read_bytes() == (REPO / "data" / "funcqa_questions.jsonl").read_bytes()
+    records = load_jsonl(out)
+    spaced = [r for r in records if " = " in r.text]
+    assert 0.3 < len(spaced) / len(records) < 0.7
+    assert mod.spaced("It has 6*7=", __import__("random").Random(0)) in ("It has 6 * 7 =", "It has 6 x 7 =")
+    assert mod.spaced("It is -14+9=", __import__("random").Random(0)) == "It is -14 + 9 ="
+    assert mod.direct("The jar holds 6331+6910=") == "The jar holds" and mod.direct("x is 5=") is None
