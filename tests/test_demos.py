@@ -274,3 +274,40 @@ def test_options_given_replace_only_their_keys(trained):
         (1, 1, ("Q:",), False, -2.0)
     assert trained.generation_config.replace(arg_demos=1) == \
         GenerationConfig(arg_candidates=3, prompt_demos=1, arg_demos=1)
+
+
+def test_close_results_also_after_a_point(trained, monkeypatch):
+    """close_results: after "<result>." the next token may not start with a digit either
+    (45 -> 45.5). A picker that wants "." then a digit shows the mask at work."""
+    import toolken.generation.decode as D
+
+    tok = trained.tokenizer
+    point = tok.convert_tokens_to_ids(".")
+    five = tok.convert_tokens_to_ids("5")
+    real, V = D.pick, trained.vocab_size
+    state = []  # "call" once a toolken won, then "point", then "after"
+
+    def greedy_for_points(z, *a):
+        if z.shape[-1] == V:  # tool mode's argument tokens: as they are
+            return real(z, *a)
+        if not state:
+            choice = real(z, *a)
+            if choice >= V:
+                state.append("call")
+            return choice
+        if state == ["call"]:
+            state.append("point")
+            return point
+        if state == ["call", "point"]:
+            state.append("after")
+            return five if torch.isfinite(z[five]) else real(z, *a)
+        return real(z, *a)
+
+    monkeypatch.setattr(D, "pick", greedy_for_points)
+    kw = dict(max_new_tokens=4, toolken_bias=1e4, max_tool_calls=1, arg_candidates=1, prompt_demos=0)
+    g = trained.generate("Q: 3 and 4? A: ", close_results=True, **kw)
+    end = g.calls[0].end
+    assert g.text[end] == "." and not g.text[end + 1:end + 2].isdigit()
+    state.clear()
+    g = trained.generate("Q: 3 and 4? A: ", close_results=False, **kw)
+    assert g.text[g.calls[0].end:g.calls[0].end + 2] == ".5"  # the picker's choice, unmasked

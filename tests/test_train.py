@@ -222,3 +222,29 @@ def test_train_prompt_reads_texts_in_the_prompt_layout(tmp_path, capsys):
 def test_bad_train_prompt_settings(tmp_path, over, match):
     with pytest.raises(ConfigError, match=match):
         tiny_cfg(tmp_path, **over)
+
+
+def test_replay_reads_the_checkpoints_texts_with_the_new_ones(tmp_path, capsys):
+    """replay=N: N texts per old tool from the resumed checkpoint's demo pool are trained on
+    with the new data (old rows still bit-identical under train_only=new); refused without
+    resume_from or with a bad value."""
+    from toolken.core.data import load_jsonl
+    from toolken.training.pipeline import replay_records
+
+    _two_tool_file(tmp_path)
+    train(tiny_cfg(tmp_path, tools=["add", "subtract"], epochs=1, train_file=str(tmp_path / "two.jsonl")))
+    pool = load_jsonl(tmp_path / "out" / "toolken_demos.jsonl")
+    picked = replay_records(pool, ["add", "subtract"], 2, seed=0)
+    per_tool = {t: sum(any(c.tool == t for c in r.calls) for r in picked) for t in ("add", "subtract")}
+    assert all(1 <= n <= 3 for n in per_tool.values()) and len({r.text for r in picked}) == len(picked)
+    assert replay_records(pool, ["add"], 0, 0) == [] and replay_records(None, ["add"], 2, 0) == []
+    old = load_file(str(tmp_path / "out" / "toolken_model.safetensors"))["weight"]
+    capsys.readouterr()
+    res = train(tiny_cfg(tmp_path, output_dir=str(tmp_path / "out2"), resume_from=str(tmp_path / "out"),
+                         train_only="new", tools=["add", "subtract", "multiply"], epochs=1, replay=2))
+    assert "toolken: replay:" in capsys.readouterr().out
+    assert torch.equal(load_file(str(tmp_path / "out2" / "toolken_model.safetensors"))["weight"][:2], old)
+    assert res.model.tools == ["add", "subtract", "multiply"]
+    for bad, msg in (({"replay": 2}, "needs resume_from"), ({"replay": -1}, "must be an int >= 0")):
+        with pytest.raises(ConfigError, match=msg):
+            tiny_cfg(tmp_path, **bad)

@@ -48,7 +48,8 @@ class GenerationConfig:
     max_tool_calls: int = _f(8, "tool calls per answer; after that toolkens are masked", minimum=0)
     tool_timeout: float = _f(5.0, "seconds a tool may run", minimum=0.0)
     max_result_chars: int = _f(200, "a longer tool result is cut", minimum=1)
-    close_results: bool = _f(False, "no digit right after a tool result (a result is a whole number)")
+    close_results: bool = _f(False, "no digit right after a tool result, or after a '.' or ',' "
+                                    "right after it (a result is a whole number)")
     # ---- tool mode: writing the arguments
     backend: str = _f("xgrammar", "constrained-decoding backend of the arguments", BACKENDS)
     max_arg_tokens: int = _f(48, "tokens an argument list may take", minimum=1)

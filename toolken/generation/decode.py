@@ -334,8 +334,9 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
         zz[V:][~ctx.allowed] = float("-inf")
     if len(r.calls) >= cfg.max_tool_calls:
         zz[V:] = float("-inf")
-    if ctx.digits is not None and r.calls and r.calls[-1].end == len(r.text):
-        zz[ctx.digits] = float("-inf")  # a result is a whole number
+    if ctx.digits is not None and r.calls and (r.calls[-1].end == len(r.text) or (
+            r.calls[-1].end == len(r.text) - 1 and r.text[-1] in ".,")):
+        zz[ctx.digits] = float("-inf")  # a result is a whole number: not 45 -> 450, 45.5, 45,5
 
     def sample(z):
         return pick(z, cfg.do_sample, cfg.temperature, cfg.top_p, r.gen)

@@ -54,6 +54,9 @@ class TrainConfig:
     # continuing from a checkpoint
     resume_from: str | None = None  # start from an existing toolken checkpoint (its tools first)
     train_only: str = "all"  # all | new (rows not in resume_from stay bit-identical)
+    replay: int = 0  # with resume_from: this many texts per tool of the checkpoint (from its
+    # demo pool, toolken_demos.jsonl) are read with the new data, so that new rows also learn
+    # where they must not fire (0: the new data alone)
     # output and bookkeeping
     output_dir: str = "outputs/toolkens"
     resume: bool = True  # continue an interrupted run found in output_dir
@@ -136,6 +139,10 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: dev_fraction={cfg.dev_fraction} must be in [0, 1)")
     if cfg.train_only == "new" and not cfg.resume_from:
         raise ConfigError(f"{where}: train_only=new needs resume_from=CHECKPOINT_DIR")
+    if not isinstance(cfg.replay, int) or isinstance(cfg.replay, bool) or cfg.replay < 0:
+        raise ConfigError(f"{where}: replay={cfg.replay!r} must be an int >= 0")
+    if cfg.replay and not cfg.resume_from:
+        raise ConfigError(f"{where}: replay={cfg.replay} needs resume_from=CHECKPOINT_DIR (its texts)")
     if cfg.init == "predicted" and not cfg.resume_from:
         raise ConfigError(f"{where}: init=predicted needs resume_from=CHECKPOINT_DIR (its predictor)")
     _check_generation(cfg.generation, where)

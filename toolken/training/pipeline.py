@@ -106,6 +106,24 @@ def prepare_model(cfg: TrainConfig, base, records: list[Record], verbose: bool =
     return model, start
 
 
+def replay_records(pool: list[Record] | None, tools: list[str], per_tool: int, seed: int
+                   ) -> list[Record]:
+    """Up to ``per_tool`` records per tool of ``tools`` from a checkpoint's demo pool (drawn by
+    seed, each record once, pool order kept): the old tools' texts read again when new rows
+    are trained (``replay``)."""
+    if not per_tool or not pool:
+        return []
+    order = np.random.default_rng(seed).permutation(len(pool))
+    taken, count = set(), dict.fromkeys(tools, 0)
+    for i in order.tolist():
+        names = {c.tool for c in pool[i].calls} & count.keys()
+        if names and any(count[n] < per_tool for n in names):
+            taken.add(i)
+            for n in names:
+                count[n] += 1
+    return [pool[i] for i in sorted(taken)]
+
+
 def demo_records(cfg: TrainConfig, train: list[Record], dev: list[Record] | None,
                  previous: list[Record] | None = None) -> list[Record]:
     """The pool of retrieved demos saved with the checkpoint: the training records minus the

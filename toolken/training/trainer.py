@@ -15,6 +15,7 @@ pack file, and the model card ``README.md`` with the data, dev figures and comma
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from ..core.checkpoint import recover
 from ..core.locks import folder_lock
 from .config import TrainConfig, check_paths, to_dict
 from .loss import predict, prf, toolken_counts, toolken_loss
-from .pipeline import demo_records, load_records, prepare_data, prepare_model, split_features
+from .pipeline import demo_records, load_records, prepare_data, prepare_model, replay_records, split_features
 from ..model import ToolkenModel
 from .stream import EpochStream
 
@@ -155,6 +156,14 @@ def _train(cfg: TrainConfig, accelerator) -> TrainResult:
     base = load_base(cfg.base_model, dtype=cfg.dtype, device=str(accelerator.device))
     train_records, dev_records, digest = load_records(cfg, verbose=main)
     model, start = prepare_model(cfg, base, train_records, verbose=main)
+    if cfg.replay:  # the checkpoint's own texts, read again with the new ones
+        new_texts = {r.text for r in train_records}
+        again = [r for r in replay_records(model.demo_records, model.tools, cfg.replay, cfg.seed)
+                 if r.text not in new_texts]
+        if main:
+            print(f"toolken: replay: {len(again)} texts of {cfg.resume_from} read with the new data")
+        train_records = train_records + again
+        digest = hashlib.sha256((digest + "replay" + "".join(r.text for r in again)).encode()).hexdigest()[:16]
     if isinstance(cfg.tools, str):  # the pack's code travels with the checkpoint (not imported from it)
         model.remember_pack(cfg.tools, cfg.tool_options)
     data = prepare_data(cfg, base, model.tools, train_records, dev_records, digest, verbose=main)
