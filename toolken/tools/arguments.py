@@ -146,7 +146,7 @@ def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None 
         rules["string"] = '"\\"" (' + " | ".join(
             _ebnf_literal(x.replace("\\", "\\\\")) for x in sorted(set(strings))) + ') "\\""'
 
-    items = [_item_expr(p, i, rules, max_string) for i, p in enumerate(params)]
+    items = [_item_expr(p, i, rules, max_string, strings is not None) for i, p in enumerate(params)]
     body = " sep ".join(items[:min_args])
     tail = ""
     for k in range(len(items) - 1, min_args - 1, -1):  # optional ones nest from the end
@@ -159,8 +159,10 @@ def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None 
     return "\n".join(lines) + "\n"
 
 
-def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int) -> str:
-    """The grammar expression for parameter i (a rule name, or a sequence for a variadic)."""
+def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int,
+               context_strings: bool = False) -> str:
+    """The grammar expression for parameter i (a rule name, or a sequence for a variadic);
+    ``context_strings``: the "string" rule lists the allowed texts (none of them empty)."""
     if p.enum is not None:
         name = f"enum{i}"
         rules[name] = " | ".join(_ebnf_literal(_format_scalar(v, p.type)) for v in p.enum)
@@ -168,8 +170,7 @@ def _item_expr(p: Param, i: int, rules: dict[str, str], max_string: int) -> str:
         name = "string"
         if name not in rules:
             _add_string_rules(rules, max_string)
-        if p.min_length and rules["string"].startswith('"\\"" ('):
-            # context strings: every allowed text has at least one character
+        if p.min_length and context_strings:  # every allowed text has at least one character
             if p.min_length > 1:
                 raise ValueError(f"parameter {p.name!r}: minLength {p.min_length} with context "
                                  f"strings is not supported (1 is)")
