@@ -11,7 +11,7 @@ import pytest
 from toolken.tools.catalog import (CatalogError, base_name, domain_task, hub_ids, load_catalog,
                              unique_names)
 from toolken.tools.registry import NAME_RULE
-from toolken.tools import load_pack
+from toolken.tools import PackError, load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {"hf": "huggingface_api.jsonl", "torchhub": "torchhub_api.jsonl",
@@ -126,6 +126,18 @@ def test_apibench_pack(catalog):
         pack = load_pack(REPO / "tools" / "apibench.py", local_models={})
     assert pack.names == catalog.names
     assert pack["tfhub.universal-sentence-encoder"].meta["api_call"].startswith("hub.load(")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seen = load_pack(REPO / "tools" / "apibench.py",  # default local models: none needed
+                         catalogues=["torchhub", "tensorflowhub"])
+        then_hf = load_pack(REPO / "tools" / "apibench.py", local_models={},
+                            catalogues=["torchhub", "tensorflowhub", "huggingface"])
+    hf = [n for n in catalog.names if n.startswith("hf.")]
+    assert seen.names == [n for n in catalog.names if not n.startswith("hf.")]
+    assert then_hf.names == seen.names + hf  # same names, the checkpoint's tools first
+    for bad in (["torchhub", "torchhub"], ["pytorch"], []):
+        with pytest.raises(PackError, match="catalogues="):
+            load_pack(REPO / "tools" / "apibench.py", local_models={}, catalogues=bad)
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -145,3 +145,22 @@ def test_eval_with_the_domain_rerank_records_it(catalogue, tmp_path):
         assert len({model.registry[c].meta["domain"] for c in r["candidates"]}) == 1
         assert all(c.startswith("torchhub.") for c in r["candidates"])
         assert p["calls"][0]["tool"] == r["choice"]
+
+
+def test_the_best_toolken_is_forced_unless_a_bias_is_given(tiny_base, tmp_path):
+    """An APIBench instruction always asks for an API: a checkpoint whose stored bias keeps
+    every toolken from winning still answers with its best toolken at the call's position;
+    --toolken-bias given explicitly is used as it is."""
+    names = load_pack(PACK).names
+    torch.manual_seed(1)
+    m = ToolkenModel(tiny_base, [], generation_config=GenerationConfig(toolken_bias=-1e4))
+    m.add_tools(names)
+    m.save_pretrained(tmp_path / "ckpt")
+    model = m.attach_tools(PACK)
+    forced = _run(str(tmp_path / "ckpt"), tmp_path / "a.json")
+    data = shared_path("apibench", "apibench", "torchhub_train.json")
+    own = [_first_toolken(model, ex.question, "torchhub.") for ex in load_apibench(data)[0][:N]]
+    assert [p["calls"][0]["tool"] for p in forced["predictions"]] == own
+    given = _run(str(tmp_path / "ckpt"), tmp_path / "b.json", toolken_bias=-1e4)
+    assert all(not p["calls"] for p in given["predictions"])
+    assert given["metrics"]["hallucination"] == 1.0

@@ -103,3 +103,44 @@ def test_stored_prompt_demos_that_do_not_fit_the_template_are_skipped(bench, tin
     assert report["n"] == 1 and len(report["config"]["notes"]) == 1
     assert "prompt_demos=4 skipped" in report["config"]["notes"][0]
     assert "prompt_demos=4 skipped" in capsys.readouterr().out
+
+
+def test_vote_majority_then_greedy_then_earliest():
+    from toolken.evaluation.methods import vote
+
+    assert vote([3.0, 4.0, 4.0]) == 1  # the majority, at its first path
+    assert vote([3.0, 4.0, 3.0000001, 4.0]) == 0  # 2 vs 2 (6 significant digits): greedy's
+    assert vote([None, 5.0, None, 7.0, 7.0]) == 3  # None never wins against a number
+    assert vote([None, None]) == 0
+    assert vote([1.0, 2.0, 3.0]) == 0  # all different: the greedy one
+
+
+def test_eval_paths_votes_over_greedy_and_sampled(checkpoints, tmp_path):
+    """--paths 3: every record keeps 3 paths, the first one the plain greedy run's text, and
+    the record's answer is the voted path's."""
+    from toolken.cli import main
+    from toolken.evaluation.methods import vote
+    from toolken.evaluation.metrics import final_number
+
+    data = str(shared_path(*DATA["funcqa-oh"]))
+    common = ["eval", "funcqa-oh", "--data", data, "--toolkens", checkpoints["funcqa"], "--tools",
+              str(REPO / "tools" / "funcqa.py"), "--limit", "3", "--max-new-tokens", "8",
+              "--shared", str(SHARED), "--base-model", "tiny-random-llama"]
+    assert main(common + ["--out", str(tmp_path / "g.json")]) == 0
+    assert main(common + ["--paths", "3", "--path-temperature", "1.5", "--out", str(tmp_path / "p.json")]) == 0
+    greedy = json.loads((tmp_path / "g.json").read_text())["predictions"]
+    voted = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    assert len(voted) == 3
+    for g, v in zip(greedy, voted):
+        assert len(v["paths"]) == 3 and v["paths"][0]["text"] == g["text"]
+        win = v["paths"][vote([final_number(p["text"]) for p in v["paths"]])]
+        assert v["text"] == win["text"] and v["number"] == final_number(win["text"])
+    sampled = [p["text"] for v in voted for p in v["paths"][1:]]
+    assert any(t not in {g["text"] for g in greedy} for t in sampled)  # sampling did sample
+
+
+def test_paths_is_checked():
+    with pytest.raises(ValueError, match="--paths 0"):
+        evaluate(EvalConfig(bench="funcqa-oh", data="x", toolkens="y", paths=0))
+    with pytest.raises(ValueError, match="applies to funcqa-oh, funcqa-mh, gsm8k-xl"):
+        evaluate(EvalConfig(bench="kamel", data="x", toolkens="y", paths=3))

@@ -54,6 +54,7 @@ OPTIONS = {
     "no prompt reuse": dict(reuse_prompt=False, **FORCE),
     "prompt_lookup": dict(prompt_lookup=2, ignore_eos=True),
     "max_result_chars": dict(max_result_chars=1, **FORCE),
+    "call_tools off": dict(call_tools=False, **FORCE),
 }
 
 
@@ -102,3 +103,15 @@ def test_template_with_prompt_demos_in_every_mode(model):
 def test_tool_filter_matching_nothing_is_an_error(model):
     with pytest.raises(ValueError, match="matches none"):
         model.generate("Q: hi", tool_filter=["zz*"])
+
+
+def test_call_tools_off_ends_at_the_choice(model):
+    """call_tools=False: the first toolken that wins is the answer (the same one tool mode
+    would have been entered with); nothing is written or run after it."""
+    cfg = GenerationConfig(max_new_tokens=8, tool_filter=["mu*"], **FORCE)
+    for prompt in PROMPTS:
+        full, choice = model.generate(prompt, cfg), model.generate(prompt, cfg.replace(call_tools=False))
+        assert choice.stop_reason == "toolken" and [c.tool for c in choice.calls] == ["mul"]
+        assert choice.calls[0].tool == full.calls[0].tool and full.calls[0].arguments is not None
+        assert choice.calls[0].arguments is None and choice.calls[0].result is None
+        assert full.text.startswith(choice.text) and choice.decoded_tokens < full.decoded_tokens

@@ -107,3 +107,34 @@ def test_predict_and_f1_match_reference(tiny_base):
     m = prf(counts)
     if tp:
         assert abs(m["f1"] - 2 * tp / (npred + ngold)) < 1e-12
+
+
+def test_masked_tails_are_cut_exactly(tiny_base):
+    """Features stop at each sequence's last label (an APIBench text ends in its masked call)
+    and identical sequences are run once: same loss and gradient as every full sequence run
+    on its own, rows at the same (seq, pos), and a sequence with no label yields no row."""
+    for seed in range(3):
+        torch.manual_seed(200 + seed)
+        k = 4
+        head = ToolkenHead(k, tiny_base.hidden_size, bias=True)
+        ids, labels = random_batch(tiny_base, k, seed, n_seq=5, length=30)
+        g = torch.Generator().manual_seed(seed)
+        for lab in labels[:3]:  # long masked tails of different lengths
+            cut = int(torch.randint(2, len(lab) - 2, (), generator=g))
+            lab[cut:] = [-100] * (len(lab) - cut)
+        labels[3] = [-100] * len(labels[3])  # nothing labelled at all
+        ids += [list(ids[0]), list(ids[4]), list(ids[0])]  # upsampled copies: run once each
+        labels += [list(labels[0]), list(labels[4]), list(labels[0])]
+        ids.append(list(ids[1]))  # the same tokens, other labels: a sequence of its own
+        labels.append([-100 if y == -100 else ids[1][0] for y in labels[1]])
+        ref = reference_loss(tiny_base, head, ids, labels)
+        ref.backward()
+        ref_gw = head.weight.grad.clone()
+        head.zero_grad()
+        ours, f = cached_loss(tiny_base, head, ids, labels, chunk=17)
+        ours.backward()
+        torch.testing.assert_close(ours, ref.detach(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(head.weight.grad, ref_gw, rtol=1e-5, atol=1e-6)  # 9 sequences summed
+        want = sorted((s, p) for s, lab in enumerate(labels) for p, y in enumerate(lab) if y != -100)
+        assert sorted(zip(f["seq"].tolist(), f["pos"].tolist())) == want
+        assert 3 not in f["seq"].tolist()

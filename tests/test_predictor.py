@@ -187,6 +187,25 @@ def test_cli_fit_predictor_then_add_tools_zero_shot(checkpoint, tiny_base):
                  "--out", str(checkpoint / "none")]) == 2  # adds nothing: an error
 
 
+def test_cli_add_tools_passes_tool_options_to_the_pack(checkpoint, tiny_base):
+    """--tool-option reaches the pack's build() (tools/apibench.py's catalogues=[...]) and
+    the new checkpoint's recipe keeps it, so its pack loads the same tools again."""
+    (checkpoint / "opt.py").write_text(PACK.replace(
+        "TOOLS = [add, subtract, multiply, divide, power]",
+        "def build(extra=False):\n    return [add, subtract, multiply] + ([power] if extra else [])"))
+    src, out = checkpoint / "opt", checkpoint / "opt_plus"
+    model = ToolkenModel.from_pretrained(checkpoint / "out", base=tiny_base)
+    model.extra_config["training"]["config"]["tools"] = str(checkpoint / "opt.py")  # a recipe naming a pack
+    model.save_pretrained(src)
+    assert main(["add-tools", "--toolkens", str(src), "--tools", str(checkpoint / "opt.py"),
+                 "--init", "embedding", "--out", str(out)]) == 2  # adds nothing without the option
+    assert main(["add-tools", "--toolkens", str(src), "--tools", str(checkpoint / "opt.py"),
+                 "--init", "embedding", "--tool-option", "extra=true", "--out", str(out)]) == 0
+    plus = ToolkenModel.from_pretrained(out, base=tiny_base)
+    assert plus.tools == ["add", "subtract", "multiply", "power"]
+    assert plus.extra_config["training"]["config"]["tool_options"] == {"extra": True}
+
+
 def test_add_tools_predicted_needs_a_predictor_and_texts_train_from_it(checkpoint, tiny_base):
     from toolken.tools import load_pack
 

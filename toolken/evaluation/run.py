@@ -13,7 +13,7 @@ from ..core.text import bm25_index
 from .loaders import BENCHMARKS, EXPECTED, load_benchmark, load_warnings
 from ..generation.decode import generate_batch
 from ..generation.demos import has_demos
-from .methods import _record, run_icl, run_toolken, template_path
+from .methods import _record, run_icl, run_paths, run_toolken, template_path
 from .metrics import aggregate, final_number, first_tool, score, write_report
 
 METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl", "cot"),
@@ -21,6 +21,8 @@ METHODS = {"funcqa-oh": ("toolken", "icl", "cot"), "funcqa-mh": ("toolken", "icl
            **{f"apibench-{p}": ("toolken", "zero-shot", "retrieval")
               for p in ("torchhub", "huggingface", "tensorflowhub")}}
 STOPS = {"kamel": ["\nQuestion:", "\n"], "apibench": ["\n###", "\n\n"]}
+SELF_CONSISTENT = ("funcqa-oh", "funcqa-mh", "gsm8k-xl")
+FORCED_CALL_BIAS = 1e4  # APIBench toolken: added to every toolken logit, so one wins at once
 
 
 @dataclass
@@ -40,6 +42,9 @@ class EvalConfig:
     # checkpoint's generation_config.json (baselines: over the defaults)
     dtype: str | None = None  # the base model's dtype (None: auto, fp32 on CPU, bf16 on CUDA)
     device: str | None = None  # None: auto (CUDA when present)
+    paths: int = 1  # self-consistency (numeric benchmarks, toolken / cot): the greedy answer and
+    # paths - 1 sampled ones, majority vote on the final number (ties: the greedy one's)
+    path_temperature: float = 0.7  # the sampled paths' temperature (top_p 0.95)
 
 
 def check(cfg: EvalConfig) -> None:
@@ -52,6 +57,14 @@ def check(cfg: EvalConfig) -> None:
         raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
     if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
         raise ValueError(f"--limit {cfg.limit}: give a positive number of examples (omit it for all)")
+    if isinstance(cfg.paths, bool) or not isinstance(cfg.paths, int) or cfg.paths < 1:
+        raise ValueError(f"--paths {cfg.paths!r}: give a positive number of reasoning paths")
+    if cfg.paths > 1 and (cfg.bench not in SELF_CONSISTENT or cfg.method not in ("toolken", "cot")):
+        raise ValueError(f"--paths {cfg.paths}: self-consistency votes on a final number: it applies "
+                         f"to {', '.join(SELF_CONSISTENT)} with method toolken or cot, not "
+                         f"{cfg.bench} / {cfg.method}")
+    if not (isinstance(cfg.path_temperature, (int, float)) and 0 < cfg.path_temperature < float("inf")):
+        raise ValueError(f"--path-temperature {cfg.path_temperature!r}: give a positive number")
 
 
 def no_examples(cfg: EvalConfig, skipped: list) -> str:
@@ -180,7 +193,7 @@ def _scored(cfg, family, examples, preds, apis) -> list[dict]:
             s = score(cfg.bench, p["text"], ex.gold, calls=p["calls"])
         records.append({"id": ex.id, "prediction": p["prediction"], "gold": ex.gold,
                         **s, "calls": p["calls"], "text": p["text"],
-                        **({"reranks": p["reranks"]} if "reranks" in p else {})})
+                        **{k: p[k] for k in ("reranks", "paths") if k in p}})
     return records
 
 
@@ -197,16 +210,23 @@ def _predict(cfg, family, model, examples, apis, gen, progress: bool = True) -> 
         gen = gen.replace(stop=["\nQ:", "\nQuestion:", "\n\n"])
     if cfg.method == "icl":
         return run_icl(model, examples, template, read, gen)
-    return run_toolken(model, examples, template, read,
-                       gen.replace(max_tool_calls=0) if cfg.method == "cot" else gen)
+    gen = gen.replace(max_tool_calls=0) if cfg.method == "cot" else gen
+    if cfg.paths > 1:
+        return run_paths(model, examples, template, read, gen, cfg.paths, cfg.path_temperature)
+    return run_toolken(model, examples, template, read, gen)
 
 
 def _apibench(cfg, model, examples, apis, gen, progress: bool = True) -> list[dict]:
     """toolken: the first toolken chosen stands for its documented api_call (it cannot name
-    an API that does not exist); zero-shot / retrieval: the model writes the api_call."""
+    an API that does not exist; generation ends at that choice, ``call_tools=False``: no tool
+    mode); zero-shot / retrieval: the model writes the api_call."""
     if cfg.method == "toolken":
         prompts = [api_prompt(ex.question) for ex in examples]
-        gens = generate_batch(model, prompts, gen.replace(max_new_tokens=8, max_tool_calls=1),
+        # an APIBench instruction always asks for an API: unless --toolken-bias is given, the
+        # best toolken (inside the catalogue filter) is the answer at the call's position
+        bias = gen.toolken_bias if "toolken_bias" in cfg.generation else FORCED_CALL_BIAS
+        gens = generate_batch(model, prompts, gen.replace(max_new_tokens=8, max_tool_calls=1,
+                                                          call_tools=False, toolken_bias=bias),
                               questions=[ex.question for ex in examples], progress=progress)
         return [_record(ex, g.text, g.calls,
                         model.registry[g.calls[0].tool].meta.get("api_call", "") if g.calls else "",

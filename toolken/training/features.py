@@ -99,15 +99,44 @@ def vocab_stats(h: torch.Tensor, lm_weight: torch.Tensor, lm_bias: torch.Tensor 
     return lse, vmax, vargmax, zt
 
 
+def _trim(input_ids: list[list[int]], labels: list[list[int]]) -> tuple[list, list]:
+    """Each sequence up to and including its last labelled position ([] when none is)."""
+    ids_out, lab_out = [], []
+    for ids, lab in zip(input_ids, labels):
+        n = next((k + 1 for k in range(len(lab) - 1, -1, -1) if lab[k] != -100), 0)
+        ids_out.append(ids[:n])
+        lab_out.append(lab[:n])
+    return ids_out, lab_out
+
+
+def _with_copies(out: dict, rows: np.ndarray, batch: list[int], copies: dict, seq_ids) -> dict:
+    """The batch's rows, then each identical later sequence's: the rows of the one run, under
+    its own sequence id."""
+    parts = {k: [v] for k, v in out.items()}
+    for r, b in enumerate(batch):
+        sel = np.flatnonzero(rows == r)
+        for c in copies.get(b, ()):
+            for k, v in out.items():
+                parts[k].append(np.full(len(sel), seq_ids[c], np.int64) if k == "seq" else v[sel])
+    return {k: torch.cat(v) if k == "h" else np.concatenate(v) for k, v in parts.items()}
+
+
 @torch.no_grad()
 def iter_features(base, input_ids: list[list[int]], labels: list[list[int]],
                   seq_ids: list[int] | None = None, batch_tokens: int = 8192,
-                  vocab_chunk: int = 8192, progress: bool = True):
+                  vocab_chunk: int = 8192, progress: bool = True, trim: bool = True):
     """Run the frozen model once over the sequences; yield per-position features per batch.
 
     Sequences are sorted by length and packed into padded batches of about ``batch_tokens``.
     Each batch: ``h`` (n, d) CPU tensor in the base dtype; lse, zt, vmax (fp32), vargmax,
     label, seq, pos numpy arrays (n,); a sequence's rows are contiguous, in position order.
+
+    Each sequence is cut after its last labelled position before the pass: the model is
+    causal, so the tokens after it change no feature (exact; an APIBench text ends with its
+    masked api_call, whose tokens are never run). A sequence with no label is not run.
+    ``trim=False`` runs every token (the reference of ``benchmarks/feature_pass.py``).
+    Identical sequences (same tokens, same labels: an upsampled record) are run once; each
+    copy gets the same rows under its own sequence id, right after the first one's.
     """
     model = base.model
     device = base.device
@@ -115,9 +144,18 @@ def iter_features(base, input_ids: list[list[int]], labels: list[list[int]],
     softcap = getattr(model.config, "final_logit_softcapping", None)
     decoder = model.base_model  # the transformer without its LM head
     seq_ids = list(range(len(input_ids))) if seq_ids is None else seq_ids
-    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+    if trim:
+        input_ids, labels = _trim(input_ids, labels)
+    first: dict[tuple, int] = {}
+    copies: dict[int, list[int]] = {}  # a run sequence -> the later identical ones
+    for i in range(len(input_ids)):
+        if input_ids[i]:
+            k = first.setdefault((tuple(input_ids[i]), tuple(labels[i])), i)
+            if k != i:
+                copies.setdefault(k, []).append(i)
+    order = sorted(first.values(), key=lambda i: len(input_ids[i]))
     pad = base.tokenizer.pad_token_id or 0
-    bar = tqdm(total=sum(len(x) for x in input_ids), unit="tok", desc="features",
+    bar = tqdm(total=sum(len(input_ids[i]) for i in order), unit="tok", desc="features",
                disable=not progress)
     i = 0
     while i < len(order):
@@ -144,11 +182,12 @@ def iter_features(base, input_ids: list[list[int]], labels: list[list[int]],
         lse, vmax, vargmax, zt = vocab_stats(h, lm.weight, getattr(lm, "bias", None), target,
                                              softcap, vocab_chunk)
         rows, pos = keep.nonzero(as_tuple=True)
-        yield {"h": h.cpu(), "lse": lse.float().cpu().numpy(), "zt": zt.float().cpu().numpy(),
+        out = {"h": h.cpu(), "lse": lse.float().cpu().numpy(), "zt": zt.float().cpu().numpy(),
                "vmax": vmax.float().cpu().numpy(), "vargmax": vargmax.cpu().numpy().astype(np.int32),
                "label": target.cpu().numpy(),
                "seq": np.asarray([seq_ids[batch[r]] for r in rows.tolist()], dtype=np.int64),
                "pos": pos.numpy().astype(np.int32)}
+        yield _with_copies(out, rows.numpy(), batch, copies, seq_ids) if copies else out
         bar.update(int(att.sum()))
         i = j
     bar.close()

@@ -208,15 +208,16 @@ def _training_features(model, directory):
 
 
 def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted", *, dtype=None,
-                            device=None):
+                            device=None, tool_options: dict | None = None):
     """A new checkpoint in ``out``: the checkpoint's rows, then one row per tool ``pack`` adds
-    (the pack lists the checkpoint's tools first, in order), initialised by ``init``; the
-    predictor and the tools' manifest come along. Returns the new model."""
+    (the pack lists the checkpoint's tools first, in order; ``tool_options`` go to its
+    ``build()``), initialised by ``init``; the predictor and the tools' manifest come along.
+    Returns the new model."""
     from ..model import ToolkenModel
     from ..tools.registry import load_pack
 
     model = ToolkenModel.from_pretrained(directory, dtype=dtype, device=device)
-    registry = load_pack(pack)
+    registry = load_pack(pack, **(tool_options or {}))
     k = len(model.tools)
     if registry.names[:k] != model.tools:
         raise ValueError(f"the pack {pack} must list the {k} tools of {directory} first and in "
@@ -230,6 +231,8 @@ def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted", 
     cfg = model.extra_config.setdefault("training", {}).setdefault("config", {})
     if isinstance(cfg.get("tools"), str):
         cfg["tools"] = pack
+        if tool_options is not None:
+            cfg["tool_options"] = dict(tool_options)
     model.extra_config["added_tools"] = {"from": str(directory), "init": init,
                                          "tools": [t.name for t in new]}
     model.save_pretrained(out)
