@@ -204,6 +204,11 @@ def test_cli_add_tools_passes_tool_options_to_the_pack(checkpoint, tiny_base):
     plus = ToolkenModel.from_pretrained(out, base=tiny_base)
     assert plus.tools == ["add", "subtract", "multiply", "power"]
     assert plus.extra_config["training"]["config"]["tool_options"] == {"extra": True}
+    plus.attach_tools(str(checkpoint / "opt.py"))  # the recipe's options by default: 4 tools
+    assert plus.registry.names == plus.tools
+    from toolken.tools import ToolError
+    with pytest.raises(ToolError):
+        plus.attach_tools(str(checkpoint / "opt.py"), extra=False)  # 3 tools: refused
 
 
 def test_add_tools_predicted_needs_a_predictor_and_texts_train_from_it(checkpoint, tiny_base):

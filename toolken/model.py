@@ -131,10 +131,15 @@ class ToolkenModel(nn.Module):
                 self.head.weight[start:] = self.predictor.predict(self.base, tools).to(self.head.weight)
         return rows
 
-    def attach_tools(self, pack) -> "ToolkenModel":
+    def attach_tools(self, pack, **options) -> "ToolkenModel":
         """Attach callables from a pack (a path, module or ToolRegistry) whose tools are this
-        checkpoint's, in the same order; a pack that differs is refused, naming the tools."""
-        registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack)
+        checkpoint's, in the same order; a pack that differs is refused, naming the tools.
+        ``options`` go to the pack's ``build()``; by default the ones the checkpoint's recipe
+        trained with (``tool_options``, e.g. ``catalogues=[...]`` of tools/apibench.py)."""
+        if not options:
+            stored = self.extra_config.get("training", {}).get("config", {}).get("tool_options")
+            options = dict(stored) if isinstance(stored, dict) else {}
+        registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack, **options)
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
         if not isinstance(pack, ToolRegistry):
