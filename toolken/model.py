@@ -136,15 +136,19 @@ class ToolkenModel(nn.Module):
         checkpoint's, in the same order; a pack that differs is refused, naming the tools.
         ``options`` go to the pack's ``build()``; by default the ones the checkpoint's recipe
         trained with (``tool_options``, e.g. ``catalogues=[...]`` of tools/apibench.py)."""
-        if not options:
-            stored = self.extra_config.get("training", {}).get("config", {}).get("tool_options")
-            options = dict(stored) if isinstance(stored, dict) else {}
+        options = options or self.recipe_tool_options()
         registry = pack if isinstance(pack, ToolRegistry) else load_pack(pack, **options)
         registry.check_same(self.tools, what="the checkpoint")
         self.registry = registry
         if not isinstance(pack, ToolRegistry):
             self.remember_pack(pack)
         return self
+
+    def recipe_tool_options(self) -> dict:
+        """The options of the pack's ``build()`` the checkpoint's recipe trained with
+        (``tool_options``; {} when none were stored)."""
+        stored = self.extra_config.get("training", {}).get("config", {}).get("tool_options")
+        return dict(stored) if isinstance(stored, dict) else {}
 
     def tools_openai(self) -> list[dict]:
         """The checkpoint's tools in the OpenAI function schema, row order (from the attached

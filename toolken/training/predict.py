@@ -153,7 +153,7 @@ def checkpoint_tools(model, pack: str | None = None) -> list:
     cfg = model.extra_config.get("training", {}).get("config", {})
     pack = pack or (cfg.get("tools") if isinstance(cfg.get("tools"), str) else None)
     if pack:
-        registry = load_pack(pack, **cfg.get("tool_options", {}))
+        registry = load_pack(pack, **model.recipe_tool_options())
         missing = [n for n in model.tools if n not in registry]
         if missing:
             raise ValueError(f"the pack {pack} lacks {len(missing)} of the checkpoint's tools: "
