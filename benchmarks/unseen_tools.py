@@ -103,13 +103,17 @@ def remap(feats, keep_tools: torch.Tensor, K: int):
     return sub
 
 
-def accuracy(w: torch.Tensor, feats, pos: torch.Tensor, chunk=4096) -> tuple[float, float]:
+def accuracy(w: torch.Tensor, feats, pos: torch.Tensor, chunk=4096,
+             bias: torch.Tensor | None = None) -> tuple[float, float]:
     """(tool accuracy: argmax over [vocab ; rows] is the gold toolken, toolken choice: argmax
-    over the rows alone is the gold row) at toolken positions ``pos``."""
+    over the rows alone is the gold row) at toolken positions ``pos``; ``bias``: (K,) added to
+    the rows' logits."""
     V, hit, choice = feats.vocab_size, 0, 0
     for s in range(0, len(pos), chunk):
         p = pos[s:s + chunk]
         z = feats.h[p].float() @ w.T
+        if bias is not None:
+            z = z + bias
         pred = predict(z, feats.vmax[p], feats.vargmax[p], V)
         hit += int((pred == feats.label[p]).sum())
         choice += int((z.argmax(-1) + V == feats.label[p]).sum())
@@ -204,6 +208,13 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
             w5 = train_rows(replay_f, w, is_unseen, args.shot_epochs, args.shot_batch, args.lr, args.seed)
             out["rows"][f"{name} + {args.shots} texts, {args.replay} seen each"] = {
                 k: accuracy(w5, dv, p) for k, p in pos.items()}
+    for off in args.offsets:  # the predicted rows' logits lowered by a constant (a row bias)
+        name = next(n for n in ("predicted (prototype + loss)", "predicted (prototype)") if n in starts)
+        w = torch.zeros(K, d)
+        w[seen], w[unseen] = w_seen, starts[name]
+        b = torch.zeros(K)
+        b[unseen] = -off
+        out["rows"][f"{name}, offset -{off:g}"] = {k: accuracy(w, dv, p, bias=b) for k, p in pos.items()}
     for name, rows in extra.items():
         w = torch.zeros(K, d)
         w[seen], w[unseen] = w_seen, rows.detach()
@@ -290,6 +301,8 @@ def main() -> None:
                     help="also ridge on these subsets of the description features")
     ap.add_argument("--max-minutes", type=float, default=float("inf"),
                     help="start no new fold after this many minutes (a shared machine's lock)")
+    ap.add_argument("--offsets", type=float, nargs="*", default=[],
+                    help="also score the predicted rows with their logits lowered by each of these")
     ap.add_argument("--out", default="outputs/unseen_kamel.json")
     ap.add_argument("--save-fold", metavar="DIR", help="save the first fold's checkpoint (seen rows "
                     "trained, unseen rows predicted by the prototype map, trained end to end "

@@ -1,6 +1,7 @@
 """Write the project's hand-written APIBench dev instructions as `toolken eval` files.
 
     python data/make_apibench_testdev.py [--dev-dir data/dev] [--out-dir outputs/apibench_testdev]
+    python data/make_apibench_testdev.py --suffix _b --catalogues huggingface   # set B
     toolken eval apibench-huggingface --data outputs/apibench_testdev/huggingface.json --toolkens ...
 
 Reads ``<dev-dir>/apibench_{huggingface,torchhub,tensorflowhub}.tsv`` (one instruction per
@@ -80,8 +81,8 @@ def eval_record(catalogue: str, instruction: str, api: dict) -> dict:
     return {"code": code, "api_call": api["api_call"], "provider": provider, "api_data": api}
 
 
-def build(catalogue: str, dev_dir: Path, api_dir: Path) -> list[dict]:
-    path = dev_dir / f"apibench_{catalogue}.tsv"
+def build(catalogue: str, dev_dir: Path, api_dir: Path, suffix: str = "") -> list[dict]:
+    path = dev_dir / f"apibench_{catalogue}{suffix}.tsv"
     apis = ApiIndex.from_file(api_dir / f"{catalogue}_api.jsonl", catalogue)
     return [eval_record(catalogue, text, resolve(apis, identity, f"{path}:{n}"))
             for n, identity, text in read_tsv(path)]
@@ -93,14 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-dir", type=Path, default=API_DIR, help="the *_api.jsonl files")
     ap.add_argument("--out-dir", type=Path, default=Path("outputs/apibench_testdev"))
     ap.add_argument("--catalogues", nargs="+", choices=CATALOGUES, default=list(CATALOGUES))
+    ap.add_argument("--suffix", default="", help="another set: reads apibench_<catalogue><suffix>"
+                    ".tsv, writes <catalogue><suffix>.json (e.g. --suffix _b --catalogues "
+                    "huggingface for the second HuggingFace set)")
     args = ap.parse_args(argv)
     try:
-        built = {c: build(c, args.dev_dir, args.api_dir) for c in args.catalogues}
+        built = {c: build(c, args.dev_dir, args.api_dir, args.suffix) for c in args.catalogues}
     except (ValueError, OSError) as e:
         ap.error(str(e))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for catalogue, records in built.items():
-        out = args.out_dir / f"{catalogue}.json"
+        out = args.out_dir / f"{catalogue}{args.suffix}.json"
         with open(out, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         domains = Counter(r["api_data"]["domain"] for r in records)

@@ -58,3 +58,16 @@ def test_bad_lines_stop_the_script_naming_file_and_line(tmp_path):
         run = _run(tmp_path, "--dev-dir", str(dev), "--catalogues", "torchhub")
         assert run.returncode == 2 and message in run.stderr, run.stderr
         assert not (tmp_path / "out" / "torchhub.json").exists()  # nothing half-written
+
+
+def test_second_huggingface_set_loads_with_its_gold(tmp_path):
+    """Set B (`--suffix _b`): its own file, no API of set A, every line resolved."""
+    run = _run(tmp_path, "--suffix", "_b", "--catalogues", "huggingface")
+    assert run.returncode == 0, run.stderr
+    source = _tsv(REPO / "data" / "dev" / "apibench_huggingface_b.tsv")
+    examples, skipped = load_benchmark("apibench-huggingface", tmp_path / "out" / "huggingface_b.json")
+    assert not skipped and len(examples) == len(source) >= 60
+    assert [ex.question for ex in examples] == [text for _, text in source]
+    set_a = {identity for identity, _ in _tsv(REPO / "data" / "dev" / "apibench_huggingface.tsv")}
+    assert not set_a & {identity for identity, _ in source}
+    assert len({ex.gold["domain"] for ex in examples}) >= 30

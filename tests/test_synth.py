@@ -278,3 +278,78 @@ TOOLS = [percent, same]
     assert synth._in_demo_order([9, 3], ["30", "12"]) == [9, 3]
     assert synth._in_demo_order([3, 9], ["30", "12"]) == [9, 3]
     assert synth._in_demo_order(["x", 3], ['"a"', "12"]) == ["x", 3]
+
+
+def _api_tool(name, domain, description, dataset="N/A"):
+    return Tool(name=name, description=description,
+                meta={"api_call": f"load('{name}')",
+                      "record": {"domain": domain, "functionality": "Image Classification",
+                                 "api_name": name, "description": description,
+                                 "performance": {"dataset": dataset, "accuracy": "N/A"}}})
+
+
+def test_needs_write_domain_requests_with_the_api_own_words(tmp_path):
+    """A catalogue API of a listed domain gets about half its requests from the domain's needs,
+    each with a sentence of its own description or its dataset; an API of another domain gets
+    exactly the records it gets without needs."""
+    path = tmp_path / "needs.yaml"
+    path.write_text("Computer Vision Image Classification:\n  - sort pictures into categories\n"
+                    "  - tell what is shown in a photo.\n")
+    needs = synth.load_needs(path)
+    assert needs == {"computer vision image classification":
+                     ("sort pictures into categories", "tell what is shown in a photo")}
+    listed = [_api_tool(f"cls{i}", "Computer Vision Image Classification",
+                        f"A vision transformer fine-tuned on birds number {i}. It labels photos.",
+                        dataset=f"birds-{i}") for i in range(3)]
+    other = _api_tool("seg", "Computer Vision Image Segmentation",
+                      "A segmentation model for street scenes. It outlines cars.")
+    # the other domain's API first: tools fill in order, and a later tool's texts are checked
+    # against the earlier ones' (so the listed tools' new texts cannot change its records)
+    with_needs, _ = synthesize([other] + listed, per_tool=8, seed=0,
+                               settings=synth.SynthSettings(needs=needs))
+    without, _ = synthesize([other] + listed, per_tool=8, seed=0)
+    ctx = lambda rs, name: [synth.context(r) for r in rs if r.calls[0].tool == name]  # noqa: E731
+    assert ctx(with_needs, "seg") == ctx(without, "seg")
+    n_need = 0
+    for i in range(3):
+        texts = ctx(with_needs, f"cls{i}")
+        assert len(texts) == 8
+        need_texts = [t for t in texts if "sort pictures into categories" in t
+                      or "tell what is shown in a photo" in t]
+        assert len(need_texts) >= 2, texts
+        n_need += len(need_texts)
+        for t in need_texts:  # the need never stands alone: the API's own words come with it
+            assert f"birds number {i}" in t or "It labels photos" in t or f"birds-{i}" in t, t
+        assert not any(t in ctx(without, f"cls{i}") for t in need_texts)
+    assert n_need < 24  # the other templates still write some (more once the needs' are taken)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("- a\n- b\n", "expected a mapping"),
+    ("Image classification: []\n", "'Image classification': expected a non-empty list"),
+    ("Image classification:\n  - ok\n  - ''\n", "need 2: '' is not a non-empty string"),
+    ("Image classification: [a]\nimage Classification: [b]\n", "listed twice"),
+    ("Image classification: [a\n", "cannot read"),
+])
+def test_needs_file_errors_name_the_file_and_entry(tmp_path, text, where):
+    path = tmp_path / "needs.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(where)) as e:
+        synth.load_needs(path)
+    assert str(path) in str(e.value)
+
+
+def test_cli_synth_needs(tmp_path, capsys):
+    pack = tmp_path / "api_pack.py"
+    pack.write_text(
+        "from toolken.tools import Tool\n"
+        "TOOLS = [Tool(name='cls', description='Labels photos of birds.', meta={'api_call': "
+        "\"load('cls')\", 'record': {'domain': 'Image classification', 'functionality': "
+        "'Classify', 'api_name': 'cls', 'description': 'Labels photos of birds. Fast on CPU.'}})]\n")
+    needs = tmp_path / "needs.yaml"
+    needs.write_text("image classification: [sort pictures into categories]\n")
+    out = tmp_path / "s.jsonl"
+    assert main(["synth", "--tools", str(pack), "--per-tool", "6", "--needs", str(needs),
+                 "--out", str(out)]) == 0
+    texts = [synth.context(r) for r in load_jsonl(out)]
+    assert any("sort pictures into categories" in t for t in texts)

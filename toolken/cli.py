@@ -136,7 +136,7 @@ def _synth(args) -> int:
     import fnmatch
 
     from .core.data import load_jsonl, save_jsonl
-    from .tools.synth import SynthSettings, synthesize
+    from .tools.synth import SynthSettings, load_needs, synthesize
     from .tools.registry import load_pack
 
     pack = load_pack(args.tools, **C.parse_overrides(args.tool_option or []))
@@ -154,7 +154,8 @@ def _synth(args) -> int:
         base = load_base(args.base_model, dtype=args.dtype, device=args.device)
     avoid = [r for path in args.avoid or [] for r in load_jsonl(path)]
     records, report = synthesize(tools, args.per_tool, method=args.method, base=base,
-                                 seed=args.seed, avoid=avoid, settings=SynthSettings(lead=args.lead))
+                                 seed=args.seed, avoid=avoid, settings=SynthSettings(
+                                     lead=args.lead, needs=load_needs(args.needs) if args.needs else {}))
     print(report.summary(), file=sys.stderr)
     if not records:
         raise ValueError(f"no record was kept for any of the {len(tools)} tools; nothing written")
@@ -311,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lead", help="every answer's lead-in, the end of the prompt the tools will "
                    "be used under (e.g. 'The answer is'); default: the demos' own or varied ones")
     s.add_argument("--only", help="comma-separated tool names or patterns, e.g. 'hf.*,tfhub.*'")
+    s.add_argument("--needs", metavar="YAML", help="user needs by API domain ('domain: [need, "
+                   "...]', e.g. data/apibench_needs.yaml): about half of each catalogue API's "
+                   "template requests say a need of its domain with its own description")
     s.add_argument("--avoid", action="append", help="existing canonical JSONL whose texts new "
                    "records must not duplicate (repeatable)")
     s.add_argument("--tool-option", action="append", metavar="KEY=VALUE",

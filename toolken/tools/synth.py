@@ -46,7 +46,8 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..core.data import DataError, Record, result_join
 from ..core.prompts import api_prompt
@@ -56,6 +57,7 @@ from .tool import Tool, ToolArgumentError, format_number, parse_call_args
 METHODS = ("template", "model", "both")
 MAX_RESULT_CHARS = 200
 JACCARD = 0.9
+NEED_SHARE = 0.5  # share of an API tool's template requests written from a domain need
 QUESTIONS = ("What is {call}?", "Compute {call}.", "Given {named}, what is {desc}?",
              "What is {desc} for {args}?", "Use {name} on {args}. What do you get?",
              "I need {desc}: {named}.", "Please work out {call}.", "Find {desc}, with {named}.",
@@ -68,6 +70,12 @@ API_QUESTIONS = ("I need an API that can do {func}.", "Recommend an API for {fun
                  "Find an API for {domain} that does {func}.", "Is there a pretrained model for "
                  "{func}? {sentence}", "Help me load {api_name} for {func}.",
                  "Load a model trained on {dataset} for {func}.")
+NEED_STARTS = ("I need to", "We want to", "Our team has to", "Help me", "I'd like to",
+               "Our app should", "Can you help me", "My project needs to", "We are trying to")
+NEED_QUESTIONS = ("{start} {need}. {sentence}", "{sentence} {start} {need}.",
+                  "{start} {need}, with a model trained on {dataset}.",
+                  "{start} {need}. Which API should I use? {sentence}",
+                  "{start} {need}: {func}. {sentence}")
 API_PROMPT = ("API: {name}\nDescription: {desc}\n\nWrite one request, in one or two sentences, "
               "from a user who needs this API for a task. Do not name the API or the model. "
               "Reply with the request only.")
@@ -322,12 +330,14 @@ def _in_demo_order(args: list, written: list[str]) -> list:
     return out
 
 
-def _template_candidate(tool: Tool, rng: random.Random, lead: str | None = None
+def _template_candidate(tool: Tool, rng: random.Random, lead: str | None = None,
+                        needs: Mapping[str, Sequence[str]] | None = None
                         ) -> tuple[str, list | None, str]:
     """(text before the result, args or None, text after it) from a template; ``lead``: the
-    answer's lead-in for every text (else the demo's own, or one of LEADS)."""
+    answer's lead-in for every text (else the demo's own, or one of LEADS); ``needs``: user
+    needs by API domain (``SynthSettings.needs``)."""
     if tool.meta.get("api_call"):
-        return _api_prefix(_api_question(tool, rng)), None, ""
+        return _api_prefix(_api_question(tool, rng, needs)), None, ""
     demos = _demo_templates(tool)
     args = sample_args(tool, rng)
     if demos and rng.random() < 0.5:
@@ -354,12 +364,52 @@ def _api_fields(tool: Tool) -> dict:
             "dataset": dataset if isinstance(dataset, str) and dataset.strip() else None}
 
 
-def _api_question(tool: Tool, rng: random.Random) -> str:
+def _api_question(tool: Tool, rng: random.Random,
+                  needs: Mapping[str, Sequence[str]] | None = None) -> str:
     f = _api_fields(tool)
+    phrases = (needs or {}).get(f["domain"])
+    if phrases and rng.random() < NEED_SHARE:  # a user's need for the domain + what sets the API apart
+        forms = [t for t in NEED_QUESTIONS if ("{dataset}" not in t or f["dataset"]) and
+                 ("{sentence}" not in t or f["sentences"])]
+        if forms:
+            q = rng.choice(forms).format(start=rng.choice(NEED_STARTS), need=rng.choice(phrases),
+                                         sentence=rng.choice(f["sentences"] or [""]), **{
+                                             k: v for k, v in f.items() if k != "sentences"})
+            return q[0].upper() + q[1:]
     usable = [t for t in API_QUESTIONS if all(f.get(k) for k in re.findall(r"\{(\w+)\}", t)
                                               if k != "sentence") and
               ("{sentence}" not in t or f["sentences"])]
     return rng.choice(usable).format(**f, sentence=rng.choice(f["sentences"] or [""]))
+
+
+def load_needs(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """User needs by API domain from a YAML (or JSON) mapping ``domain: [phrase, ...]``
+    (``data/apibench_needs.yaml``); keys are matched to a record's ``domain`` in lower case.
+    A clear error names the file and the key or entry that is not a non-empty string."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read the needs file: {e}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{path}: expected a mapping 'domain: [need, ...]', got {type(raw).__name__}")
+    out: dict[str, tuple[str, ...]] = {}
+    for key, phrases in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{path}: domain {key!r} is not a non-empty string")
+        if not isinstance(phrases, list) or not phrases:
+            raise ValueError(f"{path}: domain {key!r}: expected a non-empty list of needs")
+        for i, p in enumerate(phrases):
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"{path}: domain {key!r}, need {i + 1}: {p!r} is not a "
+                                 f"non-empty string")
+        k = key.strip().lower()
+        if k in out:
+            raise ValueError(f"{path}: domain {key!r} is listed twice (case does not matter)")
+        out[k] = tuple(" ".join(p.split()).rstrip(".") for p in phrases)
+    return out
 
 
 def _api_prefix(question: str) -> str:
@@ -500,6 +550,9 @@ class SynthSettings:
     temperature: float = 0.8
     lead: str | None = None  # every answer's lead-in (the end of the prompt the tools will be
     # used under, e.g. "The answer is"); None: the demos' own or varied ones (LEADS)
+    needs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # user needs by API
+    # domain (lower case; ``load_needs``): an API tool of a listed domain gets about half its
+    # template requests as "<start> <need>. <its description sentence / dataset>"
 
 
 @dataclass
@@ -561,7 +614,8 @@ def synthesize(tools: Iterable[Tool], per_tool: int, *, method: str = "template"
         if n_model:
             _fill_from_model(tool, rep, n_model, base, seed * 100_003 + k, rng, run)
         if method != "model":
-            _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(tool, rng, run.settings.lead),
+            _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(
+            tool, rng, run.settings.lead, run.settings.needs),
                   "template", run, budget=10 * per_tool)
     return run.out, SynthReport(reports, time.perf_counter() - t0)
 
