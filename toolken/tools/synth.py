@@ -330,14 +330,13 @@ def _in_demo_order(args: list, written: list[str]) -> list:
     return out
 
 
-def _template_candidate(tool: Tool, rng: random.Random, lead: str | None = None,
-                        needs: Mapping[str, Sequence[str]] | None = None
+def _template_candidate(tool: Tool, rng: random.Random, settings: "SynthSettings"
                         ) -> tuple[str, list | None, str]:
-    """(text before the result, args or None, text after it) from a template; ``lead``: the
-    answer's lead-in for every text (else the demo's own, or one of LEADS); ``needs``: user
-    needs by API domain (``SynthSettings.needs``)."""
+    """(text before the result, args or None, text after it) from a template, written as
+    ``settings`` say (its ``lead`` and, for a catalogue API, its ``needs``)."""
+    lead = settings.lead
     if tool.meta.get("api_call"):
-        return _api_prefix(_api_question(tool, rng, needs)), None, ""
+        return _api_prefix(_api_question(tool, rng, settings.needs)), None, ""
     demos = _demo_templates(tool)
     args = sample_args(tool, rng)
     if demos and rng.random() < 0.5:
@@ -614,8 +613,7 @@ def synthesize(tools: Iterable[Tool], per_tool: int, *, method: str = "template"
         if n_model:
             _fill_from_model(tool, rep, n_model, base, seed * 100_003 + k, rng, run)
         if method != "model":
-            _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(
-            tool, rng, run.settings.lead, run.settings.needs),
+            _fill(tool, rep, per_tool - rep.kept, lambda i: _template_candidate(tool, rng, run.settings),
                   "template", run, budget=10 * per_tool)
     return run.out, SynthReport(reports, time.perf_counter() - t0)
 
