@@ -6,8 +6,8 @@
 Runs the README's three commands with the README's pack (``tools/register_example.py``, the
 same text as the README's ``my_pack.py``): ``toolken synth --lead "The answer is"`` (seeded),
 ``toolken train ... train_only=new`` (texts read as they are), then generation under the
-README's ``answer_is.txt`` template with the tools' own demos and quoted strings copied
-(``--arg-demos 0 --arg-strings context``), on the
+README's ``answer_is.txt`` template with the tools' own demos, quoted strings copied and
+arguments after their names (``--arg-demos 0 --arg-strings context --arg-names``), on the
 questions of ``data/dev/register_questions.jsonl`` (written by hand for this project, 20 per
 new tool, independently of the synth output). A question counts when its first tool call is
 the gold tool with the gold arguments (numbers equal, strings equal after trimming); it also
@@ -87,9 +87,9 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=["train_prompt=null", "train_prompt_demos=0"],
                    metavar="KEY=VALUE", help="training overrides (default: the README's: texts "
                    "read as they are, the layout generation uses with answer_is.txt)")
-    p.add_argument("--gen", nargs="*", default=["arg_demos=0", "arg_strings=context"], metavar="KEY=VALUE",
-                   help="generation overrides (GenerationConfig fields; default: the README's "
-                        "--arg-demos 0 --arg-strings context)")
+    p.add_argument("--gen", nargs="*", default=["arg_demos=0", "arg_strings=context", "arg_names=true"],
+                   metavar="KEY=VALUE", help="generation overrides (GenerationConfig fields; default: "
+                   "the README's --arg-demos 0 --arg-strings context --arg-names)")
     p.add_argument("--results", help="append the report to this file (RESULTS.md)")
     p.add_argument("--out", help="write every answer as JSON here")
     args = p.parse_args()

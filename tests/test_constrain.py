@@ -417,3 +417,74 @@ def test_context_strings(tiny):
     for bad in ((), ("",), ('a"b',), ("a\nb",)):
         with pytest.raises(ValueError, match="strings must be"):
             call_grammar(sch, strings=bad)
+
+
+# ---------------------------------------------------------------- arguments after their names
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-10**19, 10**19), decimals, printable, st.booleans(),
+       st.lists(st.integers(-999, 999) | decimals, max_size=3), st.integers(3, 5))
+def test_named_round_trip_and_grammar(tiny, n, x, s, f, more, arity):
+    """names=True: the formatter writes ``n=.., x=..``, the variadic's items bare; the parser
+    reads it back; the grammar accepts exactly that text and refuses the positional one."""
+    values = ([n, x, s, f] + more)[:arity]
+    text = format_arguments(values, ROUND_TRIP, names=True)
+    assert text.startswith(f"n={n}, x=") and parse_arguments(text, ROUND_TRIP) == values
+    assert "more=" not in text
+    c = make_constraint(ROUND_TRIP, tiny, vocab_size=len(tiny), names=True)
+    feed(c, tiny, text)
+    assert c.is_done(), text
+    c = make_constraint(ROUND_TRIP, tiny, vocab_size=len(tiny), names=True)
+    with pytest.raises(ValueError, match="not allowed"):
+        feed(c, tiny, format_arguments(values, ROUND_TRIP))
+
+
+def test_named_arguments_parse_and_refuse():
+    assert parse_arguments("a=3, b=4)", TWO_INTS) == [3, 4]
+    assert parse_arguments("a = 3,b=4", TWO_INTS) == [3, 4]
+    assert parse_arguments("3, b=4)", TWO_INTS) == [3, 4]  # a name is optional per argument
+    assert parse_arguments('s="x=y")', ONE_STRING) == ["x=y"]
+    assert parse_arguments("xs=1, 2, 3)", VARIADIC) == [1, 2, 3]
+    for text, match in [("b=3, a=4)", "named 'b'; its parameter is 'a'"),
+                        ("xs=1, xs=2)", "items after the first are not named"),
+                        ("a=3, c=4)", "named 'c'; its parameter is 'b'")]:
+        with pytest.raises(ValueError, match=match):
+            parse_arguments(text, VARIADIC if text.startswith("xs") else TWO_INTS)
+    sch = schema({"n": INT, "tags": {"type": "array", "items": STR}})
+    assert parse_arguments('n=1, tags=["a", "b"])', sch) == [1, ["a", "b"]]
+    with pytest.raises(ValueError, match="list item cannot be named"):
+        parse_arguments('1, [t="a"])', sch)
+
+
+def test_name_calls_rewrites_the_demos_calls():
+    pct = schema({"part": NUM, "whole": NUM})
+    demo = ("Q: 12 of 30 pupils?\nA: 12 of 30 is <percent>(12, 30)=40 percent.\n\n"
+            "Q: 6 of 80?\nA: <percent>(6, 80)=7.5. <add>(1, 2)=3 <percent>(oops)=?")
+    assert arguments.name_calls(demo, "percent", pct) == (
+        "Q: 12 of 30 pupils?\nA: 12 of 30 is <percent>(part=12, whole=30)=40 percent.\n\n"
+        "Q: 6 of 80?\nA: <percent>(part=6, whole=80)=7.5. <add>(1, 2)=3 <percent>(oops)=?")
+    two = schema({"a": STR, "b": STR})
+    text = 'x <sim>("A (b).", "c)")=0.5 <sim>("open'
+    assert arguments.name_calls(text, "sim", two) == 'x <sim>(a="A (b).", b="c)")=0.5 <sim>("open'
+
+
+def test_tool_call_text_reads_named_arguments():
+    """``Tool.call``'s parser reads what the grammar writes with names, and a bare string that
+    holds '=' stays a string."""
+    from toolken.tools import parse_call_args, tool
+
+    @tool
+    def pct(part: float, whole: float) -> float:
+        """The percentage that part is of whole."""
+        return 100 * part / whole
+
+    @tool
+    def echo(text: str) -> str:
+        """The text."""
+        return text
+
+    assert parse_call_args(format_arguments([12, 30], pct.parameters, names=True)[:-1], pct) \
+        == {"part": 12, "whole": 30}
+    assert parse_call_args('text="a"', echo) == {"text": "a"}
+    assert parse_call_args("x = y", echo) == {"text": "x = y"}

@@ -212,3 +212,14 @@ def test_smollm2_export_matches_reasoning_mode(smol_base, tmp_path):
     assert tok.decode(out[:-1], skip_special_tokens=True) == text
     before = m.generate(prompt, max_new_tokens=len(out) - 1)
     assert before.token_ids[x["input_ids"].shape[1]:] == out[:-1]
+
+
+def test_export_writes_named_arguments_when_the_checkpoint_does(tiny_base, tmp_path):
+    """A checkpoint whose generation config has arg_names exports grammars and tool prompts
+    that write ``a=7, b=35)``, as its own tool mode does."""
+    m = toolken_model(tiny_base, bias=False, toolken_bias=0.0, seed=0)
+    m.generation_config = m.generation_config.replace(arg_names=True)
+    export(m, tmp_path / "x")
+    cfg = json.loads((tmp_path / "x" / "toolken_tools.json").read_text())
+    grammar = next(e["grammar"] for e in cfg["tools"] if e["name"] == "add")
+    assert grammar.startswith('root ::= ("a=" integer) sep ("b=" integer)'), grammar

@@ -251,3 +251,27 @@ def test_arg_strings_context_copies_a_quoted_span(tiny_base):
     assert c.arguments[0] in ("hello there", "bye") and c.result == c.arguments[0].upper()
     g = generate(m, prompt, toolken_bias=1e4, max_tool_calls=1, max_new_tokens=3, max_arg_tokens=24)
     assert g.calls and g.calls[0].tool == "shout"
+
+
+@tool(demos=["Q: 2 and 3?\nA: <add_demo>(2, 3)=5"])
+def add_demo(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_arg_names_writes_each_argument_after_its_name(tiny_base):
+    """arg_names: tool mode writes ``a=.., b=..`` (the grammar forces the names), shows its
+    demos the same way, and runs the tool on the values; a model keeps one tool mode per set
+    of tool-mode options (arg_strings and arg_names included)."""
+    m = model_with(tiny_base, add_demo)
+    kw = dict(max_new_tokens=3, toolken_bias=1e4, max_tool_calls=1)
+    g = m.generate("Q: 7 plus 8? A:", arg_names=True, **kw)
+    c = g.calls[0]
+    assert c.argument_text.startswith("a=") and ", b=" in c.argument_text, c.argument_text
+    assert c.result == str(sum(c.arguments))
+    cfg = m.generation_config.replace(arg_names=True)
+    head, _ = m.tool_mode(m.registry, cfg).split_prompt(m.registry["add_demo"], "7 plus 8?")
+    assert head.endswith("A: <add_demo>(a=2, b=3)=5\n\nQ: ")
+    plain = m.generate("Q: 7 plus 8? A:", **kw).calls[0]
+    assert "=" not in plain.argument_text
+    assert m.tool_mode(m.registry, cfg) is not m.tool_mode(m.registry, cfg.replace(arg_strings="context"))

@@ -140,7 +140,8 @@ def tools_file(model, registry: ToolRegistry, ids: list[int], bias: list[float],
                       "schema": tool.to_openai(),
                       "tool_prompt": {"prefix": prefix, "suffix": suffix,
                                       "call": f"<{tool.name}>("},
-                      "grammar": call_grammar(tool.parameters)})
+                      "grammar": call_grammar(tool.parameters,
+                                              names=model.generation_config.arg_names)})
     return {"format_version": FORMAT_VERSION, "toolken_version": library_version(),
             "base_model": model.base.name, "base_fingerprint": model.base.fingerprint,
             "base_vocab_size": model.vocab_size, "eos_token_ids": eos,

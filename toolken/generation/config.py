@@ -65,6 +65,8 @@ class GenerationConfig:
                                  "answer (copied or derived)", ("any", "context"))
     arg_strings: str = _f("any", "context: a string argument is one of the double-quoted spans "
                                  "of the question and answer, where they have any", ("any", "context"))
+    arg_names: bool = _f(False, "write each argument after its parameter's name "
+                                "(percent(part=12, whole=30)); the tools' demos are shown so")
     # ---- Toolken+ rerank with a reject option
     rerank_top_k: int = _f(0, "when a toolken wins, the base model rescores the top k tools' "
                               "descriptions and 'none' (0: off)", minimum=0)
@@ -139,7 +141,8 @@ class GenerationConfig:
     def tool_mode_key(self) -> tuple:
         """The fields that shape tool mode's prompts and argument decoding."""
         return (self.backend, self.max_arg_tokens, self.arg_demos, self.arg_retriever,
-                self.arg_candidates, self.arg_temperature, self.arg_numbers)
+                self.arg_candidates, self.arg_temperature, self.arg_numbers, self.arg_strings,
+                self.arg_names)
 
 
 def _check_keys(values: dict, where: str) -> None:

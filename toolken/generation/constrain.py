@@ -181,13 +181,13 @@ class ArgumentConstraint:
 
 def make_constraint(schema: dict, tokenizer, *, vocab_size: int, backend: str = "xgrammar",
                     max_string: int = 200, numbers: tuple[str, ...] | None = None,
-                    strings: tuple[str, ...] | None = None) -> ArgumentConstraint:
+                    strings: tuple[str, ...] | None = None, names: bool = False) -> ArgumentConstraint:
     """A fresh constraint for one call; grammars compile once per (tokenizer, backend);
-    ``numbers`` / ``strings``: the literals numeric / string arguments may take (see
-    ``call_grammar``)."""
+    ``numbers`` / ``strings``: the literals numeric / string arguments may take; ``names``:
+    each argument after its parameter's name (see ``call_grammar``)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown constraint backend {backend!r}; valid: {list(BACKENDS)}")
-    grammar = call_grammar(schema, max_string, numbers, strings)
+    grammar = call_grammar(schema, max_string, numbers, strings, names)
     vocab = _vocab_for(tokenizer, vocab_size)
     compiled = _compile(vocab, tokenizer, backend, grammar)
     if backend == "xgrammar":

@@ -2,7 +2,8 @@
 arguments. The tool's own prompt (its description and demos, or the k training examples of the
 tool most similar to the question, then the question, the answer so far and ``<name>(``) is
 prefilled on a per-tool cache that keeps the tool's fixed prefix; decoding is constrained to the
-argument schema (``constrain``); the per-tool cache is rolled back to its prefix afterwards.
+argument schema (``constrain``; with ``arg_names`` each argument follows its parameter's name,
+in the demos too); the per-tool cache is rolled back to its prefix afterwards.
 With ``arg_candidates`` > 1 several argument sets are written and the result most of them give
 wins. The tool then runs (``Tool.call``: timeout, size limit, errors as results).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
-from ..tools.arguments import context_numbers, context_strings, parse_arguments
+from ..tools.arguments import context_numbers, context_strings, name_calls, parse_arguments
 from .constrain import make_constraint
 from .steps import GenerationError, new_cache, pick, step
 
@@ -40,9 +41,12 @@ class ToolMode:
                 first = head.split("\n\n", 1)[0]
                 header = "" if first.lstrip().startswith("Q:") else first + "\n\n"
                 head = header + "\n\n".join(demos) + "\n\nQ: "
-            return head, tail
-        shown = "\n\n".join(demos or tool.demos)
-        return f"{tool.description}\n\n{shown}\n\nQ: ".lstrip(), "\nA:"
+        else:
+            shown = "\n\n".join(demos or tool.demos)
+            head, tail = f"{tool.description}\n\n{shown}\n\nQ: ".lstrip(), "\nA:"
+        if self.options.arg_names:  # the demos' calls written as the grammar will write them
+            head = name_calls(head, tool.name, tool.parameters)
+        return head, tail
 
     def _prefix_cache(self, tool, question: str | None = None):
         head, _ = self.split_prompt(tool, question)
@@ -79,7 +83,8 @@ class ToolMode:
                 gen = torch.Generator().manual_seed(i)
                 choose = sample if i == 0 else (lambda z: pick(z, True, self.options.arg_temperature, 1.0, gen))
                 constraint = make_constraint(tool.parameters, self.model.tokenizer, vocab_size=V,
-                                             backend=self.backend, numbers=numbers, strings=strings)
+                                             backend=self.backend, numbers=numbers, strings=strings,
+                                             names=self.options.arg_names)
                 cache.crop(n_context - cache.get_seq_length())  # back to the question
                 out.append(self._decode(constraint, z0, cache, choose, stats))
         finally:

@@ -11,7 +11,9 @@ the same there), retrieved demos and synth (``format_arguments``, the inverse of
 * ``format_arguments``: values as the grammar writes them;
 * ``context_numbers``: the numbers of a text, for a grammar that may only copy them.
 
-Argument syntax: arguments separated by ``,`` plus an optional single space, then ``)``.
+Argument syntax: arguments separated by ``,`` plus an optional single space, then ``)``;
+with ``names`` (``GenerationConfig.arg_names``) each argument but a variadic's items follows its
+parameter's name and ``=`` (``part=12, whole=30)``), which the parser accepts with or without.
 integer ``-?[0-9]{1,20}``; number ``-?[0-9]{1,15}(\\.[0-9]{1,8})?%?`` (``4%`` means 0.04);
 string: double-quoted, no raw newline, escapes ``\\"`` and ``\\\\``, at most ``max_string``
 characters; boolean ``true|false``; a variadic array (``"x-variadic": true``, like ``*args``)
@@ -43,7 +45,7 @@ _INT_RE = re.compile(r"-?[0-9]+")
 _NUM_RE = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?)(%?)")
 # one value, then ',' or the end: "string" (escapes \" \\, no raw newline), [list], bare word
 _STR = r'"(?:[^"\\\n]|\\["\\])*"'
-_VALUE_RE = re.compile(rf' *(?:({_STR})|\[((?:{_STR}|[^\]"])*)\]|([^,\s"\[\]]+)) *(,|\Z)')
+_VALUE_RE = re.compile(rf' *(?:([A-Za-z_]\w*) ?= ?)?(?:({_STR})|\[((?:{_STR}|[^\]"])*)\]|([^,\s"\[\]=]+)) *(,|\Z)')
 _UNESCAPE_RE = re.compile(r'\\(["\\])')
 
 
@@ -110,9 +112,11 @@ def _param(name: str, spec: dict) -> Param:
 
 
 def call_grammar(schema: dict, max_string: int = 200, numbers: tuple[str, ...] | None = None,
-                 strings: tuple[str, ...] | None = None) -> str:
+                 strings: tuple[str, ...] | None = None, names: bool = False) -> str:
     """EBNF grammar (xgrammar dialect, ``root ::= ...``) for ``arg, arg, ...)``.
 
+    ``names``: each argument is written after its parameter's name, ``name=value`` (a
+    variadic parameter's items bare, as Python passes ``*args``).
     ``numbers`` (from ``context_numbers``): integer and number arguments may only be one of
     these literals (the integer ones for integers), with an optional ``-``; None = any number.
     ``strings`` (from ``context_strings``): string arguments (but enums) may only be one of
@@ -132,12 +136,12 @@ def call_grammar(schema: dict, max_string: int = 200, numbers: tuple[str, ...] |
             raise ValueError(f"strings must be a non-empty tuple of non-empty texts without '\"' "
                              f"or a newline, got {bad or strings!r}")
         strings = tuple(strings)
-    return _grammar(json.dumps(schema), max_string, numbers, strings)  # key order: properties order matters
+    return _grammar(json.dumps(schema), max_string, numbers, strings, bool(names))  # key order: properties order matters
 
 
 @lru_cache(maxsize=1024)
 def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None = None,
-             strings: tuple[str, ...] | None = None) -> str:
+             strings: tuple[str, ...] | None = None, names: bool = False) -> str:
     params, min_args = positional_params(json.loads(schema_json))
     rules: dict[str, str] = {}  # rule name -> body, for the types in use
     if numbers is not None:
@@ -147,6 +151,9 @@ def _grammar(schema_json: str, max_string: int, numbers: tuple[str, ...] | None 
             _ebnf_literal(x.replace("\\", "\\\\")) for x in sorted(set(strings))) + ') "\\""'
 
     items = [_item_expr(p, i, rules, max_string, strings is not None) for i, p in enumerate(params)]
+    if names:
+        items = [x if p.variadic else f"({_ebnf_literal(p.name + '=')} {x})"
+                 for p, x in zip(params, items)]
     body = " sep ".join(items[:min_args])
     tail = ""
     for k in range(len(items) - 1, min_args - 1, -1):  # optional ones nest from the end
@@ -283,7 +290,9 @@ def parse_arguments(text: str, schema: dict) -> list:
     """Typed positional values from the text written in tool mode (with or without the ``)``).
 
     A variadic parameter contributes its items in place, so ``fn(*values)`` calls a Python
-    function whose last parameter is ``*args``. Raises ValueError naming the text on failure.
+    function whose last parameter is ``*args``. An argument may follow its parameter's name
+    (``part=12, whole=30``, as ``call_grammar(names=True)`` writes): the name must be the one
+    of its position. Raises ValueError naming the text on failure.
     """
     params, min_args = positional_params(schema)
     try:
@@ -296,25 +305,38 @@ def parse_arguments(text: str, schema: dict) -> list:
                 raise ValueError(f"{last.name!r} takes {lo} to {hi or 'any'} items, got {k}")
         elif not min_args <= n <= len(params):
             raise ValueError(f"expected {min_args} to {len(params)} arguments, got {n}")
-        return [_typed(r, params[min(i, len(params) - 1)]) for i, r in enumerate(raw)]
+        out = []
+        for i, (kind, value, name) in enumerate(raw):
+            p = params[min(i, len(params) - 1)]
+            if name is not None and (name != p.name or (p.variadic and i >= len(params))):
+                raise ValueError(f"argument {i + 1} is named {name!r}; its parameter is {p.name!r}"
+                                 + (" (a variadic's items after the first are not named)"
+                                    if name == p.name else ""))
+            out.append(_typed((kind, value), p))
+        return out
     except ValueError as e:
         raise ValueError(f"cannot parse arguments {text!r}: {e}") from None
 
 
-def _split_arguments(s: str) -> list[tuple[str, Any]]:
-    """``'1, "a,b", [2]'`` -> [('bare', '1'), ('quoted', 'a,b'), ('list', [('bare', '2')])]."""
-    out: list[tuple[str, Any]] = []
+def _split_arguments(s: str, inner: bool = False) -> list[tuple[str, Any, str | None]]:
+    """``'1, "a,b", x=[2]'`` -> [('bare', '1', None), ('quoted', 'a,b', None),
+    ('list', [('bare', '2', None)], 'x')]: (kind, value, the name written before it)."""
+    out: list[tuple[str, Any, str | None]] = []
     i = 0
     while out or s.strip():  # an empty text is a call without arguments
         m = _VALUE_RE.match(s, i)
         if m is None:
             raise ValueError(f"no value (number, true/false, \"string\" or [list]) at "
                              f"{s[i:i + 20]!r}")
-        quoted, inner, bare, comma = m.groups()
+        name, quoted, items, bare, comma = m.groups()
+        if name is not None and inner:
+            raise ValueError(f"a list item cannot be named ({name!r}=)")
         if quoted is not None:
-            out.append(("quoted", _UNESCAPE_RE.sub(r"\1", quoted[1:-1])))
+            out.append(("quoted", _UNESCAPE_RE.sub(r"\1", quoted[1:-1]), name))
+        elif bare is None:
+            out.append(("list", _split_arguments(items, inner=True), name))
         else:
-            out.append(("list", _split_arguments(inner)) if bare is None else ("bare", bare))
+            out.append(("bare", bare, name))
         i = m.end()
         if not comma:
             break
@@ -329,7 +351,7 @@ def _typed(raw: tuple[str, Any], p: Param) -> Any:
         return _scalar(raw, p)
     if len(raw[1]) < p.min_items or (p.max_items is not None and len(raw[1]) > p.max_items):
         raise ValueError(f"{p.name!r} takes {p.min_items} to {p.max_items or 'any'} items")
-    return [_scalar(r, p) for r in raw[1]]
+    return [_scalar(r[:2], p) for r in raw[1]]
 
 
 def _scalar(raw: tuple[str, Any], p: Param) -> Any:
@@ -351,15 +373,61 @@ def _scalar(raw: tuple[str, Any], p: Param) -> Any:
     return value
 
 
-def format_arguments(values: list, schema: dict) -> str:
-    """Inverse of parse_arguments: ``[311, 112]`` -> ``'311, 112)'``."""
+def format_arguments(values: list, schema: dict, names: bool = False) -> str:
+    """Inverse of parse_arguments: ``[311, 112]`` -> ``'311, 112)'``; with ``names``, as
+    ``call_grammar(names=True)`` writes them: ``'a=311, b=112)'``."""
     params, _ = positional_params(schema)
     out = []
     for i, v in enumerate(values):
         p = params[min(i, len(params) - 1)]
-        out.append("[" + ", ".join(_format_scalar(x, p.type) for x in v) + "]"
-                   if p.shape == "list" else _format_scalar(v, p.type))
+        text = ("[" + ", ".join(_format_scalar(x, p.type) for x in v) + "]"
+                if p.shape == "list" else _format_scalar(v, p.type))
+        out.append(f"{p.name}={text}" if names and not p.variadic else text)
     return ", ".join(out) + ")"
+
+
+def name_calls(text: str, tool_name: str, schema: dict) -> str:
+    """``text`` with each call ``<tool_name>(args)`` whose arguments parse rewritten with the
+    parameters' names (``<percent>(12, 30)`` -> ``<percent>(part=12, whole=30)``), for demos
+    shown in tool mode under ``names``; calls that do not parse stay as they are."""
+    opener = f"<{tool_name}>("
+    out, i = [], 0
+    while (j := text.find(opener, i)) >= 0:
+        start = j + len(opener)
+        end = _call_end(text, start)
+        out.append(text[i:start])
+        i = start
+        if end is None:
+            continue
+        try:
+            values = parse_arguments(text[start:end], schema)
+        except ValueError:
+            continue
+        out.append(format_arguments(values, schema, names=True))
+        i = end + 1
+    return "".join(out) + text[i:]
+
+
+def _call_end(text: str, start: int) -> int | None:
+    """Index of the ``)`` closing the argument list that starts at ``start`` (outside quoted
+    strings and brackets), or None."""
+    quoted = escaped = False
+    depth = 0
+    for k in range(start, len(text)):
+        c = text[k]
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (c == "\\", c != '"')
+        elif c == '"':
+            quoted = True
+        elif c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+        elif c == ")" and depth == 0:
+            return k
+        elif c == "\n":
+            return None
+    return None
 
 
 def _format_scalar(v: Any, kind: str) -> str:

@@ -26,6 +26,7 @@ import dataclasses
 import inspect
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -402,8 +403,9 @@ def parse_call_args(text: str, tool: Tool) -> dict:
 
     Arguments are comma separated (``1,234`` is two numbers); strings are quoted (single or
     double, backslash escapes) or bare; a number may be a small arithmetic expression
-    (+ - * / ^ ** parentheses, postfix %). A tool whose only argument is a string takes the
-    whole text, quoted or not.
+    (+ - * / ^ ** parentheses, postfix %). An argument may follow its parameter's name
+    (``part=12, whole=30``). A tool whose only argument is a string takes the whole text,
+    quoted or not.
     """
     if not isinstance(text, str):
         raise ToolArgumentError(f"tool {tool.name!r}: argument text must be a str, got {text!r}")
@@ -411,9 +413,10 @@ def parse_call_args(text: str, tool: Tool) -> dict:
         inner = syntax.strip_parens(text.strip())
         if tool.param_names and len(tool.param_names) == 1 and tool._type_at(0) == "string" \
                 and not tool._variadic():
+            inner = _unnamed(inner, 0, tool)
             values = [syntax.unquote(inner) if syntax.is_quoted(inner) else inner]
         else:
-            values = [syntax.read_value(item, tool._type_at(i))
+            values = [syntax.read_value(_unnamed(item, i, tool), tool._type_at(i))
                       for i, item in enumerate(syntax.split_args(inner))]
         return tool.validate(values)
     except ToolArgumentError as e:
@@ -421,3 +424,16 @@ def parse_call_args(text: str, tool: Tool) -> dict:
     except ValueError as e:
         raise ToolArgumentError(f"tool {tool.name!r}: cannot parse arguments {text!r}: {e}") \
             from None
+
+
+_NAMED = re.compile(r"([A-Za-z_]\w*) ?= ?(?!=)")
+
+
+def _unnamed(item: str, i: int, tool: Tool) -> str:
+    """``item`` without a leading ``name=`` when the name is parameter i's (anything else stays:
+    a bare string may hold ``=``)."""
+    m = _NAMED.match(item)
+    names = tool.param_names
+    if m is None or not names or m.group(1) != names[min(i, len(names) - 1)]:
+        return item
+    return item[m.end():]
