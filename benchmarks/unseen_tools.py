@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from toolken.core.head import ToolkenHead, init_from_embeddings  # noqa: E402
-from toolken.core.predictor import FEATURES, describe, reading_text, tool_text  # noqa: E402
+from toolken.core.predictor import FEATURES, ToolkenPredictor, describe, guard_sample, reading_text, tool_text  # noqa: E402
 from toolken.model import ToolkenModel  # noqa: E402
 from toolken.training.loss import predict, toolken_loss  # noqa: E402
 from toolken.training.predict import LossFit, checkpoint_tools, fit_loss, fit_prototype, fit_ridge  # noqa: E402
@@ -215,6 +215,21 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
         b = torch.zeros(K)
         b[unseen] = -off
         out["rows"][f"{name}, offset -{off:g}"] = {k: accuracy(w, dv, p, bias=b) for k, p in pos.items()}
+    guard_bias = {}
+    if args.guard_shares:  # the library's guard: a bias per predicted row (toolken.core.predictor)
+        name = next(n for n in ("predicted (prototype + loss)", "predicted (prototype)") if n in starts)
+        guard = ToolkenPredictor(1, d)
+        guard.set_guard(*guard_sample(tr_seen.h, tr_seen.vmax, tr_seen.label, tr_seen.vocab_size, seed=args.seed))
+        head = ToolkenHead(len(seen), d)
+        head.weight.data = w_seen.clone()
+        for share in args.guard_shares:
+            w = torch.zeros(K, d)
+            w[seen], w[unseen] = w_seen, starts[name]
+            b = torch.zeros(K)
+            b[unseen] = guard.guard_offsets(starts[name], head, 0.0, share)
+            out["rows"][f"{name}, guard {share:g}"] = {k: accuracy(w, dv, p, bias=b) for k, p in pos.items()}
+            out.setdefault("mean_guard_bias", {})[f"{share:g}"] = float(b[unseen].mean())
+            guard_bias[share] = b
     for name, rows in extra.items():
         w = torch.zeros(K, d)
         w[seen], w[unseen] = w_seen, rows.detach()
@@ -222,24 +237,30 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
     if args.save_fold:  # a checkpoint to generate with: seen rows trained here, unseen predicted
         w = torch.zeros(K, d)
         w[seen], w[unseen] = w_seen, starts.get("predicted (prototype + loss)", starts["predicted (prototype)"])
-        save_fold(model, w, out["unseen_tools"], Path(args.save_fold))
+        bias = guard_bias[args.guard_shares[0]] if args.guard_shares else None
+        save_fold(model, w, out["unseen_tools"], Path(args.save_fold), bias)
         args.save_fold = None  # the first fold run only
     full = model.head.weight.detach().float()
     out["rows"]["trained on all data (upper bound)"] = {k: accuracy(full, dv, p) for k, p in pos.items()}
     return out
 
 
-def save_fold(model, w: torch.Tensor, unseen_tools: list[str], directory: Path) -> None:
-    """The checkpoint with rows ``w`` (the rest of it as it is), and the unseen relations'
-    names in ``unseen_tools.json`` beside it, to run ``toolken eval`` on those relations."""
-    trained = model.head.weight.detach().clone()
+def save_fold(model, w: torch.Tensor, unseen_tools: list[str], directory: Path,
+              bias: torch.Tensor | None = None) -> None:
+    """The checkpoint with rows ``w`` (and head bias ``bias``: the guard's; the rest of it as
+    it is), and the unseen relations' names in ``unseen_tools.json`` beside it, to run
+    ``toolken eval`` on those relations."""
+    trained, trained_bias = model.head.weight.detach().clone(), model.head.bias
     with torch.no_grad():
         model.head.weight.copy_(w.to(trained.dtype))
+        if bias is not None:
+            model.head.bias = torch.nn.Parameter(bias.to(trained.dtype))
     try:
         model.save_pretrained(directory)
     finally:
         with torch.no_grad():
             model.head.weight.copy_(trained)
+            model.head.bias = trained_bias
     (directory / "unseen_tools.json").write_text(json.dumps(unseen_tools))
     print(f"saved {directory}: seen rows trained on the other folds, {len(unseen_tools)} predicted")
 
@@ -303,10 +324,15 @@ def main() -> None:
                     help="start no new fold after this many minutes (a shared machine's lock)")
     ap.add_argument("--offsets", type=float, nargs="*", default=[],
                     help="also score the predicted rows with their logits lowered by each of these")
+    ap.add_argument("--guard-shares", type=float, nargs="*", default=[],
+                    help="also score the predicted rows with the guard's bias per row (the least "
+                         "that lets a row win on at most this share of the seen tools' training "
+                         "positions, 8,192 sampled; toolken fit-predictor --guard-share)")
     ap.add_argument("--out", default="outputs/unseen_kamel.json")
     ap.add_argument("--save-fold", metavar="DIR", help="save the first fold's checkpoint (seen rows "
                     "trained, unseen rows predicted by the prototype map, trained end to end "
-                    "with --loss-epochs) and its unseen relations")
+                    "with --loss-epochs; with --guard-shares, the first share's guard bias) and "
+                    "its unseen relations")
     args = ap.parse_args()
     if args.subsample:
         return subsample(*args.subsample, args.per_relation, args.mined, args.seed)

@@ -294,3 +294,82 @@ def test_cli_prototype_predictor_with_loss_then_add_tools(checkpoint, tiny_base)
                  ("last",))
     w = load_file(str(checkpoint / "proto_plus" / "toolken_model.safetensors"))["weight"]
     torch.testing.assert_close(w[3:], p(x), rtol=0, atol=1e-6)
+
+
+def test_guard_offsets_against_a_plain_count():
+    """Each new row's bias is the least (<= 0) after which it beats the vocabulary and every
+    trained row on at most ``share`` of the guard's positions: counted directly here."""
+    from toolken.core.head import ToolkenHead
+
+    g = torch.Generator().manual_seed(5)
+    N, d, K, n = 2000, 12, 7, 5
+    p = ToolkenPredictor(3, d)
+    h, vmax = torch.randn(N, d, generator=g), torch.randn(N, generator=g) + 2
+    p.set_guard(h, vmax, share=0.01)
+    head = ToolkenHead(K, d, bias=True)
+    head.weight.data = torch.randn(K, d, generator=g)
+    head.bias.data = torch.randn(K, generator=g)
+    rows = torch.randn(n, d, generator=g) * torch.tensor([0.01, 1, 2, 3, 4])[:, None]
+    b = p.guard_offsets(rows, head, toolken_bias=0.5)
+    hq = h.half().float()  # the guard keeps fp16 hidden states
+    top = torch.maximum(hq @ head.weight.T + head.bias + 0.5, vmax[:, None]).max(-1).values
+    z = hq @ rows.T + 0.5
+    for j in range(n):
+        wins_before = int((z[:, j] > top).sum())
+        wins_after = int((z[:, j] + b[j] > top).sum())
+        assert b[j] <= 0 and wins_after <= 0.01 * N + 1
+        if wins_before <= 0.01 * (N - 1):
+            assert b[j] == 0  # a row that rarely wins keeps its logits
+        else:  # the least bias: a little less lowering and it wins on more than the share
+            assert int((z[:, j] + 0.98 * b[j] > top).sum()) > 0.01 * N - 1
+    assert wins_before > 0.01 * N  # the last row did need lowering
+    with pytest.raises(PredictorError, match="share"):
+        p.set_guard(h, vmax, share=1.0)
+    with pytest.raises(PredictorError, match="no guard"):
+        ToolkenPredictor(3, d).guard_offsets(rows, head)
+
+
+def test_guarded_zero_shot_rows_get_a_bias_and_the_guard_round_trips(checkpoint, tiny_base):
+    out = checkpoint / "guarded"
+    ToolkenModel.from_pretrained(checkpoint / "out", base=tiny_base).save_pretrained(out)
+    assert main(["fit-predictor", "--toolkens", str(out), "--tools", str(checkpoint / "p.py"),
+                 "--method", "prototype", "--guard-share", "0.05"]) == 0
+    p = load_predictor(out, tiny_base)
+    assert p.has_guard and p.meta["guard_share"] == 0.05 and p.guard_h.dtype == torch.float16
+    cfg = json.loads((out / PREDICTOR_CONFIG).read_text())
+    assert cfg["guard_positions"] == len(p.guard_h) > 0
+    old = ToolkenModel.from_pretrained(out, base=tiny_base)
+    assert old.head.bias is None
+    assert main(["add-tools", "--toolkens", str(out), "--tools", str(checkpoint / "p.py"),
+                 "--zero-shot", "--out", str(checkpoint / "guarded_plus")]) == 0
+    plus = ToolkenModel.from_pretrained(checkpoint / "guarded_plus", base=tiny_base)
+    expected = p.guard_offsets(plus.head.weight[3:].detach(), old.head, old.toolken_bias)
+    assert plus.extra_config["added_tools"]["guard"] is True
+    assert bool((expected != 0).any()) == (plus.head.bias is not None)
+    # rows made to win everywhere: the guard lowers them, the old rows keep a zero bias, and
+    # the bias survives a save and a load
+    from toolken.tools import load_pack
+
+    loud = load_predictor(out, tiny_base)
+    loud.linear.bias.data = 50 * loud.guard_h.float().mean(0)
+    model = ToolkenModel.from_pretrained(out, base=tiny_base)
+    model.predictor = loud
+    pack = load_pack(checkpoint / "p.py")
+    model.add_tools([pack["divide"], pack["power"]], init="predicted")
+    expected = loud.guard_offsets(model.head.weight[3:].detach(), old.head, old.toolken_bias)
+    assert bool((expected < 0).all())
+    assert torch.equal(model.head.bias[:3].detach(), torch.zeros(3))
+    torch.testing.assert_close(model.head.bias[3:].detach(), expected, rtol=0, atol=1e-6)
+    model.save_pretrained(checkpoint / "loud")
+    again = ToolkenModel.from_pretrained(checkpoint / "loud", base=tiny_base)
+    assert torch.equal(again.head.bias, model.head.bias)
+    assert main(["add-tools", "--toolkens", str(out), "--tools", str(checkpoint / "p.py"),
+                 "--zero-shot", "--no-guard", "--out", str(checkpoint / "unguarded")]) == 0
+    bare = ToolkenModel.from_pretrained(checkpoint / "unguarded", base=tiny_base)
+    assert bare.head.bias is None and bare.extra_config["added_tools"]["guard"] is False
+    assert torch.equal(bare.head.weight, plus.head.weight)
+    # a weights file that does not match the config is refused, naming both files
+    cfg["guard_positions"] += 1
+    (out / PREDICTOR_CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(PredictorError, match="does not match"):
+        load_predictor(out, tiny_base)

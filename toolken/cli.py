@@ -169,7 +169,7 @@ def _fit_predictor(args) -> int:
 
     loss = LossFit(epochs=args.loss_epochs, lr=args.lr) if args.loss_epochs else None
     p = fit_checkpoint(args.toolkens, args.method, args.tools, args.layout, loss, dtype=args.dtype,
-                       device=args.device)
+                       device=args.device, guard_share=None if args.no_guard else args.guard_share)
     print(f"toolken: predictor fitted ({p.meta}) and saved in {args.toolkens}")
     return 0
 
@@ -179,7 +179,7 @@ def _add_tools(args) -> int:
 
     init = "predicted" if args.zero_shot else args.init
     model = add_tools_to_checkpoint(args.toolkens, args.tools, args.out, init, dtype=args.dtype,
-                                    device=args.device,
+                                    device=args.device, guard=not args.no_guard,
                                     tool_options=C.parse_overrides(args.tool_option or []))
     added = model.extra_config["added_tools"]["tools"]
     print(f"toolken: {len(added)} tools added ({init}): {', '.join(added)}; checkpoint in {args.out}")
@@ -402,6 +402,11 @@ def _predictor_commands(sub) -> None:
     f.add_argument("--loss-epochs", type=int, default=0,
                    help="then train the map end to end on the training features' exact loss")
     f.add_argument("--lr", type=float, default=1e-4, help="--loss-epochs: learning rate")
+    f.add_argument("--guard-share", type=float, default=0.0002,
+                   help="with the training features read (prototype, --loss-epochs): a predicted "
+                   "row gets a bias that lets it win on at most this share of the trained tools' "
+                   "training positions (8,192 kept in the predictor)")
+    f.add_argument("--no-guard", action="store_true", help="keep no guard: predicted rows get no bias")
     _placement_arguments(f)
     f.set_defaults(func=_fit_predictor)
 
@@ -414,6 +419,8 @@ def _predictor_commands(sub) -> None:
     a.add_argument("--zero-shot", action="store_true",
                    help="rows predicted from the tools' descriptions (= --init predicted)")
     a.add_argument("--init", choices=("predicted", "embedding", "random"), default="predicted")
+    a.add_argument("--no-guard", action="store_true", help="predicted rows without the guard's "
+                   "bias (see fit-predictor --guard-share)")
     a.add_argument("--tool-option", action="append", metavar="KEY=VALUE",
                    help="option for the pack's build() (repeatable), e.g. "
                    "catalogues=[torchhub,tensorflowhub,huggingface] for tools/apibench.py")

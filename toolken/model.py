@@ -102,12 +102,16 @@ class ToolkenModel(nn.Module):
               f"|| trainable%: {100 * trainable / total:.4f}")
 
     # ------------------------------------------------------------------ tools
-    def add_tools(self, tools: list, init: str = "random", texts: list[str] | None = None) -> range:
+    def add_tools(self, tools: list, init: str = "random", texts: list[str] | None = None,
+                  guard: bool = True) -> range:
         """Append rows for new tools (old rows untouched). Returns the new rows' indices.
 
         ``tools``: names, ``Tool`` objects or manifest dicts. ``init``: random | embedding (the
         mean input embedding of ``texts``, default ``name: description``) | predicted (the
-        checkpoint's description -> toolken map, ``self.predictor``, reads each tool's text)."""
+        checkpoint's description -> toolken map, ``self.predictor``, reads each tool's text;
+        with ``guard`` and a predictor that keeps one, each new row also gets a bias that keeps
+        it from winning the trained tools' questions: ``ToolkenPredictor.guard_offsets``; the
+        head gains a bias if it had none, zero for the old rows)."""
         names = [t if isinstance(t, str) else t["name"] if isinstance(t, dict) else t.name
                  for t in tools]
         if init not in INITS:
@@ -119,6 +123,11 @@ class ToolkenModel(nn.Module):
         if clash:
             raise ValueError(f"tools already in the checkpoint: {clash}")
         start = len(self.tools)
+        predicted = offsets = None
+        if init == "predicted" and names:
+            predicted = self.predictor.predict(self.base, tools)
+            if guard and self.predictor.has_guard:
+                offsets = self.predictor.guard_offsets(predicted, self.head, self.toolken_bias)
         self.head.append(len(names))
         self.tools += list(names)
         rows = range(start, len(self.tools))
@@ -126,9 +135,13 @@ class ToolkenModel(nn.Module):
             texts = texts or [t if isinstance(t, str) else f"{n}: {_description(t)}"
                               for n, t in zip(names, tools)]
             init_from_embeddings(self.head, self.base, texts, rows)
-        elif init == "predicted" and names:
+        elif predicted is not None:
             with torch.no_grad():
-                self.head.weight[start:] = self.predictor.predict(self.base, tools).to(self.head.weight)
+                self.head.weight[start:] = predicted.to(self.head.weight)
+                if offsets is not None and bool((offsets != 0).any()):
+                    if self.head.bias is None:
+                        self.head.bias = nn.Parameter(self.head.weight.new_zeros(len(self.tools)))
+                    self.head.bias[start:] = offsets.to(self.head.bias)
         return rows
 
     def attach_tools(self, pack, **options) -> "ToolkenModel":

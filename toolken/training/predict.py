@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.predictor import FEATURES, ToolkenPredictor, describe, reading_text
+from ..core.predictor import FEATURES, GUARD_SHARE, ToolkenPredictor, describe, guard_sample, reading_text
 from .loss import toolken_loss
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -164,13 +164,15 @@ def checkpoint_tools(model, pack: str | None = None) -> list:
 
 def fit_checkpoint(directory, method: str = "ridge", pack: str | None = None,
                    layout: str = "{text}", loss: LossFit | None = None, *, dtype=None,
-                   device=None) -> ToolkenPredictor:
+                   device=None, guard_share: float | None = GUARD_SHARE) -> ToolkenPredictor:
     """Fit the predictor on a checkpoint's trained rows and save it into the checkpoint.
 
     ``ridge``: onto the rows from the tool texts' features; ``prototype``: rows that point
     the way of the tool text read in ``layout``, scaled by the exact loss on the checkpoint's
     training features (the recipe stored in it; its feature cache is reused when present).
-    ``loss`` (a ``LossFit``): then train the map end to end on those features."""
+    ``loss`` (a ``LossFit``): then train the map end to end on those features. Where the
+    training features are read (prototype, loss), the predictor keeps a guard of them
+    (``ToolkenPredictor.set_guard``; ``guard_share`` None: none)."""
     from ..model import ToolkenModel
 
     if method not in ("ridge", "prototype"):
@@ -188,6 +190,8 @@ def fit_checkpoint(directory, method: str = "ridge", pack: str | None = None,
         p = fit_prototype(x, rows, feats, layout)
     if loss is not None:
         fit_loss(p, x, rows, feats, loss)
+    if feats is not None and guard_share is not None:
+        p.set_guard(*guard_sample(feats.h, feats.vmax, feats.label, feats.vocab_size), share=guard_share)
     model.predictor = p
     p.save(directory, model.base)
     return p
@@ -208,7 +212,7 @@ def _training_features(model, directory):
 
 
 def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted", *, dtype=None,
-                            device=None, tool_options: dict | None = None):
+                            device=None, tool_options: dict | None = None, guard: bool = True):
     """A new checkpoint in ``out``: the checkpoint's rows, then one row per tool ``pack`` adds
     (the pack lists the checkpoint's tools first, in order; ``tool_options`` go to its
     ``build()``), initialised by ``init``; the predictor and the tools' manifest come along.
@@ -226,7 +230,7 @@ def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted", 
     new = list(registry)[k:]
     if not new:
         raise ValueError(f"the pack {pack} adds no tool to the {k} of {directory}")
-    model.add_tools(new, init=init)
+    model.add_tools(new, init=init, guard=guard)
     model.manifest = registry.manifest()
     cfg = model.extra_config.setdefault("training", {}).setdefault("config", {})
     if isinstance(cfg.get("tools"), str):
@@ -234,6 +238,8 @@ def add_tools_to_checkpoint(directory, pack: str, out, init: str = "predicted", 
         if tool_options is not None:
             cfg["tool_options"] = dict(tool_options)
     model.extra_config["added_tools"] = {"from": str(directory), "init": init,
+                                         "guard": bool(guard and init == "predicted"
+                                                       and model.predictor.has_guard),
                                          "tools": [t.name for t in new]}
     model.save_pretrained(out)
     return model
