@@ -323,6 +323,13 @@ def test_guard_offsets_against_a_plain_count():
         else:  # the least bias: a little less lowering and it wins on more than the share
             assert int((z[:, j] + 0.98 * b[j] > top).sum()) > 0.01 * N - 1
     assert wins_before > 0.01 * N  # the last row did need lowering
+    head.softcap = 3.0  # a soft-capped head (Gemma-style): new rows are capped the same way
+    b = p.guard_offsets(rows, head)
+    cap = lambda t: 3.0 * torch.tanh(t / 3.0)  # noqa: E731
+    top = torch.maximum(cap(hq @ head.weight.T + head.bias), vmax[:, None]).max(-1).values
+    assert all(int((cap(hq @ rows[j]) + b[j] > top).sum()) <= 0.01 * N + 1 for j in range(n))
+    assert all(int((cap(hq @ rows[j]) + 0.98 * b[j] > top).sum()) > 0.01 * N - 1
+               for j in range(n) if b[j] < 0) and bool((b < 0).any())
     with pytest.raises(PredictorError, match="share"):
         p.set_guard(h, vmax, share=1.0)
     with pytest.raises(PredictorError, match="no guard"):

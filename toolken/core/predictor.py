@@ -143,7 +143,10 @@ class ToolkenPredictor(nn.Module):
         trained = head(h.to(head.weight.device)).cpu() + toolken_bias  # (N, K)
         top = torch.maximum(trained.max(-1).values if trained.shape[1] else self.guard_vmax,
                             self.guard_vmax)
-        margin = h @ rows.float().cpu().T + toolken_bias - top[:, None]  # (N, n): > 0 wins
+        z = h @ rows.float().cpu().T
+        if getattr(head, "softcap", None):  # the head's soft-capping applies to new rows too
+            z = head.softcap * torch.tanh(z / head.softcap)
+        margin = z + toolken_bias - top[:, None]  # (N, n): > 0 wins
         return guard_offsets(margin, share)
 
     @torch.no_grad()
