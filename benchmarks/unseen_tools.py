@@ -222,9 +222,9 @@ def run_fold(ctx, unseen: torch.Tensor, args) -> dict:
         guard.set_guard(*guard_sample(tr_seen.h, tr_seen.vmax, tr_seen.label, tr_seen.vocab_size, seed=args.seed))
         head = ToolkenHead(len(seen), d)
         head.weight.data = w_seen.clone()
+        w = torch.zeros(K, d)
+        w[seen], w[unseen] = w_seen, starts[name]
         for share in args.guard_shares:
-            w = torch.zeros(K, d)
-            w[seen], w[unseen] = w_seen, starts[name]
             b = torch.zeros(K)
             b[unseen] = guard.guard_offsets(starts[name], head, 0.0, share)
             out["rows"][f"{name}, guard {share:g}"] = {k: accuracy(w, dv, p, bias=b) for k, p in pos.items()}

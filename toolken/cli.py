@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .core.predictor import GUARD_POSITIONS, GUARD_SHARE
 from .generation import config as G
 from .training import config as C
 
@@ -402,10 +403,11 @@ def _predictor_commands(sub) -> None:
     f.add_argument("--loss-epochs", type=int, default=0,
                    help="then train the map end to end on the training features' exact loss")
     f.add_argument("--lr", type=float, default=1e-4, help="--loss-epochs: learning rate")
-    f.add_argument("--guard-share", type=float, default=0.0002,
+    f.add_argument("--guard-share", type=float, default=GUARD_SHARE,
                    help="with the training features read (prototype, --loss-epochs): a predicted "
                    "row gets a bias that lets it win on at most this share of the trained tools' "
-                   "training positions (8,192 kept in the predictor)")
+                   f"training positions ({GUARD_POSITIONS:,} kept in the predictor; default "
+                   f"{GUARD_SHARE:g})")
     f.add_argument("--no-guard", action="store_true", help="keep no guard: predicted rows get no bias")
     _placement_arguments(f)
     f.set_defaults(func=_fit_predictor)
