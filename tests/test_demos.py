@@ -8,7 +8,7 @@ from toolken.core.data import Record, ToolCall, save_jsonl
 from types import SimpleNamespace
 
 from toolken.generation.config import GenerationConfig
-from toolken.generation.demos import DemoPool, question_of, retrieved_template, template_stops, with_calls
+from toolken.generation.demos import DemoPool, has_demos, question_of, retrieved_template, template_stops, with_calls
 from toolken.training.pipeline import demo_records
 from toolken.model import ToolkenModel
 from toolken.tools.registry import ToolRegistry
@@ -81,8 +81,20 @@ def test_template_stops_end_where_the_templates_answers_end():
 def test_retrieved_template():
     t = "Header.\n\nQ: a\nA: b\n\nQ: c\nA: d\n\nQ: [QUESTION]\nA:"
     assert retrieved_template(t, ["Q: x\nA: y"]) == "Header.\n\nQ: x\nA: y\n\nQ: [QUESTION]\nA:"
-    with pytest.raises(ValueError, match="no 'Q: ...' demo block"):
+    with pytest.raises(ValueError, match="no 'Q: ...' or 'Question: ...' demo block"):
         retrieved_template("Q: [QUESTION]\nA:", ["Q: x\nA: y"])
+
+
+def test_retrieved_template_writes_the_templates_labels():
+    """The funcqa-mh / gsm8k-xl prompts' demos read "Question: ... / Answer: ...": the pool's
+    "Q: / A:" texts are written that way; the header and the question block stay."""
+    t = "Solve step by step:\n\nQuestion: a\nAnswer: b #### 1\n\nQuestion: [QUESTION]\nAnswer:"
+    assert has_demos(t) and not has_demos("Solve:\n\nQuestion: [QUESTION]\nAnswer:")
+    got = retrieved_template(t, ["Q: x?\nA: 1+2=3. So, the answer is 3.", "Q: y A: z?\nA: w"])
+    assert got == ("Solve step by step:\n\nQuestion: x?\nAnswer: 1+2=3. So, the answer is 3.\n\n"
+                   "Question: y A: z?\nAnswer: w\n\nQuestion: [QUESTION]\nAnswer:")
+    assert retrieved_template("Q: a\nA: b\n\nQ: [QUESTION]\nA:", ["Q: x\nA: y"]) == "Q: x\nA: y\n\nQ: [QUESTION]\nA:"
+    assert template_stops(t) == ["\n"]
 
 
 @pytest.fixture()
@@ -159,6 +171,24 @@ def test_template_prompt_demos_from_the_recipe(trained):
         trained.generate(template, **kw)
 
 
+@pytest.mark.parametrize("parts", [("toolkengpt", "funcqa", "template_mh", "llama_general.txt"),
+                                   ("toolkengpt", "gsm8k-xl", "template", "llama_general.txt")])
+def test_the_papers_step_by_step_prompts_show_the_pools_demos(trained, parts):
+    """funcqa-mh / gsm8k-xl: the paper's 4 "Question: / Answer:" demos give way to the pool's
+    most similar texts, written in those labels; the header and the question's block stay."""
+    from conftest import shared_path
+
+    template = shared_path(*parts).read_text()
+    q = "A zoo has 5 cows and 2 pigs. How many animals?"
+    shown = trained.demo_pool(trained.registry).prompt_demos(q, 1)[0]
+    g = trained.generate(template, question=q, max_new_tokens=1, toolken_bias=-1e4)
+    text = trained.tokenizer.decode(g.token_ids)
+    header = template.split("\n\n", 1)[0]
+    relabelled = shown.replace("Q: ", "Question: ", 1).replace("\nA: ", "\nAnswer: ", 1)
+    assert text.startswith(f"{header}\n\n{relabelled}\n\nQuestion: {q}\nAnswer:")
+    assert text.count("Question:") == 2
+
+
 def test_run_toolken_fills_the_template_per_question(trained):
     from toolken.evaluation import methods
     from toolken.evaluation.loaders import Example
@@ -212,6 +242,39 @@ def test_in_prompt_layout(tmp_path):
         in_prompt_layout(RECORDS, set(), path)
     with pytest.raises(ValueError, match="cannot read"):
         in_prompt_layout(RECORDS, set(), tmp_path / "missing.txt")
+
+
+def _two_step() -> Record:
+    text = "Q: A farm has 5 cows, 2 pigs and 3 more cows. How many animals?\nA: 5+2=7. 7+3=10. So, 10."
+    a, b = text.index("=7") + 1, text.index("=10") + 1
+    return Record(text, [ToolCall("add", a, a + 1, "7", [5, 2]), ToolCall("add", b, b + 2, "10", [7, 3])])
+
+
+def test_retrieved_demos_take_the_templates_shape(tmp_path):
+    """A template whose demos answer in several steps is shown multi-step texts first, a
+    one-step template one-step texts first (the most similar of that shape), in generation
+    and in the training layout; others fill in when too few have the shape."""
+    from toolken.generation.demos import in_prompt_layout, multi_step
+
+    one = "Q: a?\nA: 1+1=2.\n\nQ: [QUESTION]\nA:"
+    steps = "Solve:\n\nQuestion: a?\nAnswer: 1+1=2. 2*3=6. #### 6\n\nQuestion: [QUESTION]\nAnswer:"
+    assert not multi_step(one) and multi_step(steps) and not multi_step("Q: [QUESTION]\nA:")
+    two = _two_step()
+    assert two.text[two.calls[0].start:two.calls[0].end] == "7" and two.text[two.calls[1].start:two.calls[1].end] == "10"
+    pool = DemoPool(RECORDS + [two], REGISTRY)
+    q = "A farm has 9 cows and 1 pig. How many animals?"
+    assert pool.prompt_demos(q, 1) == [RECORDS[2].text]  # the nearest, any shape
+    assert pool.prompt_demos(q, 1, multi_step=True) == [two.text]
+    assert pool.prompt_demos(q, 2, multi_step=False) == [RECORDS[2].text, RECORDS[0].text]
+    assert pool.prompt_demos(q, 2, multi_step=True)[1] == RECORDS[2].text  # filled in
+    path = tmp_path / "t.txt"
+    path.write_text(one)
+    got = in_prompt_layout(RECORDS + [two], set(), path, k=1)
+    assert got[2].context == f"{RECORDS[0].text}\n\n"  # not the two-step text, though nearer
+    path.write_text(steps)
+    got = in_prompt_layout(RECORDS + [two], set(), path, k=1)
+    relabelled = two.text.replace("Q: ", "Question: ", 1).replace("\nA: ", "\nAnswer: ", 1)
+    assert got[2].context == f"Solve:\n\n{relabelled}\n\n"
 
 
 def test_minilm_pool_ranks_by_meaning():

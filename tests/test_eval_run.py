@@ -95,9 +95,11 @@ def test_stored_prompt_demos_that_do_not_fit_the_template_are_skipped(bench, tin
     m.add_tools(load_pack(pack).names)
     m.generation_config = GenerationConfig(prompt_demos=4)  # the recipe's stored default
     m.save_pretrained(tmp_path / "ckpt")
+    bare = tmp_path / "bare.txt"  # a template with no demo block (the papers' have 4 now read)
+    bare.write_text("Answer step by step.\n\nQuestion: [QUESTION]\nAnswer:")
     cfg = EvalConfig(bench=bench, data=str(shared_path(*DATA[bench])), limit=1, tools=pack,
                      generation={"max_new_tokens": 3}, base_model="tiny-random-llama",
-                     shared=str(SHARED), toolkens=str(tmp_path / "ckpt"))
+                     shared=str(SHARED), toolkens=str(tmp_path / "ckpt"), template=str(bare))
     with pytest.warns(UserWarning, match="prompt_demos=4 skipped"):
         report = evaluate(cfg)
     assert report["n"] == 1 and len(report["config"]["notes"]) == 1

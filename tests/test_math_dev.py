@@ -76,3 +76,33 @@ def test_the_recipes_question_file_is_what_the_script_writes(tmp_path):
     assert mod.spaced("It has 6*7=", __import__("random").Random(0)) in ("It has 6 * 7 =", "It has 6 x 7 =")
     assert mod.spaced("It is -14+9=", __import__("random").Random(0)) == "It is -14 + 9 ="
     assert mod.direct("The jar holds 6331+6910=") == "The jar holds" and mod.direct("x is 5=") is None
+
+
+def test_multi_step_records_chain_the_tools_results(tmp_path):
+    """Each step of data/make_funcqa_mh_questions.py is its tool's result on its arguments,
+    a later step reads an earlier result, and the answer is the last result."""
+    mod = _module(REPO / "data" / "make_funcqa_mh_questions.py", "make_funcqa_mh_questions")
+    tools = load_pack(REPO / "tools" / "funcqa.py")
+    out = tmp_path / "mh.jsonl"
+    mod.save_jsonl(mod.build(2, seed=1, spaced_fraction=0.5), out)
+    records = load_jsonl(out, tools=tools.names)  # validates spans against results
+    assert len(records) == 2 * len(mod.T) and {c.tool for r in records for c in r.calls} == set(tools.names)
+    for r in records:
+        assert 2 <= len(r.calls) <= 4 and r.text.startswith("Q: ") and "\n" in r.text
+        for i, c in enumerate(r.calls):
+            assert r.text[c.start:c.end] == c.result == tools[c.tool].call(c.args).text
+            assert r.text[c.start - 1] in "= s"  # right after the expression ("= ", "=", "is ")
+        assert any(float(r.calls[0].result) in c.args for c in r.calls[1:]) or len(r.calls) > 2
+        assert r.text.endswith(f"So, the answer is {r.calls[-1].result}.")
+        assert "\n" not in r.text.split("\nA: ", 1)[1]  # one line, as the one-hop prompt answers
+
+
+def test_the_recipes_multi_step_file_is_what_the_script_writes(tmp_path):
+    """configs/funcqa.yaml reads data/funcqa_mh_questions.jsonl: the script writes it again
+    byte for byte; a factor made from a percentage is a step of its own."""
+    mod = _module(REPO / "data" / "make_funcqa_mh_questions.py", "make_funcqa_mh_questions")
+    out = tmp_path / "mh.jsonl"
+    mod.save_jsonl(mod.build(4, seed=0, spaced_fraction=0.5), out)
+    assert out.read_bytes() == (REPO / "data" / "funcqa_mh_questions.jsonl").read_bytes()
+    texts = [r.text for r in load_jsonl(out)]
+    assert any("It keeps 1-0." in t or "It keeps 1 - 0." in t for t in texts)

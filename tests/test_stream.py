@@ -167,3 +167,30 @@ def test_damaged_cache_file_is_rebuilt(tmp_path, capsys):
     train(tiny_cfg(tmp_path, epochs=1, resume=False))
     assert "incomplete or corrupt: rebuilding" in capsys.readouterr().out
     assert h.stat().st_size % 64 == 0
+
+
+def test_a_new_layout_of_the_same_files_is_a_new_cache(tmp_path):
+    """The cache key reads the token rows themselves: the same files and recipe laid out
+    differently (here one text's tokens changed, as a new choice of demos would) get a cache
+    of their own, never the stale one."""
+    from dataclasses import replace as dc_replace
+
+    from toolken.core.base import load_base
+    from toolken.training.features import sequences_digest
+    from toolken.training.pipeline import load_records, prepare_data, prepare_model, split_features
+
+    cfg = tiny_cfg(tmp_path)
+    base = load_base(cfg.base_model)
+    train_r, dev_r, digest = load_records(cfg, verbose=False)
+    model, _ = prepare_model(cfg, base, train_r, verbose=False)
+    data = prepare_data(cfg, base, model.tools, train_r, dev_r, digest, verbose=False)
+    ids = [list(r) for r in data.labelled.input_ids]
+    ids[0][0] = (ids[0][0] + 1) % 50
+    moved = dc_replace(data, labelled=dc_replace(data.labelled, input_ids=ids))
+    a, b = split_features(cfg, base, model.tools, data)[0], split_features(cfg, base, model.tools, moved)[0]
+    assert a.folder != b.folder
+    assert split_features(cfg, base, model.tools, data)[0].folder == a.folder  # same rows: reused
+    labels = [list(r) for r in data.labelled.labels]
+    assert sequences_digest(data.labelled.input_ids, labels) == sequences_digest(data.labelled.input_ids, data.labelled.labels)
+    labels[0][-1] = 7 if labels[0][-1] != 7 else 8
+    assert sequences_digest(data.labelled.input_ids, labels) != sequences_digest(data.labelled.input_ids, data.labelled.labels)

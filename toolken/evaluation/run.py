@@ -151,14 +151,14 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 def _demo_notes(cfg: EvalConfig, family: str, gen) -> list[str]:
     """A note (printed, kept in the report's ``config.notes``) when ``prompt_demos`` -- the
     checkpoint's stored default or --prompt-demos -- does not apply to the template (no
-    ``Q: ...`` demo block, as the funcqa-mh and gsm8k-xl prompts): generation skips it."""
+    ``Q: ...`` or ``Question: ...`` demo block): generation skips it."""
     if cfg.method != "toolken" or family == "apibench" or not gen.prompt_demos:
         return []
     template = Path(cfg.template or template_path(Path(cfg.shared), cfg.bench, cfg.method))
     if has_demos(template.read_text()):
         return []
     note = (f"prompt_demos={gen.prompt_demos} skipped: the template {template.name} has no "
-            f"'Q: ...' demo block to replace (its own prompt is used)")
+            f"'Q: ...' or 'Question: ...' demo block to replace (its own prompt is used)")
     print(f"toolken eval: {note}")
     return [note]
 

@@ -36,6 +36,7 @@ class Example:
     question: str
     text: str  # the training text, as the model reads it
     tool_text: dict  # tool -> the text with "<tool>(args)=" before each result
+    calls: int = 0  # tool calls in the text
 
 
 def question_of(record: Record) -> str:
@@ -78,7 +79,8 @@ class DemoPool:
             if q and q not in exclude:
                 marked = with_calls(r, registry)
                 tools = {c.tool for c in r.calls} if marked else set()
-                self.examples.append(Example(q, r.text.strip(), {t: marked.strip() for t in tools}))
+                self.examples.append(Example(q, r.text.strip(), {t: marked.strip() for t in tools},
+                                             len(r.calls)))
         self.retriever, self.model = retriever, model
         self._cache: dict[str, list[int]] = {}  # question -> all example indices, best first
         questions = [e.question for e in self.examples]
@@ -113,18 +115,44 @@ class DemoPool:
                  if tool in self.examples[i].tool_text]
         return found[:k]
 
-    def prompt_demos(self, question: str, k: int) -> list[str]:
-        """The k most similar training texts (any tool), for the reasoning prompt."""
-        return [self.examples[i].text for i in self.ranked(question)[:k]]
+    def prompt_demos(self, question: str, k: int, multi_step: bool | None = None) -> list[str]:
+        """The k most similar training texts (any tool), for the reasoning prompt; with
+        ``multi_step`` (True: texts of 2+ calls, False: of at most one), the most similar
+        texts of that shape first, then others if fewer than k have it."""
+        return [self.examples[i].text for i in self._shaped(self.ranked(question), multi_step)[:k]]
+
+    def _shaped(self, order: list[int], multi_step: bool | None) -> list[int]:
+        if multi_step is None:
+            return order
+        fits = [i for i in order if (self.examples[i].calls >= 2) == multi_step]
+        return fits + [i for i in order if (self.examples[i].calls >= 2) != multi_step]
 
 
 def _is_demo(block: str) -> bool:
-    return block.lstrip().startswith("Q:") and "[QUESTION]" not in block
+    return block.lstrip().startswith(("Q:", "Question:")) and "[QUESTION]" not in block
 
 
 def has_demos(template: str) -> bool:
-    """Whether the template has ``Q: ...`` demo blocks (besides its ``[QUESTION]`` block)."""
+    """Whether the template has demo blocks (``Q: ... / A: ...`` or, as the funcqa-mh and
+    gsm8k-xl prompts, ``Question: ... / Answer: ...``) besides its ``[QUESTION]`` block."""
     return any(_is_demo(b) for b in template.split("\n\n"))
+
+
+def _relabelled(demo: str, long: bool) -> str:
+    """A pool text (``Q: ...\nA: ...``) in the template's labels (``Question:`` / ``Answer:``
+    where ``long``)."""
+    if not long:
+        return demo
+    return re.sub(r"^(\s*)Q:", r"\1Question:", demo, count=1).replace("\nA:", "\nAnswer:", 1)
+
+
+def multi_step(template: str) -> bool:
+    """Whether the template's demos answer in several steps: one of its demo answers writes
+    ``=`` twice or more (the funcqa-mh and gsm8k-xl prompts) -- the one-hop prompt's write it
+    once. Retrieved demos take the template's shape (``DemoPool.prompt_demos``), so a
+    one-hop question is not shown a multi-step answer, nor a multi-step one a one-step answer."""
+    answers = [re.split(r"\n(?:A|Answer):", b, maxsplit=1)[-1] for b in template.split("\n\n") if _is_demo(b)]
+    return any(a.count("=") >= 2 for a in answers)
 
 
 def template_stops(template: str) -> list[str]:
@@ -138,29 +166,31 @@ def template_stops(template: str) -> list[str]:
 
 
 def prompt_for(model, template: str, question: str, k: int = 0, retriever: str = "bm25") -> str:
-    """``template`` with ``[QUESTION]`` filled; k > 0 and a template with ``Q: ...`` demos:
-    its demos replaced by the k texts of the checkpoint's demo pool most similar to the
-    question. A template without demo blocks is filled as it is (a warning says that k was
-    not applied)."""
+    """``template`` with ``[QUESTION]`` filled; k > 0 and a template with demo blocks
+    (``Q: ...`` or ``Question: ...``): its demos replaced by the k texts of the checkpoint's
+    demo pool most similar to the question. A template without demo blocks is filled as it is
+    (a warning says that k was not applied)."""
     if k and not has_demos(template):
-        warnings.warn(f"prompt_demos={k} skipped: the template has no 'Q: ...' demo block to "
-                      f"replace", stacklevel=2)
+        warnings.warn(f"prompt_demos={k} skipped: the template has no 'Q: ...' or "
+                      f"'Question: ...' demo block to replace", stacklevel=2)
     elif k:
         pool = model.demo_pool(model.registry, retriever)
-        template = retrieved_template(template, pool.prompt_demos(question, k))
+        template = retrieved_template(template, pool.prompt_demos(question, k, multi_step(template)))
     return fill(template, question)
 
 
 def retrieved_template(template: str, demos: list[str]) -> str:
-    """The template with its ``Q: ...`` demo blocks replaced by ``demos`` (its header blocks
-    and the ``[QUESTION]`` block kept, in place)."""
+    """The template with its demo blocks replaced by ``demos`` (its header blocks and the
+    ``[QUESTION]`` block kept, in place); in a template whose demos read ``Question: ... /
+    Answer: ...``, the demos' ``Q:`` / ``A:`` are written that way."""
     blocks = template.split("\n\n")
     first = next((i for i, b in enumerate(blocks) if _is_demo(b)), None)
     kept = [b for b in blocks if not _is_demo(b)]
     if first is None:
-        raise ValueError("the template has no 'Q: ...' demo block to replace")
+        raise ValueError("the template has no 'Q: ...' or 'Question: ...' demo block to replace")
+    long = blocks[first].lstrip().startswith("Question:")
     head = [b for b in blocks[:first] if b in kept]
-    return "\n\n".join(head + demos + [b for b in blocks[first:] if b in kept])
+    return "\n\n".join(head + [_relabelled(d, long) for d in demos] + [b for b in blocks[first:] if b in kept])
 
 
 def in_prompt_layout(records: list[Record], held: set[int], template: str | Path,
@@ -168,8 +198,9 @@ def in_prompt_layout(records: list[Record], held: set[int], template: str | Path
     """The records with ``context`` set to the prompt ``template`` up to the line of its
     ``[QUESTION]``, so that training reads each text where generation will write it. k > 0:
     the template's demos are replaced by the k training texts whose questions are most similar
-    (BM25) to the record's; never the record itself, a record with the same question, or a
-    held-out record (indices in ``held``)."""
+    (BM25) to the record's, of the template's shape (``multi_step``) first, as generation
+    shows them; never the record itself, a record with the same question, or a held-out
+    record (indices in ``held``)."""
     path = Path(template)
     try:
         template = path.read_text(encoding="utf-8")
@@ -180,15 +211,19 @@ def in_prompt_layout(records: list[Record], held: set[int], template: str | Path
     if k:
         pool = DemoPool([r for i, r in enumerate(records) if i not in held], {},
                         exclude={question_of(records[i]) for i in held})
-        same = Counter(e.question for e in pool.examples)
+        shape, same = multi_step(template), Counter(e.question for e in pool.examples)
     out = []
     for r in records:
         filled = template
-        if k:  # BM25's best k + (examples with this very question), those left out
+        if k:  # BM25's best k of the template's shape (examples with this very question left out)
             q = question_of(r)
-            demos = [pool.examples[j].text for j in pool._search(q, k + same[q])
-                     if pool.examples[j].question != q][:k]
-            filled = retrieved_template(template, demos)
+            n = min(len(pool.examples), 4 * (k + same[q]) + 16)
+            while True:  # a prefix of the ranking; all of it when too few there have the shape
+                found = [j for j in pool._shaped(pool._search(q, n), shape) if pool.examples[j].question != q][:k]
+                if n == len(pool.examples) or all((pool.examples[j].calls >= 2) == shape for j in found) and len(found) == k:
+                    break
+                n = len(pool.examples)
+            filled = retrieved_template(template, [pool.examples[j].text for j in found])
         cut = filled.rfind("\n", 0, filled.index("[QUESTION]")) + 1
         out.append(replace(r, context=filled[:cut] or None))
     return out

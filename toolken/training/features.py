@@ -55,6 +55,18 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def sequences_digest(input_ids: list[list[int]], labels: list[list[int]]) -> str:
+    """Hash of the token rows and their labels: what the frozen pass reads, so a change in how
+    texts are laid out (the prompt read before them, its retrieved demos) is a new cache even
+    where the files and the recipe are the same."""
+    h = hashlib.sha256()
+    for ids, lab in zip(input_ids, labels, strict=True):
+        h.update(len(ids).to_bytes(4, "little"))
+        h.update(np.asarray(ids, dtype=np.int64).tobytes())
+        h.update(np.asarray(lab, dtype=np.int64).tobytes())
+    return h.hexdigest()[:20]
+
+
 def tokenizer_digest(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)

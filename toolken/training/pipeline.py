@@ -170,6 +170,7 @@ def split_features(cfg: TrainConfig, base, tools: list[str], data: Data, acceler
     on changes; read from disk as they are used."""
     key = F.cache_key(base=base.fingerprint, tokenizer=F.tokenizer_digest(base.tokenizer),
                       data=data.digest, tools=tools, max_length=cfg.max_length,
+                      sequences=F.sequences_digest(data.labelled.input_ids, data.labelled.labels),
                       only_toolken_positions=cfg.only_toolken_positions, dtype=str(base.model.dtype),
                       h_dtype=str(F.h_dtype_of(cfg, base)),
                       **({"train_prompt": file_digest(cfg.train_prompt),
