@@ -36,7 +36,11 @@ class Example:
     question: str
     text: str  # the training text, as the model reads it
     tool_text: dict  # tool -> the text with "<tool>(args)=" before each result
-    calls: int = 0  # tool calls in the text
+    calls: int  # tool calls in the text
+
+    @property
+    def multi_step(self) -> bool:
+        return self.calls >= 2
 
 
 def question_of(record: Record) -> str:
@@ -124,8 +128,8 @@ class DemoPool:
     def _shaped(self, order: list[int], multi_step: bool | None) -> list[int]:
         if multi_step is None:
             return order
-        fits = [i for i in order if (self.examples[i].calls >= 2) == multi_step]
-        return fits + [i for i in order if (self.examples[i].calls >= 2) != multi_step]
+        fits = [i for i in order if self.examples[i].multi_step == multi_step]
+        return fits + [i for i in order if self.examples[i].multi_step != multi_step]
 
 
 def _is_demo(block: str) -> bool:
@@ -217,12 +221,11 @@ def in_prompt_layout(records: list[Record], held: set[int], template: str | Path
         filled = template
         if k:  # BM25's best k of the template's shape (examples with this very question left out)
             q = question_of(r)
-            n = min(len(pool.examples), 4 * (k + same[q]) + 16)
-            while True:  # a prefix of the ranking; all of it when too few there have the shape
-                found = [j for j in pool._shaped(pool._search(q, n), shape) if pool.examples[j].question != q][:k]
-                if n == len(pool.examples) or all((pool.examples[j].calls >= 2) == shape for j in found) and len(found) == k:
-                    break
-                n = len(pool.examples)
+            # a prefix of the ranking; all of it when fewer than k there have the shape
+            order = pool._search(q, 4 * (k + same[q]) + 16)
+            if sum(pool.examples[j].multi_step == shape and pool.examples[j].question != q for j in order) < k:
+                order = pool._search(q, len(pool.examples))
+            found = [j for j in pool._shaped(order, shape) if pool.examples[j].question != q][:k]
             filled = retrieved_template(template, [pool.examples[j].text for j in found])
         cut = filled.rfind("\n", 0, filled.index("[QUESTION]")) + 1
         out.append(replace(r, context=filled[:cut] or None))
