@@ -7,7 +7,8 @@
 
 Results keep full precision (the reference rounds to 2 decimals; rounding is left to the
 renderer, which keeps at least 6 significant digits). Integer operators accept integral
-floats (5.0) and refuse others (5.5). Each tool's ``prompt`` is the paper's one-tool prompt
+floats (5.0) and refuse others (5.5). Each tool's ``forms`` are how an answer writes its call
+(``1260 * 12``, ``lcm(15, 25)``, ``14C3``), read by ``GenerationConfig.inline_calls``. Each tool's ``prompt`` is the paper's one-tool prompt
 ``llama_<op>.txt`` (with ``[QUESTION]``) and its ``demos`` are that prompt's Q/A examples.
 """
 
@@ -24,29 +25,34 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATES = REPO.parent / "shared" / "benchmarks" / "toolkengpt" / "funcqa" / "template_oh"
 
 
-@tool(description="add(a, b, ...): the sum of two or more numbers")
+@tool(description="add(a, b, ...): the sum of two or more numbers",
+      forms=["{a} + {b}..."])
 def add(a: float, b: float, *more: float) -> float:
     return a + b + sum(more)
 
 
-@tool(description="subtract(a, b, ...): a minus b (minus any further numbers)")
+@tool(description="subtract(a, b, ...): a minus b (minus any further numbers)",
+      forms=["{a} - {b}..."])
 def subtract(a: float, b: float, *more: float) -> float:
     return a - b - sum(more)
 
 
-@tool(description="multiply(a, b, ...): the product of two or more numbers")
+@tool(description="multiply(a, b, ...): the product of two or more numbers",
+      forms=["{a} * {b}...", "{a} x {b}...", "{a} × {b}..."])
 def multiply(a: float, b: float, *more: float) -> float:
     return math.prod((a, b, *more))
 
 
-@tool(description="divide(a, b): a divided by b")
+@tool(description="divide(a, b): a divided by b",
+      forms=["{a} / {b}", "{a} ÷ {b}"])
 def divide(a: float, b: float) -> float:
     if b == 0:
         raise ValueError(f"division by zero: divide({a}, {b})")
     return a / b
 
 
-@tool(description="power(a, b): a raised to the power b")
+@tool(description="power(a, b): a raised to the power b",
+      forms=["{a} ^ {b}", "{a} ** {b}"])
 def power(a: float, b: float) -> float:
     try:
         return math.pow(a, b)
@@ -56,14 +62,16 @@ def power(a: float, b: float) -> float:
         raise ValueError(f"power({a}, {b}) is too large") from None
 
 
-@tool(description="sqrt(x): the square root of x")
+@tool(description="sqrt(x): the square root of x",
+      forms=["sqrt({x})", "√{x}"])
 def sqrt(x: float) -> float:
     if x < 0:
         raise ValueError(f"sqrt({x}): the square root of a negative number is not real")
     return math.sqrt(x)
 
 
-@tool(description="log(x, base=10): the logarithm of x, base 10 unless a base is given")
+@tool(description="log(x, base=10): the logarithm of x, base 10 unless a base is given",
+      forms=["log({x})", "log({x}, {base})", "log10({x})"])
 def log(x: float, base: float = 10) -> float:
     if x <= 0 or base <= 0 or base == 1:
         raise ValueError(f"log({x}, {base}) is undefined: needs x > 0, base > 0 and base != 1")
@@ -72,38 +80,44 @@ def log(x: float, base: float = 10) -> float:
     return math.log2(x) if base == 2 else math.log(x) / math.log(base)
 
 
-@tool(description="ln(x): the natural logarithm of x")
+@tool(description="ln(x): the natural logarithm of x",
+      forms=["ln({x})"])
 def ln(x: float) -> float:
     if x <= 0:
         raise ValueError(f"ln({x}) is undefined: needs x > 0")
     return math.log(x)
 
 
-@tool(description="lcm(a, b, ...): the least common multiple of two or more integers")
+@tool(description="lcm(a, b, ...): the least common multiple of two or more integers",
+      forms=["lcm({a}, {b}...)"])
 def lcm(a: int, b: int, *more: int) -> int:
     return math.lcm(a, b, *more)
 
 
-@tool(description="gcd(a, b, ...): the greatest common divisor of two or more integers")
+@tool(description="gcd(a, b, ...): the greatest common divisor of two or more integers",
+      forms=["gcd({a}, {b}...)"])
 def gcd(a: int, b: int, *more: int) -> int:
     return math.gcd(a, b, *more)
 
 
-@tool(description="remainder(a, b): the remainder of the integer a divided by the integer b")
+@tool(description="remainder(a, b): the remainder of the integer a divided by the integer b",
+      forms=["{a} % {b}", "{a} mod {b}"])
 def remainder(a: int, b: int) -> int:
     if b == 0:
         raise ValueError(f"remainder({a}, {b}): division by zero")
     return a % b
 
 
-@tool(description="choose(n, k): the number of ways to choose k of n items (nCk)")
+@tool(description="choose(n, k): the number of ways to choose k of n items (nCk)",
+      forms=["{n}C{k}", "C({n}, {k})"])
 def choose(n: int, k: int) -> int:
     if n < 0 or k < 0:
         raise ValueError(f"choose({n}, {k}) needs n >= 0 and k >= 0")
     return math.comb(n, k)
 
 
-@tool(description="permutate(n, k): the number of ordered arrangements of k of n items (nPk)")
+@tool(description="permutate(n, k): the number of ordered arrangements of k of n items (nPk)",
+      forms=["{n}P{k}", "P({n}, {k})"])
 def permutate(n: int, k: int) -> int:
     if n < 0 or k < 0:
         raise ValueError(f"permutate({n}, {k}) needs n >= 0 and k >= 0")

@@ -53,6 +53,11 @@ class GenerationConfig:
     call_tools: bool = _f(True, "false: a toolken that wins ends the answer there (stop reason "
                                 "'toolken'): no arguments written, no tool run; for scoring the "
                                 "choice alone (APIBench)")
+    inline_calls: str = _f("off", "a call the answer has just written in one of its tool's "
+                                  "forms, then '=' (1260 * 12 =), runs as written: toolken = "
+                                  "when a toolken wins (its tool and arguments read from the "
+                                  "text, no tool mode); always = also when none wins",
+                           ("off", "toolken", "always"))
     # ---- tool mode: writing the arguments
     backend: str = _f("xgrammar", "constrained-decoding backend of the arguments", BACKENDS)
     max_arg_tokens: int = _f(48, "tokens an argument list may take", minimum=1)

@@ -8,6 +8,8 @@ row's next token is chosen among ``[vocab ; toolkens + bias]``. When a toolken w
 tool runs, and only the result's tokens are fed to the reasoning cache, which is never
 re-encoded. If tool mode fails, the trace records the error and reasoning continues with the
 best non-toolken token (the paper's fallback).
+With ``inline_calls``, a call the answer has just written in one of
+its tool's forms (``toolken.tools.forms``: ``1260 * 12 =``) runs as written, without tool mode.
 
 Each step feeds a block of tokens per row (the chosen token, a tool's whole result, or the
 token plus prompt-lookup drafts); rows that feed fewer tokens are padded and the padding is
@@ -24,6 +26,8 @@ from typing import Iterator
 import torch
 
 from ..core.data import result_join
+from ..tools.arguments import parse_arguments
+from ..tools.forms import read_written_call
 from .config import GenerationConfig
 from .steps import GenerationError, held, lookup_draft, new_cache, pick, stop_at
 
@@ -44,6 +48,7 @@ class CallTrace:
     seconds_tool: float = 0.0
     candidates: list | None = None  # arg_candidates > 1: [{"argument_text", "result", "logprob"}]
     output: str = ""  # what the tool printed (stdout and stderr), captured by its worker
+    written: str | None = None  # inline_calls: the call as the answer wrote it (no tool mode)
 
 
 @dataclass
@@ -160,6 +165,8 @@ class _Row:
     steps: int = 0
     emitted: int = 0  # characters of text streamed so far
     drafts: list = field(default_factory=list)  # (token, logits) fed ahead, not yet accepted
+    written_at: int = -1  # inline_calls: where the last written call read ended in the text
+    prompt_tail: str = ""  # inline_calls: the prompt's last characters (a call it ends with counts)
     reason: str = "max_new_tokens"
     done: bool = False
 
@@ -175,6 +182,7 @@ class _Context:
     reranker: object
     allowed: torch.Tensor | None  # (K,) bool: toolkens that may win (tool_filter)
     digits: torch.Tensor | None  # vocabulary ids starting with a digit (close_results)
+    forms: list  # inline_calls: the written forms of the tools that may win
     eos: set
     limit: float  # the model's context length
 
@@ -238,8 +246,12 @@ def _context(model, cfg: GenerationConfig) -> _Context:
     eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)]
            if i is not None}
     limit = getattr(model.base.model.config, "max_position_embeddings", None) or float("inf")
+    forms = []
+    if cfg.inline_calls != "off" and cfg.call_tools:
+        forms = [f for i, t in enumerate(registry) if allowed is None or allowed[i]
+                 for f in t.compiled_forms]
     return _Context(model, cfg, registry, model.tool_mode(registry, cfg), reranker, allowed,
-                    model.digit_token_ids() if cfg.close_results else None, eos, limit)
+                    model.digit_token_ids() if cfg.close_results else None, forms, eos, limit)
 
 
 def _new_row(model, prompt, question, cfg: GenerationConfig, ctx: _Context, seed) -> _Row:
@@ -249,7 +261,7 @@ def _new_row(model, prompt, question, cfg: GenerationConfig, ctx: _Context, seed
         raise GenerationError(f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} "
                               f"exceeds the model's context of {ctx.limit} tokens")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return _Row(ids=ids, question=question, gen=gen)
+    return _Row(ids=ids, question=question, gen=gen, prompt_tail=text[-200:] if ctx.forms else "")
 
 
 def _prefill(model, rows: list[_Row], cfg: GenerationConfig):
@@ -345,6 +357,15 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
     choice = sample(zz)
     if choice >= V and ctx.reranker is not None:
         choice = ctx.reranker.choose(zz, r.question, r.text, sample, r.reranks, r.stats)
+    written = None
+    if ctx.forms and (choice >= V or cfg.inline_calls == "always") \
+            and len(r.calls) < cfg.max_tool_calls:
+        written = read_written_call(r.prompt_tail + r.text, ctx.forms)
+        end = len(r.text.rstrip().rstrip("="))
+        if written is not None and end != r.written_at:  # a call written there is read once
+            choice, r.written_at = V + ctx.registry.index(written.tool), end
+        else:
+            written = None
     new_ids, accepted, trace = [choice], False, None
     if r.drafts and choice == r.drafts[0][0]:
         r.z, accepted = r.drafts.pop(0)[1], True  # the logits after this token are known
@@ -363,7 +384,7 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
     if choice >= V:  # a toolken: tool mode
         trace = CallTrace(tool=ctx.registry[choice - V].name)
         yield b, Event("tool_call", call=trace)
-        result = _call_tool(ctx, ctx.registry[choice - V], r, sample, trace)
+        result = _call_tool(ctx, ctx.registry[choice - V], r, sample, trace, written)
         r.calls.append(trace)
         if result is None:  # the paper's fallback: the best non-toolken token
             new_ids = [sample(zz[:V])]
@@ -406,10 +427,18 @@ def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
         r.reason, r.done = "eos", True
 
 
-def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace) -> str | None:
+def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace, written=None) -> str | None:
+    """Tool mode writes the arguments (or, for a ``written`` call, they are read from the
+    text) and the tool runs; returns the result text, or None with ``trace.error`` set."""
     t = time.perf_counter()
     try:
-        res = ctx.tool_mode.call(tool, r.question, r.text, sample, r.stats, trace, ctx.cfg)
+        if written is not None:
+            trace.written, trace.argument_text = written.expression, written.argument_text + ")"
+            trace.arguments = parse_arguments(trace.argument_text, tool.parameters)
+            res = tool.call(trace.arguments, timeout=ctx.cfg.tool_timeout,
+                            max_chars=ctx.cfg.max_result_chars)
+        else:
+            res = ctx.tool_mode.call(tool, r.question, r.text, sample, r.stats, trace, ctx.cfg)
     except Exception as e:  # noqa: BLE001 — a tool never crashes a generation
         trace.error = str(e) if str(e).startswith("arguments: ") else f"arguments: {e}"
         return None

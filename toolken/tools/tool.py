@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import jsonschema
 
-from . import syntax, workers
+from . import forms, syntax, workers
 
 __all__ = ["Tool", "ToolResult", "ToolRegistry", "tool", "load_pack", "parse_call_args",
            "ToolError", "ToolArgumentError", "PackError", "format_number", "render_value"]
@@ -130,6 +130,7 @@ class Tool:
     meta: dict = field(default_factory=dict)
     isolation: str | None = None
     origin: Any = field(default=None, repr=False, compare=False)
+    forms: list[str] = field(default_factory=list)  # written forms of a call (toolken.tools.forms)
 
     def __post_init__(self) -> None:
         if self.isolation not in (None, *workers.MODES):
@@ -150,6 +151,14 @@ class Tool:
                             f"properties {props}")
         if self.prompt is not None and "[QUESTION]" not in self.prompt:
             raise ToolError(f"tool {self.name!r}: prompt must contain the placeholder [QUESTION]")
+        if isinstance(self.forms, str) or not isinstance(self.forms, (list, tuple)):
+            raise ToolError(f"tool {self.name!r}: forms must be a list of strings, got {self.forms!r}")
+        types = {n: self._type_at(i) for i, n in enumerate(self.param_names)}
+        try:
+            self.compiled_forms = [forms.compile_form(self.name, f, self.param_names, types,
+                                                      self._variadic()) for f in self.forms]
+        except ValueError as e:
+            raise ToolError(str(e)) from None
 
     # -- schema helpers
     @property
@@ -355,7 +364,8 @@ def _coerce_integral(value: Any, schema: dict) -> Any:
 # ---------------------------------------------------------------------------- @tool
 def tool(fn: Callable | None = None, *, name: str | None = None,
          description: str | None = None, demos: list[str] | None = None,
-         render: Callable[[Any], str] | None = None, isolation: str | None = None) -> Any:
+         render: Callable[[Any], str] | None = None, isolation: str | None = None,
+         forms: list[str] | None = None) -> Any:
     """Make a Tool from a type-hinted function (``@tool`` or ``@tool(name=...)``).
 
     int/float/str/bool and list[...] of those map to JSON types, ``Literal[...]`` and Enum
@@ -363,7 +373,8 @@ def tool(fn: Callable | None = None, *, name: str | None = None,
     an argument optional; ``*args: float`` becomes an array marked ``"x-variadic": true``, so
     ``add(1, 2, 3)`` works. The docstring's first paragraph is the description; its
     Google-style ``Args:`` lines describe the arguments. ``isolation="thread"`` keeps the
-    tool's calls in this process (see ``toolken.tools.workers``).
+    tool's calls in this process (see ``toolken.tools.workers``). ``forms`` are the ways
+    running text writes a call (``["{a} * {b}", "{a} x {b}"]``; ``toolken.tools.forms``).
     """
     def wrap(f: Callable) -> Tool:
         try:
@@ -374,7 +385,8 @@ def tool(fn: Callable | None = None, *, name: str | None = None,
         return Tool(name=name or f.__name__, description=description or summary or
                     f"{f.__name__}()", parameters=parameters,
                     fn=_EnumArguments(f, enums) if enums else f, demos=list(demos or []),
-                    render=render, isolation=isolation)
+                    render=render, isolation=isolation,
+                    forms=list(forms) if isinstance(forms, (list, tuple)) else forms or [])
     return wrap if fn is None else wrap(fn)
 
 
