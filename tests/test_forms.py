@@ -74,6 +74,8 @@ FORMS = [f for t in (multiply, divide, add, lcm, choose, log, shout) for f in t.
     ("It changes by -14 + 9 =", "add", "-14, 9"),
     ('He says shout("hi there") =', "shout", '"hi there"'),
     ("Halve 0.15/15 =", "divide", "0.15, 15"),
+    ("It keeps 0.75. 120*0.75 =", "multiply", "120, 0.75"),  # a sentence's full stop before it
+    ("1250 + 35 =1285. 1285 + 35 =", "add", "1285, 35"),
 ])
 def test_a_written_call_is_read_with_its_tool_and_arguments(text, tool_name, args):
     w = read_written_call(text, FORMS)
@@ -84,6 +86,8 @@ def test_a_written_call_is_read_with_its_tool_and_arguments(text, tool_name, arg
     "5 + 3 * 2 =",  # the tail of a longer expression: not multiply(3, 2)
     "10 - 14 + 9 =",
     "(3 + 4) * 2 =",
+    "ab3 * 2 =",  # a word's letters right before it
+    "12 3 * 2 =",
     "The farmer sells 1260*12",  # no '=' after it
     "1260*12 = 15120",  # already answered
     "it is 12 =",  # no form

@@ -24,7 +24,8 @@ _PLAIN_NUMBER = r"-?\d+(?:\.\d+)?"  # in a form that separates values by commas
 _STRING = r'"(?:[^"\\\n]|\\["\\])*"'
 _PLACEHOLDER = re.compile(r"\{(\w+)\}(\.\.\.)?")
 _TAIL = re.compile(r"\s*=\s*\Z")
-_BEFORE_EXPR = re.compile(r"(?:[-+*/^%×÷(.\d]|(?:^|\s)x)\Z", re.IGNORECASE)
+_BEFORE_EXPR = re.compile(r"(?:[-+*/^%×÷(]|(?:^|\s)x|\d)\Z", re.IGNORECASE)  # after spaces
+_TOUCHING = re.compile(r"[.\w]\Z")  # right before it, no space: 1.5 * 2 is not "5 * 2"
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def read_written_call(text: str, forms: list[Form]) -> WrittenCall | None:
     if best is None:
         return None
     form, m = best
-    if _BEFORE_EXPR.search(body[:m.start()].rstrip()):
+    before = body[:m.start()]
+    if _BEFORE_EXPR.search(before.rstrip()) or _TOUCHING.search(before):
         return None  # the tail of a longer expression
     groups = m.groupdict()
     values = [_value_text(groups[n]) for n in form.order if groups.get(n) is not None]
