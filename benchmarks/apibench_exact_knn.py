@@ -1,7 +1,8 @@
 """Issue 16, offline: the exact HuggingFace API chosen within the gold domain (an oracle), by
 MiniLM similarity of the question to each API's documentation (``doc_text``, what the
-``embed`` rerank reads) or to its nearest synthetic instruction (kNN), on the two HF
-test-style dev sets.
+``embed`` rerank reads) or to its nearest synthetic instruction (kNN), or the documentation's
+similarity plus 0.1 x BM25 (scaled to the domain's best) over the API's identity (model id
+words, its reported performance, its description), on the two HF test-style dev sets.
 
     toolken synth --tools tools/apibench.py --only 'hf.*' --per-tool 8 \
         --needs data/apibench_needs.yaml --out outputs/hf_synth.jsonl
@@ -15,6 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+import math
+import re
+
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +28,7 @@ ap.add_argument("--synth", default="outputs/hf_synth.jsonl")
 args = ap.parse_args()
 from toolken.tools import load_pack  # noqa: E402
 from toolken.generation.rerank import _minilm_embed, doc_text  # noqa: E402
+from toolken.core.text import words  # noqa: E402
 reg = load_pack(str(REPO / "tools/apibench.py"))
 hf = [t for t in reg if t.name.startswith("hf.")]
 def ident(t):
@@ -44,6 +49,27 @@ for l in open(args.synth):
     instr = r["text"].split("\n###Output")[0].replace("###Instruction: ", "")
     syn[r["calls"][0]["tool"]].append(instr)
 names = [t.name for t in hf]
+
+
+def identity(t):
+    rec = t.meta.get("record", {})
+    return " ".join([re.sub(r"[-_/.]+", " ", rec.get("api_name") or ""),
+                     json.dumps(rec.get("performance") or ""), str(rec.get("description") or "")])
+
+
+def bm25(query, texts):
+    """BM25 (k1=1.5, b=0.75) of ``query`` over ``texts`` (the domain's APIs), one score each."""
+    toks = [words(x) for x in texts]
+    n, avg = len(texts), max(1.0, sum(map(len, toks)) / max(1, len(texts)))
+    df = collections.Counter(w for t in toks for w in set(t))
+    out = []
+    for t in toks:
+        c, norm = collections.Counter(t), 1.5 * (0.25 + 0.75 * len(t) / avg)
+        out.append(sum(math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) * c[w] * 2.5 / (c[w] + norm)
+                       for w in words(query) if w in c))
+    return torch.tensor(out)
+
+
 flat = [(n, s) for n in names for s in syn.get(n, [])]
 E = _minilm_embed([s for _, s in flat])
 owner = torch.tensor([names.index(n) for n, _ in flat])
@@ -58,7 +84,9 @@ for k, (f, i, q, gold) in enumerate(qs):
     sims = E @ Q[k]
     knn_max = torch.full((len(hf),), -1.0).scatter_reduce(0, owner, sims, "amax")
     knn_s = knn_max[cand]
-    for name, s in [("doc", doc_s), ("knn", knn_s), ("doc+knn", doc_s + knn_s)]:
+    b = bm25(q, [identity(hf[j]) for j in cand])
+    id_s = doc_s + 0.1 * b / (b.max() + 1e-9)
+    for name, s in [("doc", doc_s), ("knn", knn_s), ("doc+knn", doc_s + knn_s), ("doc+0.1 id-bm25", id_s)]:
         res[(f, name)] += int(cand[int(s.argmax())] in gold_idx)
     res[(f, "n")] += 1
 for key in sorted(res): print(key, res[key])
