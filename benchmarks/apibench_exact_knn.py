@@ -16,9 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import math
-import re
-
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,8 +24,8 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--synth", default="outputs/hf_synth.jsonl")
 args = ap.parse_args()
 from toolken.tools import load_pack  # noqa: E402
-from toolken.generation.rerank import _minilm_embed, doc_text  # noqa: E402
-from toolken.core.text import words  # noqa: E402
+from toolken.generation.rerank import _minilm_embed, doc_text, identity_text  # noqa: E402
+from toolken.core.text import bm25_scores  # noqa: E402
 reg = load_pack(str(REPO / "tools/apibench.py"))
 hf = [t for t in reg if t.name.startswith("hf.")]
 def ident(t):
@@ -51,25 +48,6 @@ for l in open(args.synth):
 names = [t.name for t in hf]
 
 
-def identity(t):
-    rec = t.meta.get("record", {})
-    return " ".join([re.sub(r"[-_/.]+", " ", rec.get("api_name") or ""),
-                     json.dumps(rec.get("performance") or ""), str(rec.get("description") or "")])
-
-
-def bm25(query, texts):
-    """BM25 (k1=1.5, b=0.75) of ``query`` over ``texts`` (the domain's APIs), one score each."""
-    toks = [words(x) for x in texts]
-    n, avg = len(texts), max(1.0, sum(map(len, toks)) / max(1, len(texts)))
-    df = collections.Counter(w for t in toks for w in set(t))
-    out = []
-    for t in toks:
-        c, norm = collections.Counter(t), 1.5 * (0.25 + 0.75 * len(t) / avg)
-        out.append(sum(math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) * c[w] * 2.5 / (c[w] + norm)
-                       for w in words(query) if w in c))
-    return torch.tensor(out)
-
-
 flat = [(n, s) for n in names for s in syn.get(n, [])]
 E = _minilm_embed([s for _, s in flat])
 owner = torch.tensor([names.index(n) for n, _ in flat])
@@ -84,7 +62,7 @@ for k, (f, i, q, gold) in enumerate(qs):
     sims = E @ Q[k]
     knn_max = torch.full((len(hf),), -1.0).scatter_reduce(0, owner, sims, "amax")
     knn_s = knn_max[cand]
-    b = bm25(q, [identity(hf[j]) for j in cand])
+    b = torch.tensor(bm25_scores(q, [identity_text(hf[j]) for j in cand]))
     id_s = doc_s + 0.1 * b / (b.max() + 1e-9)
     for name, s in [("doc", doc_s), ("knn", knn_s), ("doc+knn", doc_s + knn_s), ("doc+0.1 id-bm25", id_s)]:
         res[(f, name)] += int(cand[int(s.argmax())] in gold_idx)

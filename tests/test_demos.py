@@ -288,6 +288,12 @@ def test_minilm_pool_ranks_by_meaning():
 
 def _bm25_reference(docs, query, k):
     """Plain BM25 (k1=1.5, b=0.75): score every document, sort (stable) by score."""
+    scores = bm25_reference_scores(docs, query)
+    return sorted(range(len(docs)), key=lambda i: -scores[i])[:k]
+
+
+def bm25_reference_scores(docs, query):
+    """Plain BM25 (k1=1.5, b=0.75) of ``query`` against every document."""
     import math
     import re
     from collections import Counter
@@ -304,7 +310,7 @@ def _bm25_reference(docs, query, k):
                 idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
                 s += idf * tf[w] * 2.5 / (tf[w] + 1.5 * (0.25 + 0.75 * len(t) / avg))
         scores.append(s)
-    return sorted(range(n), key=lambda i: -scores[i])[:k]
+    return scores
 
 
 def test_bm25_index_matches_a_plain_reference():
@@ -321,6 +327,19 @@ def test_bm25_index_matches_a_plain_reference():
             q = " ".join(rng.choice(words + ["zz"]) for _ in range(rng.randint(0, 4)))
             k = rng.randint(1, 35)
             assert search(q, k) == _bm25_reference(docs, q, k)
+
+
+def test_bm25_scores_match_a_plain_reference():
+    import random
+
+    from toolken.core.text import bm25_scores
+
+    rng, words = random.Random(4), "a b c d e f g h 1 2 3".split()
+    for _ in range(200):
+        docs = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 8)))
+                for _ in range(rng.randint(1, 30))]
+        q = " ".join(rng.choice(words + ["zz"]) for _ in range(rng.randint(0, 4)))
+        assert bm25_scores(q, docs) == pytest.approx(bm25_reference_scores(docs, q), abs=1e-9)
 
 
 def test_options_given_replace_only_their_keys(trained):

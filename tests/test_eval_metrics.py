@@ -23,6 +23,12 @@ from conftest import shared_path
     ("The Answer Is 8", 8),
     ("The answer is 42. Then she buys 17 more.", 42),  # the number after the marker
     ("The answer is 5. No wait, the answer is 6.", 6),  # after the last marker
+    ("The answer is 2031 - 1969 =62.", 62),  # a calculation after the marker: its result
+    ("So, the answer is 24*6 = 144 seconds. It took 3 tries", 144),
+    ("the answer is 0.5 * 3.2 = -1.6e3\nThen 7 = 8", -1600),  # the sentence ends at the line
+    ("The answer is 42. Then 2 + 3 = 5.", 42),  # an '=' in a later sentence is not the answer's
+    ("The answer is 12 = ?", 12),  # no number after the '=': the number after the marker
+    ("The answer is 3.5. 4 = 4", 3.5),
     ("She has 3 apples and 4 pears, 7 fruits in all", 7),  # no marker: the last number
     ("The answer is 1,234,567.", 1234567),
     ("1,234.5 in total", 1234.5),

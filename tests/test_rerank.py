@@ -176,6 +176,63 @@ def test_embed_scores_equal_a_plain_computation(m):
     assert [len(c) for c in calls] == [2, 1, 1]  # 2 documents, a question, a question
 
 
+def test_embed_lexical_scores_equal_a_plain_computation(m):
+    """lexical > 0: + lexical x BM25(question, identity) / the candidates' best BM25, inside
+    the temperature; a question that shares no word with any identity adds nothing."""
+    from test_demos import bm25_reference_scores
+    from toolken.generation.rerank import doc_text, identity_text
+
+    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=0.5,
+                 embedder=fake_embed, lexical=0.3)
+    V = m.vocab_size
+    zz = torch.zeros(V + 3)
+    zz[V + 2], zz[V + 0], zz[V + 1] = 2.0, 1.0, -4.0
+    for question in ("Subtract 1 from 2: what is b?", "zzz qqq"):
+        row, trace = r.decide(zz, question, "")
+        assert trace.candidates == ["sub", "add", "mul"]
+        lp = torch.log_softmax(torch.tensor([2.0, 1.0, -4.0]), 0)
+        q = fake_embed([question])[0]
+        bm = bm25_reference_scores([identity_text(m.registry[n]) for n in trace.candidates], question)
+        for i, name in enumerate(trace.candidates):
+            d = fake_embed([doc_text(m.registry[name])])[0]
+            lex = 0.3 * bm[i] / max(bm) if max(bm) > 0 else 0.0
+            assert trace.scores[i] == pytest.approx(float(lp[i] + (float(d @ q) + lex) / 0.5), abs=1e-4)
+    assert identity_text(m.registry["sub"]) == "sub Subtract b from a."
+
+
+def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
+    """Two catalogue APIs with the same documentation: the head and MiniLM cannot choose;
+    the model id the question names does."""
+    from toolken.generation.rerank import identity_text
+    from toolken.tools.registry import Tool
+
+    def api(name, model_id, perf):
+        rec = {"api_name": model_id, "domain": "Natural Language Processing Text Classification",
+               "functionality": "Sentiment analysis", "performance": perf,
+               "description": "A model fine-tuned for sentiment analysis."}
+        return Tool(name=name, fn=lambda **kw: "", description=rec["description"],
+                    meta={"record": rec, "domain": rec["domain"]})
+
+    tools = [api("hf.a", "distilbert-base-uncased-finetuned-sst-2-english", {"dataset": "sst2"}),
+             api("hf.b", "cardiffnlp/twitter-roberta-base-sentiment", {"dataset": "tweet_eval"})]
+    assert identity_text(tools[1]).startswith("cardiffnlp twitter roberta base sentiment {")
+    torch.manual_seed(0)
+    model = ToolkenModel(tiny_base, [])
+    model.add_tools(["hf.a", "hf.b"])
+    model.attach_tools(ToolRegistry(tools))
+    V = model.vocab_size
+    zz = torch.zeros(V + 2)
+    zz[V + 0] = 0.5  # the head leans to hf.a
+    question = "Classify the sentiment of tweets with a RoBERTa model trained on tweets."
+    kw = dict(none_bias=-1e9, method="embed", temperature=0.01, embedder=fake_embed)
+    assert Reranker(model, model.registry, 2, **kw).decide(zz, question, "")[1].choice == "hf.a"
+    assert Reranker(model, model.registry, 2, lexical=0.1, **kw).decide(zz, question, "")[1].choice == "hf.b"
+    with pytest.raises(ValueError, match="lexical weight must be at least 0"):
+        Reranker(model, model.registry, 2, lexical=-0.1, **kw)
+    with pytest.raises(ValueError, match="rerank_lexical=-1"):
+        model.generate("Q: hi", rerank_top_k=2, rerank_method="embed", rerank_lexical=-1.0)
+
+
 def test_embed_documentation_can_overrule_the_head(m):
     r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=1e-3,
                  embedder=lambda texts: torch.stack([torch.tensor([1.0, 0.0]) if "ultiply" in t

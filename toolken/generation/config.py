@@ -83,6 +83,10 @@ class GenerationConfig:
                             ("pmi", "choice", "domain", "embed"))
     rerank_temperature: float = _f(0.01, "embed: the similarity's temperature (lower: the "
                                          "documentation weighs more)", minimum=1e-6)
+    rerank_lexical: float = _f(0.0, "embed: + this weight x BM25 of the question over each "
+                                    "candidate's identity (name words, reported performance, "
+                                    "description), scaled to the candidates' best, added to the "
+                                    "similarity (0: off)", minimum=0.0)
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "
                               "training texts most similar to the question replace them", minimum=0)

