@@ -305,3 +305,29 @@ def test_write_report_refuses_incomplete_records(tmp_path):
         write_report(tmp_path / "r.json", report(predictions=[
             {"id": "0", "prediction": "", "gold": 1.0, "correct": False}]))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_rescore_reads_saved_texts_again(tmp_path, capsys):
+    """benchmarks/rescore.py: the same texts scored with today's reading; changed verdicts listed."""
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("rescore", REPO / "benchmarks" / "rescore.py")
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    preds = [{"id": "0", "text": "The answer is 2031 - 1969 =62.", "gold": 62.0, "correct": False},
+             {"id": "1", "text": "So, the answer is 5.", "gold": 5.0, "correct": True},
+             {"id": "2", "text": "So, the answer is 7.", "gold": 5.0, "correct": True}]
+    report = {"benchmark": "funcqa-oh", "predictions": preds}
+    assert rescore.rescore(report) == (2, 2, [("0", False, True, preds[0]["text"]),
+                                              ("2", True, False, preds[2]["text"])])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    assert rescore.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2/3 (0.6667) stored -> 2/3 (0.6667) now" in out and "id 0: False -> True" in out
+    path.write_text(json.dumps({"benchmark": "kamel", "predictions": []}))
+    with pytest.raises(SystemExit, match="benchmark 'kamel' is not one of"):
+        rescore.main([str(path)])
