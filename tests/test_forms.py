@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolken.model import ToolkenModel
 from toolken.tools import ToolError, load_pack, tool
 from toolken.tools.forms import read_written_call
-from toolken.tools.registry import ToolRegistry
+from test_generate import model_with
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,13 +127,6 @@ def test_the_funcqa_pack_reads_the_calls_its_answers_write():
         "275 mod 48 =": ("remainder", "275, 48"), "gcd(84, 126) =": ("gcd", "84, 126")}
     for text, w in got.items():  # each runs
         assert pack[w.tool].call(w.argument_text).ok, text
-
-
-def model_with(base, *tools):
-    torch.manual_seed(0)
-    m = ToolkenModel(base, [])
-    m.add_tools([t.name for t in tools])
-    return m.attach_tools(ToolRegistry(list(tools)))
 
 
 def test_inline_calls_run_the_written_call_when_a_toolken_wins(tiny_base):

@@ -203,6 +203,7 @@ def test_embed_lexical_scores_equal_a_plain_computation(m):
 def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
     """Two catalogue APIs with the same documentation: the head and MiniLM cannot choose;
     the model id the question names does."""
+    from test_generate import model_with
     from toolken.generation.rerank import identity_text
     from toolken.tools.registry import Tool
 
@@ -216,10 +217,7 @@ def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
     tools = [api("hf.a", "distilbert-base-uncased-finetuned-sst-2-english", {"dataset": "sst2"}),
              api("hf.b", "cardiffnlp/twitter-roberta-base-sentiment", {"dataset": "tweet_eval"})]
     assert identity_text(tools[1]).startswith("cardiffnlp twitter roberta base sentiment {")
-    torch.manual_seed(0)
-    model = ToolkenModel(tiny_base, [])
-    model.add_tools(["hf.a", "hf.b"])
-    model.attach_tools(ToolRegistry(tools))
+    model = model_with(tiny_base, *tools)
     V = model.vocab_size
     zz = torch.zeros(V + 2)
     zz[V + 0] = 0.5  # the head leans to hf.a
