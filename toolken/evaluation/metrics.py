@@ -3,19 +3,18 @@
 Numbers (ToolkenGPT, Hao et al., 2023, FuncQA and GSM8K-XL):
 
 - :func:`final_number` reads the answer of a generation. If the text has an answer marker
-  (``"answer is"``, any case, or ``"####"``), the number right after the *last* marker is
-  the answer, and a marker followed by no number gives ``None``; where the marker's sentence
-  (up to a full stop and a space, or a line break) writes a calculation, the number after its
-  last ``=`` is the answer (``the answer is 2031 - 1969 = 62.`` reads 62, as a person reads
-  it); without a marker, the last number in the text. A number is an optional sign (a ``-`` glued to a word or number, as in
-  ``5-3``, is not a sign), digits, an optional decimal part and exponent. Commas are thousands
-  separators only when every group after one has exactly 3 digits (``1,234,567`` ->
-  1234567; ``1,23`` is the two numbers 1 and 23). ``15%`` reads 15. A fraction of two numbers
-  written with ``/`` and no spaces is divided (``3/4`` -> 0.75; ``x/0`` is not divided).
-  Non-finite values (``1e999``) give ``None``.
-  ToolkenGPT's own script instead removed every comma and took the *last* number after the
-  marker; the two agree on answers of the form "... the answer is 42." and "... the answer is
-  24 * 6 = 144."
+  (``"answer is"``, any case, or ``"####"``), the number right after the *last* marker is the
+  answer, and a marker followed by no number gives ``None``; where the marker's sentence (up to
+  a full stop and a space, or a line break) writes a calculation, the number after its last
+  ``=`` is the answer (``the answer is 2031 - 1969 = 62.`` reads 62, as a person reads it);
+  without a marker, the last number in the text. A number is an optional sign (a ``-`` glued to
+  a word or number, as in ``5-3``, is not a sign), digits, an optional decimal part and
+  exponent. Commas are thousands separators only when every group after one has exactly 3 digits
+  (``1,234,567`` -> 1234567; ``1,23`` is the two numbers 1 and 23). ``15%`` reads 15. A fraction
+  of two numbers written with ``/`` and no spaces is divided (``3/4`` -> 0.75; ``x/0`` is not
+  divided). Non-finite values (``1e999``) give ``None``. ToolkenGPT's own script instead removed
+  every comma and took the *last* number after the marker; the two agree on answers of the form
+  "... the answer is 42." and "... the answer is 24 * 6 = 144."
 - :func:`approx_correct`: ``|pred - gold| <= 0.001 * |gold|`` (the paper's "approx" rule,
   bound included, with 1e-9 of slack on the bound for float rounding). For gold 0 the
   relative bound is empty, so ``|pred| <= 1e-6`` is used instead.

@@ -31,10 +31,9 @@ Every decision is recorded in ``Generation.reranks``: candidates, scores, choice
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import json
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -262,7 +261,7 @@ def identity_text(tool) -> str:
     rec = rec if isinstance(rec, dict) else {}
     name = re.sub(r"[-_/.]+", " ", str(rec.get("api_name") or tool.name))
     perf = rec.get("performance")
-    perf = json.dumps(perf) if perf else ""
+    perf = json.dumps(perf, default=str) if perf else ""
     return " ".join(p for p in (name, perf, str(rec.get("description") or tool.description or "")) if p)
 
 
