@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from toolken.evaluation.api_match import ApiIndex
 from toolken.evaluation.loaders import load_benchmark
 
@@ -60,14 +62,17 @@ def test_bad_lines_stop_the_script_naming_file_and_line(tmp_path):
         assert not (tmp_path / "out" / "torchhub.json").exists()  # nothing half-written
 
 
-def test_second_huggingface_set_loads_with_its_gold(tmp_path):
-    """Set B (`--suffix _b`): its own file, no API of set A, every line resolved."""
-    run = _run(tmp_path, "--suffix", "_b", "--catalogues", "huggingface")
+@pytest.mark.parametrize("suffix, before", [("_b", [""]), ("_c", ["", "_b"])])
+def test_later_huggingface_sets_load_with_their_gold(tmp_path, suffix, before):
+    """Sets B and C (`--suffix _b`, `_c`): their own files, no API of an earlier set, every
+    line resolved."""
+    run = _run(tmp_path, "--suffix", suffix, "--catalogues", "huggingface")
     assert run.returncode == 0, run.stderr
-    source = _tsv(REPO / "data" / "dev" / "apibench_huggingface_b.tsv")
-    examples, skipped = load_benchmark("apibench-huggingface", tmp_path / "out" / "huggingface_b.json")
+    source = _tsv(REPO / "data" / "dev" / f"apibench_huggingface{suffix}.tsv")
+    examples, skipped = load_benchmark("apibench-huggingface", tmp_path / "out" / f"huggingface{suffix}.json")
     assert not skipped and len(examples) == len(source) >= 60
     assert [ex.question for ex in examples] == [text for _, text in source]
-    set_a = {identity for identity, _ in _tsv(REPO / "data" / "dev" / "apibench_huggingface.tsv")}
-    assert not set_a & {identity for identity, _ in source}
+    for earlier in before:
+        used = {identity for identity, _ in _tsv(REPO / "data" / "dev" / f"apibench_huggingface{earlier}.tsv")}
+        assert not used & {identity for identity, _ in source}
     assert len({ex.gold["domain"] for ex in examples}) >= 30
