@@ -158,8 +158,8 @@ def test_embed_scores_equal_a_plain_computation(m):
     from toolken.generation.rerank import doc_text
 
     calls = []
-    r = Reranker(m, m.registry, 2, none_bias=-3.0, method="embed", temperature=0.5,
-                 embedder=lambda texts: calls.append(list(texts)) or fake_embed(texts))
+    r = Reranker(m, m.registry, 2, none_bias=-3.0, method="embed", temperature=0.5)
+    r.embedder = lambda texts: calls.append(list(texts)) or fake_embed(texts)
     V = m.vocab_size
     zz = torch.zeros(V + 3)
     zz[V + 2], zz[V + 0], zz[V + 1] = 2.0, 1.0, -4.0  # sub, add, then mul (not a candidate)
@@ -182,8 +182,8 @@ def test_embed_lexical_scores_equal_a_plain_computation(m):
     from test_demos import bm25_reference_scores
     from toolken.generation.rerank import doc_text, identity_text
 
-    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=0.5,
-                 embedder=fake_embed, lexical=0.3)
+    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=0.5, lexical=0.3)
+    r.embedder = fake_embed
     V = m.vocab_size
     zz = torch.zeros(V + 3)
     zz[V + 2], zz[V + 0], zz[V + 1] = 2.0, 1.0, -4.0
@@ -222,9 +222,11 @@ def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
     zz = torch.zeros(V + 2)
     zz[V + 0] = 0.5  # the head leans to hf.a
     question = "Classify the sentiment of tweets with a RoBERTa model trained on tweets."
-    kw = dict(none_bias=-1e9, method="embed", temperature=0.01, embedder=fake_embed)
-    assert Reranker(model, model.registry, 2, **kw).decide(zz, question, "")[1].choice == "hf.a"
-    assert Reranker(model, model.registry, 2, lexical=0.1, **kw).decide(zz, question, "")[1].choice == "hf.b"
+    kw = dict(none_bias=-1e9, method="embed", temperature=0.01)
+    for lexical, want in ((0.0, "hf.a"), (0.1, "hf.b")):
+        r = Reranker(model, model.registry, 2, lexical=lexical, **kw)
+        r.embedder = fake_embed
+        assert r.decide(zz, question, "")[1].choice == want
     with pytest.raises(ValueError, match="lexical weight must be at least 0"):
         Reranker(model, model.registry, 2, lexical=-0.1, **kw)
     with pytest.raises(ValueError, match="rerank_lexical=-1"):
@@ -232,10 +234,9 @@ def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
 
 
 def test_embed_documentation_can_overrule_the_head(m):
-    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=1e-3,
-                 embedder=lambda texts: torch.stack([torch.tensor([1.0, 0.0]) if "ultiply" in t
-                                                     or "times" in t else torch.tensor([0.0, 1.0])
-                                                     for t in texts]))
+    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=1e-3)
+    r.embedder = lambda texts: torch.stack([torch.tensor([1.0, 0.0]) if "ultiply" in t or "times" in t
+                                            else torch.tensor([0.0, 1.0]) for t in texts])
     V = m.vocab_size
     zz = torch.zeros(V + 3)
     zz[V + 0] = 3.0  # the head prefers add

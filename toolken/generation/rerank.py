@@ -74,7 +74,7 @@ class Reranker:
     """
 
     def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi",
-                 temperature: float = 0.01, embedder=None, lexical: float = 0.0):
+                 temperature: float = 0.01, lexical: float = 0.0):
         if top_k < 1:
             raise ValueError(f"rerank top_k must be at least 1, got {top_k}")
         if method == "choice" and top_k >= len(LABELS):
@@ -89,7 +89,7 @@ class Reranker:
         self.model, self.registry, self.method = model, registry, method
         self.top_k, self.none_bias, self.temperature = top_k, float(none_bias), float(temperature)
         self.lexical = float(lexical)
-        self._embedder = embedder  # texts -> (n, e) unit vectors; None: all-MiniLM-L6-v2
+        self.embedder = None  # texts -> (n, e) unit vectors for ``embed``; None: all-MiniLM-L6-v2
         self._docs: dict[str, torch.Tensor] = {}  # tool -> its documentation's unit vector
         self._header = None  # (cache, n_tokens) of HEADER
         self._prior: dict[str, float] = {}  # tool -> log P(description | CONTENT_FREE)
@@ -149,7 +149,7 @@ class Reranker:
         """log_softmax of the candidates' toolken logits + (cos(question, doc) + lexical x
         BM25(question, identity) / the candidates' best BM25) / temperature, then the score of
         "none"."""
-        embed = self._embedder or _minilm_embed
+        embed = self.embedder or _minilm_embed
         missing = [t for t in tools if t.name not in self._docs]
         if missing:
             vecs = embed([doc_text(t) for t in missing])
