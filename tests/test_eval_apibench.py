@@ -164,3 +164,47 @@ def test_the_best_toolken_is_forced_unless_a_bias_is_given(tiny_base, tmp_path):
     given = _run(str(tmp_path / "ckpt"), tmp_path / "b.json", toolken_bias=-1e4)
     assert all(not p["calls"] for p in given["predictions"])
     assert given["metrics"]["hallucination"] == 1.0
+
+
+def test_misses_breakdown_counts_each_kind(tmp_path):
+    """benchmarks/apibench_misses.py: exact / right domain (gold among the candidates, near-
+    identical documentation) / wrong domain / hallucination, against a count written here."""
+    import importlib.util
+
+    from toolken.tools.registry import Tool
+
+    spec = importlib.util.spec_from_file_location("misses", REPO / "benchmarks" / "apibench_misses.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def api(name, domain, desc):
+        rec = {"api_name": name, "api_call": f"load('{name}')", "domain": domain, "description": desc}
+        return Tool(name=f"hf.{name}", fn=lambda **kw: "", description=desc,
+                    meta={"record": rec, "domain": domain})
+
+    tools = {t.name: t for t in (api("yolo-s", "Detection", "Find plates."),
+                                 api("yolo-n", "Detection", "Find plates."),
+                                 api("depth", "Detection", "Estimate depth."),
+                                 api("asr", "Speech", "Transcribe audio."))}
+
+    def embed(texts):  # one unit axis per description word set
+        return torch.stack([torch.tensor([1.0, 0.0]) if "plates" in t else torch.tensor([0.0, 1.0])
+                            for t in texts])
+
+    def pred(gold, chosen, correct, exact=False, hallucination=False, candidates=()):
+        return {"gold": {"api_call": f"load('{gold}')"}, "calls": [{"tool": f"hf.{chosen}"}] if chosen else [],
+                "correct": correct, "exact": exact, "hallucination": hallucination,
+                "reranks": [{"candidates": [f"hf.{c}" for c in candidates]}]}
+
+    preds = [pred("yolo-s", "yolo-s", True, exact=True),
+             pred("yolo-s", "yolo-n", True, candidates=("yolo-n", "yolo-s")),  # near-identical, among
+             pred("depth", "yolo-n", True, candidates=("yolo-n",)),  # other docs, not among
+             pred("asr", "depth", False),
+             pred("asr", None, False, hallucination=True)]
+    c = mod.misses({"predictions": preds}, tools, embed)
+    assert [c[k] for k in mod.KINDS] == [1, 2, 1, 1, 1, 1]
+    assert "| wrong domain | 1 (0.200) |" in mod.table([("r", 5, c)])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"benchmark": "funcqa-oh", "method": "toolken", "predictions": []}))
+    with pytest.raises(SystemExit, match="not a toolken APIBench report"):
+        mod.main([str(path)])
