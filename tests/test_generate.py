@@ -275,3 +275,46 @@ def test_arg_names_writes_each_argument_after_its_name(tiny_base):
     plain = m.generate("Q: 7 plus 8? A:", **kw).calls[0]
     assert "=" not in plain.argument_text
     assert m.tool_mode(m.registry, cfg) is not m.tool_mode(m.registry, cfg.replace(arg_strings="context"))
+
+
+def test_tool_choice_required_calls_where_a_toolken_came_closest(tiny_base):
+    """tool_choice required: an answer without a call is decoded again from the step where the
+    best toolken's logit + bias - the best token's was highest (found here by a plain forward
+    over the first answer), with that toolken chosen there."""
+    from toolken.generation.decode import generate_batch
+
+    m = model_with(tiny_base, add, add_demo)
+    V, bias = m.vocab_size, -30.0
+    kw = dict(max_new_tokens=6, toolken_bias=bias, max_tool_calls=2)
+    for prompt in ("Q: 2 and 3? A:", "Q: what is 10 plus 20? A: "):
+        auto = m.generate(prompt, **kw)
+        assert auto.calls == []
+        P = len(m.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        out = auto.token_ids[P:]
+        z, _ = m(torch.tensor([auto.token_ids]))
+        z = z[0, P - 1:P - 1 + len(out)]  # the logits each answer token was chosen from
+        gaps = (z[:, V:] + bias).max(-1).values - z[:, :V].max(-1).values
+        t = int(gaps.argmax())
+        want = m.tools[int(z[t, V:].argmax())]
+        g = m.generate(prompt, tool_choice="required", **kw)
+        assert g.calls and g.calls[0].tool == want
+        assert g.token_ids[:P + t] == auto.token_ids[:P + t]
+        prefix = m.tokenizer.decode(out[:t], skip_special_tokens=True)
+        assert g.text.startswith(prefix)
+        assert g.calls[0].start is None or g.calls[0].start >= len(prefix)
+        items = list(m.stream(prompt, tool_choice="required", **kw))  # held until the call
+        events = [i for i in items if isinstance(i, Event)]
+        kinds = [e.kind for e in events]
+        assert "tool_call" in kinds and set(kinds[:kinds.index("tool_call")]) <= {"text"}
+        assert "".join(e.text for e in events) == items[-1].text
+        assert all(e.text.strip() == e.call.result for e in events if e.kind == "tool_result")
+        assert items[-1].text == g.text
+        batch = generate_batch(m, [prompt, "Q: x"], tool_choice="required", batch_size=2, **kw)
+        assert batch[0].text == g.text and batch[0].token_ids == g.token_ids
+    # a call made anyway, or no toolken allowed: the same as auto
+    for extra in (dict(toolken_bias=1e4), dict(max_tool_calls=0)):
+        a = m.generate("Q: 2 and 3? A:", **{**kw, **extra})
+        r = m.generate("Q: 2 and 3? A:", tool_choice="required", **{**kw, **extra})
+        assert (r.text, r.token_ids) == (a.text, a.token_ids)
+    with pytest.raises(ValueError, match="tool_choice='always' is not one of"):
+        m.generate("Q: hi", tool_choice="always")

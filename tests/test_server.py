@@ -139,7 +139,8 @@ def test_bad_requests_are_clear_4xx_and_the_server_keeps_serving(client_side):
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         c.chat.completions.create(model="tiny", messages=hi, max_tokens=10**6)
     with pytest.raises(openai.BadRequestError, match="tool_choice"):
-        c.chat.completions.create(model="tiny", messages=hi, max_tokens=2, tool_choice="required")
+        c.chat.completions.create(model="tiny", messages=hi, max_tokens=2, tools=ADD,
+                                  tool_choice={"type": "function", "function": {"name": "add"}})
     status, body = client_side.raw("POST", "/v1/chat/completions", b"{not json",
                                    {"Content-Type": "application/json"})
     assert status == 400 and "not valid JSON" in body["error"]["message"]
@@ -242,3 +243,28 @@ def test_cli_serve_binds_localhost_by_default():
 
     args = build_parser().parse_args(["serve", "--toolkens", "ck"])
     assert (args.host, args.port, args.api_key, args.tools) == ("127.0.0.1", 8000, None, None)
+
+
+def test_tool_choice_required_calls_where_auto_does_not(tiny_base):
+    """tool_choice "required": a toolken that never wins under "auto" (bias -30) is called
+    where it came closest, as in generate; absent, the checkpoint's choice stands."""
+    m = _model(tiny_base, pack=False)
+    m.generation_config = m.generation_config.replace(toolken_bias=-30.0)
+    r = Running(m)
+    try:
+        c = r.client()
+        msgs = [{"role": "user", "content": "What is 12 plus 30?"}]
+        auto = c.chat.completions.create(model="tiny", messages=msgs, tools=ADD, max_tokens=6)
+        assert auto.choices[0].finish_reason != "tool_calls"
+        req = c.chat.completions.create(model="tiny", messages=msgs, tools=ADD, max_tokens=6,
+                                        tool_choice="required")
+        assert req.choices[0].finish_reason == "tool_calls"
+        assert req.choices[0].message.tool_calls[0].function.name == "add"
+        m.generation_config = m.generation_config.replace(tool_choice="required")
+        stored = c.chat.completions.create(model="tiny", messages=msgs, tools=ADD, max_tokens=6)
+        assert stored.choices[0].finish_reason == "tool_calls"
+        explicit = c.chat.completions.create(model="tiny", messages=msgs, tools=ADD, max_tokens=6,
+                                             tool_choice="auto")
+        assert explicit.choices[0].finish_reason != "tool_calls"
+    finally:
+        r.stop()

@@ -46,6 +46,11 @@ class GenerationConfig:
     tool_filter: tuple[str, ...] = _f((), "only toolkens whose name matches one of these "
                                           "fnmatch patterns can win, e.g. 'hf.*' (empty: all)")
     max_tool_calls: int = _f(8, "tool calls per answer; after that toolkens are masked", minimum=0)
+    tool_choice: str = _f("auto", "auto: a toolken is called where it wins; required: an answer "
+                                  "that would end without a call is decoded again from the step "
+                                  "where a toolken came closest to winning (its logit + bias - the "
+                                  "best token's), the best toolken chosen there; text streams "
+                                  "from the first call on", ("auto", "required"))
     tool_timeout: float = _f(5.0, "seconds a tool may run", minimum=0.0)
     max_result_chars: int = _f(200, "a longer tool result is cut", minimum=1)
     close_results: bool = _f(False, "no digit right after a tool result, or after a '.' or ',' "

@@ -167,6 +167,9 @@ class _Row:
     drafts: list = field(default_factory=list)  # (token, logits) fed ahead, not yet accepted
     written_at: int = -1  # inline_calls: where the last written call read ended in the text
     prompt_tail: str = ""  # inline_calls: the prompt's last characters (a call it ends with counts)
+    best_gap: float = float("-inf")  # tool_choice required: the best toolken's logit - the best
+    best_at: int = -1  # token's, at its highest before any call, and the step it was at
+    force: bool = False  # tool_choice required: this step chooses the best toolken
     reason: str = "max_new_tokens"
     done: bool = False
 
@@ -192,21 +195,12 @@ def _run(model, prompts: list, questions: list, cfg: GenerationConfig, seeds: li
     t0 = time.perf_counter()
     ctx = _context(model, cfg)
     rows = [_new_row(model, p, q, cfg, ctx, s) for p, q, s in zip(prompts, questions, seeds)]
-    cache, mask = _prefill(model, rows, cfg)
-    lookahead = cfg.prompt_lookup if not cfg.do_sample and len(rows) == 1 else 0
-    with torch.no_grad():
-        while any(not r.done for r in rows):
-            feeds = {}
-            for b, r in enumerate(rows):
-                if not r.done:
-                    feeds[b] = yield from _advance(ctx, r, b, cache, lookahead)
-            if any(feeds.values()):
-                mask = _feed(model, rows, feeds, cache, mask)
-            for b, r in enumerate(rows):
-                if not r.done and r.steps >= cfg.max_new_tokens:
-                    r.done = True
-                elif not r.done and len(r.ids) + len(r.out) >= ctx.limit:
-                    r.reason, r.done = "context", True
+    yield from _decode(ctx, rows, list(range(len(rows))))
+    if cfg.tool_choice == "required":  # no call: again from where a toolken came closest
+        again = {b: _rewound(model, r) for b, r in enumerate(rows) if not r.calls and r.best_at >= 0}
+        if again:
+            yield from _decode(ctx, list(again.values()), list(again))
+            rows = [again.get(b, r) for b, r in enumerate(rows)]
     wall = time.perf_counter() - t0
     gens = []
     for b, r in enumerate(rows):
@@ -219,6 +213,37 @@ def _run(model, prompts: list, questions: list, cfg: GenerationConfig, seeds: li
             stop_reason=r.reason, token_ids=r.ids + r.out, reranks=r.reranks,
             next_logits=r.z if r.reason in ("max_new_tokens", "context") else None))
     return gens
+
+
+def _decode(ctx: _Context, rows: list[_Row], index: list[int]):
+    """Prefill the rows, then step them in lockstep until each is done; events carry
+    ``index[b]``, the row's place in the caller's batch."""
+    model, cfg = ctx.model, ctx.cfg
+    cache, mask = _prefill(model, rows, cfg)
+    lookahead = cfg.prompt_lookup if not cfg.do_sample and len(rows) == 1 else 0
+    with torch.no_grad():
+        while any(not r.done for r in rows):
+            feeds = {}
+            for b, r in enumerate(rows):
+                if not r.done:
+                    feeds[b] = yield from _advance(ctx, r, index[b], cache, lookahead)
+            if any(feeds.values()):
+                mask = _feed(model, rows, feeds, cache, mask)
+            for b, r in enumerate(rows):
+                if not r.done and r.steps >= cfg.max_new_tokens:
+                    r.done = True
+                elif not r.done and len(r.ids) + len(r.out) >= ctx.limit:
+                    r.reason, r.done = "context", True
+
+
+def _rewound(model, r: _Row) -> _Row:
+    """A row that ended without a call, back at the step where a toolken came closest to
+    winning (``tool_choice`` required); that step will choose the best toolken. The work of
+    the first pass stays counted."""
+    out = r.out[:r.best_at]
+    return _Row(ids=r.ids, question=r.question, gen=r.gen, out=out, stats=dict(r.stats),
+                text=model.tokenizer.decode(out, skip_special_tokens=True), steps=r.best_at,
+                prompt_tail=r.prompt_tail, force=True)
 
 
 def _context(model, cfg: GenerationConfig) -> _Context:
@@ -265,9 +290,10 @@ def _new_row(model, prompt, question, cfg: GenerationConfig, ctx: _Context, seed
 
 
 def _prefill(model, rows: list[_Row], cfg: GenerationConfig):
-    """Encode the prompts (left-padded; a prefix all rows share comes from the model's prefix
-    store when ``reuse_prompt``); set each row's logits. Returns (cache, attention mask)."""
-    ids = [r.ids for r in rows]
+    """Encode the prompts and any answer a row has already (left-padded; a prefix all rows
+    share comes from the model's prefix store when ``reuse_prompt``); set each row's logits.
+    Returns (cache, attention mask)."""
+    ids = [r.ids + r.out for r in rows]
     dev = model.base.device
     cache, P, computed = _shared_prefix(model, ids) if cfg.reuse_prompt else (new_cache(model), 0, 0)
     W = max(len(r) - P for r in ids)
@@ -281,8 +307,8 @@ def _prefill(model, rows: list[_Row], cfg: GenerationConfig):
         out = model.decode(x, cache, attention_mask=mask, position_ids=pos)
     z = model.logits_from_hidden(out.last_hidden_state[:, -1])  # (B, V + K)
     for b, r in enumerate(rows):
-        r.z, r.pos = z[b], len(r.ids)
-        r.stats["prefilled"] = len(r.ids) - P + (computed if b == 0 else 0)
+        r.z, r.pos = z[b], len(ids[b])
+        r.stats["prefilled"] += len(ids[b]) - P + (computed if b == 0 else 0)
     return cache, mask
 
 
@@ -354,7 +380,12 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
     def sample(z):
         return pick(z, cfg.do_sample, cfg.temperature, cfg.top_p, r.gen)
 
-    choice = sample(zz)
+    forced, r.force = r.force and bool(torch.isfinite(zz[V:]).any()), False
+    if cfg.tool_choice == "required" and not r.calls and not forced and torch.isfinite(zz[V:]).any():
+        gap = float(zz[V:].max() - zz[:V].max())  # how close a toolken came to winning
+        if gap > r.best_gap:
+            r.best_gap, r.best_at = gap, len(r.out)
+    choice = V + sample(zz[V:]) if forced else sample(zz)
     if choice >= V and ctx.reranker is not None:
         choice = ctx.reranker.choose(zz, r.question, r.text, sample, r.reranks, r.stats)
     written = None
@@ -367,6 +398,11 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
         else:
             written = None
     new_ids, accepted, trace = [choice], False, None
+    if choice >= V and cfg.tool_choice == "required" and not r.calls:  # release the held text
+        safe = len(r.text) - held(r.text, cfg.stop)
+        if safe > r.emitted:
+            yield b, Event("text", text=r.text[r.emitted:safe])
+            r.emitted = safe
     if r.drafts and choice == r.drafts[0][0]:
         r.z, accepted = r.drafts.pop(0)[1], True  # the logits after this token are known
         r.stats["accepted"] += 1
@@ -414,7 +450,9 @@ def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
     if hit is not None:  # a stop string: cut it, and never stream it
         new_text, r.reason, r.done = new_text[:hit], "stop", True
     r.text = new_text
-    if trace is not None and trace.result is not None and hit is None:
+    if ctx.cfg.tool_choice == "required" and not r.calls:
+        pass  # held: this text may be decoded again (tool_choice required)
+    elif trace is not None and trace.result is not None and hit is None:
         trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
         yield b, Event("tool_result", text=new_text[r.emitted:], call=trace)
         r.emitted = len(new_text)

@@ -200,11 +200,13 @@ class Engine:
         if req.tool_choice == "none":
             allowed = set()
         stop = req.stop + ((SENTINEL,) if req.client_tools else ())
-        return self.model.generation_config.replace(
+        gen = self.model.generation_config
+        return gen.replace(
+            tool_choice=req.tool_choice if req.tool_choice in ("auto", "required") else gen.tool_choice,
             max_new_tokens=req.max_tokens, do_sample=req.temperature > 0,
             temperature=req.temperature or 1.0, top_p=req.top_p, seed=req.seed, stop=stop,
             tool_filter=tuple(sorted(allowed)) if allowed and allowed != set(self.tools) else (),
-            max_tool_calls=self.model.generation_config.max_tool_calls if allowed else 0)
+            max_tool_calls=gen.max_tool_calls if allowed else 0)
 
     def result(self, job: Job, g: Generation, streamed: str | None) -> dict:
         """What the HTTP layer answers: content, finish reason, the client's call, usage, trace."""

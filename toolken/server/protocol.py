@@ -43,7 +43,7 @@ class ChatRequest:
 
     messages: list[dict]
     client_tools: tuple[str, ...] = ()  # tools the client runs (the request's ``tools``)
-    tool_choice: str = "auto"
+    tool_choice: str | None = None  # auto | required | none; None: the checkpoint's
     stream: bool = False
     max_tokens: int = 128
     temperature: float = 0.0
@@ -80,7 +80,7 @@ def parse_request(body: bytes, model_name: str, tools: dict[str, Tool], max_toke
             raise APIError(400, f"{k}={d[k]!r}: penalties are not supported (use 0)", k)
     req = ChatRequest(messages=_messages(d.get("messages")))
     req.client_tools = _client_tools(d.get("tools"), tools)
-    req.tool_choice = _tool_choice(d.get("tool_choice", "auto"))
+    req.tool_choice = _tool_choice(d.get("tool_choice"))
     req.stream = _typed(d, "stream", bool, False)
     opts = d.get("stream_options") or {}
     req.include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
@@ -167,11 +167,12 @@ def _shape(params: dict) -> tuple:
             tuple(sorted(params.get("required", []))))
 
 
-def _tool_choice(choice) -> str:
-    if choice in ("auto", "none"):
+def _tool_choice(choice) -> str | None:
+    if choice in (None, "auto", "none", "required"):
         return choice
     raise APIError(400, f"tool_choice={json.dumps(choice)} is not supported: a toolken model "
-                        f"decides itself when to call (use \"auto\" or \"none\")", "tool_choice")
+                        f"chooses the tool itself (use \"auto\", \"required\" or \"none\")",
+                   "tool_choice")
 
 
 # ---------------------------------------------------------------------------- prompt
