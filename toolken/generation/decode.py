@@ -380,8 +380,10 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
     def sample(z):
         return pick(z, cfg.do_sample, cfg.temperature, cfg.top_p, r.gen)
 
-    forced, r.force = r.force and bool(torch.isfinite(zz[V:]).any()), False
-    if cfg.tool_choice == "required" and not r.calls and not forced and torch.isfinite(zz[V:]).any():
+    required = cfg.tool_choice == "required" and not r.calls
+    can_call = required and bool(torch.isfinite(zz[V:]).any())
+    forced, r.force = r.force and can_call, False
+    if can_call and not forced:
         gap = float(zz[V:].max() - zz[:V].max())  # how close a toolken came to winning
         if gap > r.best_gap:
             r.best_gap, r.best_at = gap, len(r.out)
@@ -398,11 +400,8 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
         else:
             written = None
     new_ids, accepted, trace = [choice], False, None
-    if choice >= V and cfg.tool_choice == "required" and not r.calls:  # release the held text
-        safe = len(r.text) - held(r.text, cfg.stop)
-        if safe > r.emitted:
-            yield b, Event("text", text=r.text[r.emitted:safe])
-            r.emitted = safe
+    if choice >= V and required:  # the first call: release the held text
+        yield from _stream_to(r, b, len(r.text) - held(r.text, cfg.stop))
     if r.drafts and choice == r.drafts[0][0]:
         r.z, accepted = r.drafts.pop(0)[1], True  # the logits after this token are known
         r.stats["accepted"] += 1
@@ -457,12 +456,16 @@ def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
         yield b, Event("tool_result", text=new_text[r.emitted:], call=trace)
         r.emitted = len(new_text)
     else:  # hold back what may be the start of a stop string
-        safe = len(new_text) - (0 if hit is not None else held(new_text, ctx.cfg.stop))
-        if safe > r.emitted:
-            yield b, Event("text", text=new_text[r.emitted:safe])
-            r.emitted = safe
+        yield from _stream_to(r, b, len(new_text) - (0 if hit is not None else held(new_text, ctx.cfg.stop)))
     if not r.done and r.out[-1] in ctx.eos and not ctx.cfg.ignore_eos:
         r.reason, r.done = "eos", True
+
+
+def _stream_to(r: _Row, b: int, end: int):
+    """Stream the row's text up to character ``end``, from where streaming left off."""
+    if end > r.emitted:
+        yield b, Event("text", text=r.text[r.emitted:end])
+        r.emitted = end
 
 
 def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace, written=None) -> str | None:
