@@ -277,11 +277,17 @@ def test_arg_names_writes_each_argument_after_its_name(tiny_base):
     assert m.tool_mode(m.registry, cfg) is not m.tool_mode(m.registry, cfg.replace(arg_strings="context"))
 
 
-def test_tool_choice_required_calls_where_a_toolken_came_closest(tiny_base):
+def test_tool_choice_required_calls_where_a_toolken_came_closest(tiny_base, monkeypatch):
     """tool_choice required: an answer without a call is decoded again from the step where the
     best toolken's logit + bias - the best token's was highest (found here by a plain forward
-    over the first answer), with that toolken chosen there."""
+    over the first answer), with that toolken chosen there; tool mode reads the kept answer."""
     from toolken.generation.decode import generate_batch
+    from toolken.generation.tool_mode import ToolMode
+
+    seen = []  # the answer so far, as tool mode is given it at each call
+    call = ToolMode.call
+    monkeypatch.setattr(ToolMode, "call", lambda self, tool, q, answer, *a, **k:
+                        seen.append(answer) or call(self, tool, q, answer, *a, **k))
 
     m = model_with(tiny_base, add, add_demo)
     V, bias = m.vocab_size, -30.0
@@ -296,10 +302,12 @@ def test_tool_choice_required_calls_where_a_toolken_came_closest(tiny_base):
         gaps = (z[:, V:] + bias).max(-1).values - z[:, :V].max(-1).values
         t = int(gaps.argmax())
         want = m.tools[int(z[t, V:].argmax())]
+        seen.clear()
         g = m.generate(prompt, tool_choice="required", **kw)
         assert g.calls and g.calls[0].tool == want
         assert g.token_ids[:P + t] == auto.token_ids[:P + t]
         prefix = m.tokenizer.decode(out[:t], skip_special_tokens=True)
+        assert seen[0] == prefix  # the kept text, not an empty one
         assert g.text.startswith(prefix)
         assert g.calls[0].start is None or g.calls[0].start >= len(prefix)
         items = list(m.stream(prompt, tool_choice="required", **kw))  # held until the call
