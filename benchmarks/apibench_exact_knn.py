@@ -24,7 +24,8 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--synth", default="outputs/hf_synth.jsonl")
 args = ap.parse_args()
 from toolken.tools import load_pack  # noqa: E402
-from toolken.generation.rerank import _minilm_embed, doc_text, identity_text  # noqa: E402
+from toolken.generation.demos import minilm_embed  # noqa: E402
+from toolken.generation.rerank import doc_text, identity_text  # noqa: E402
 from toolken.core.text import bm25_scores  # noqa: E402
 reg = load_pack(str(REPO / "tools/apibench.py"))
 hf = [t for t in reg if t.name.startswith("hf.")]
@@ -39,7 +40,7 @@ for f in ["apibench_huggingface.tsv", "apibench_huggingface_b.tsv"]:
         gold = [t for t in hf if f"'{i}'" in ident(t) or f'"{i}"' in ident(t)]
         qs.append((f, i, q, gold))
 print(len(qs), sum(1 for q in qs if q[3]), "with a gold tool")
-docs = _minilm_embed([doc_text(t) for t in hf])
+docs = minilm_embed([doc_text(t) for t in hf])
 syn = collections.defaultdict(list)
 for l in open(args.synth):
     r = json.loads(l)
@@ -49,9 +50,9 @@ names = [t.name for t in hf]
 
 
 flat = [(n, s) for n in names for s in syn.get(n, [])]
-E = _minilm_embed([s for _, s in flat])
+E = minilm_embed([s for _, s in flat])
 owner = torch.tensor([names.index(n) for n, _ in flat])
-Q = _minilm_embed([q for _, _, q, _ in qs])
+Q = minilm_embed([q for _, _, q, _ in qs])
 res = collections.Counter()
 for k, (f, i, q, gold) in enumerate(qs):
     if not gold: continue

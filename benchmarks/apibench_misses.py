@@ -76,15 +76,10 @@ def main(argv=None) -> int:
             sys.exit(f"{path}: not a toolken APIBench report (benchmark {report.get('benchmark')!r}, "
                      f"method {report.get('method')!r})")
         reports.append((path, report))
-    from toolken.generation.demos import minilm
-
-    def embed(texts):
-        import torch
-
-        return torch.as_tensor(minilm().encode(texts, normalize_embeddings=True))
+    from toolken.generation.demos import minilm_embed
 
     tools = {t.name: t for t in load_pack(args.tools)}
-    rows = [(Path(p).stem, len(r["predictions"]), misses(r, tools, embed, args.near)) for p, r in reports]
+    rows = [(Path(p).stem, len(r["predictions"]), misses(r, tools, minilm_embed, args.near)) for p, r in reports]
     print(table(rows))
     return 0
 

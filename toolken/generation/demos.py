@@ -263,3 +263,8 @@ def minilm():
 
 
 _MINILM = None
+
+
+def minilm_embed(texts: list[str]) -> torch.Tensor:
+    """(N, 384) unit rows: ``texts`` embedded by all-MiniLM-L6-v2 (``minilm``)."""
+    return torch.as_tensor(minilm().encode(texts, normalize_embeddings=True, batch_size=64))

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.text import bm25_scores
+from .demos import minilm_embed
 from .steps import new_cache, step
 
 HEADER = ("Decide which tool the next step of the answer needs. Choose \"none\" when the "
@@ -149,7 +150,7 @@ class Reranker:
         """log_softmax of the candidates' toolken logits + (cos(question, doc) + lexical x
         BM25(question, identity) / the candidates' best BM25) / temperature, then the score of
         "none"."""
-        embed = self.embedder or _minilm_embed
+        embed = self.embedder or minilm_embed
         missing = [t for t in tools if t.name not in self._docs]
         if missing:
             vecs = embed([doc_text(t) for t in missing])
@@ -233,12 +234,6 @@ def option_logprobs(model, cache, z: torch.Tensor, options: list[list[int]]) -> 
         ids = options[i]
         out[i] += float(sum(lp[j, t - 1, ids[t]] for t in range(1, len(ids))))
     return out
-
-
-def _minilm_embed(texts: list[str]) -> torch.Tensor:
-    from .demos import minilm
-
-    return torch.as_tensor(minilm().encode(texts, normalize_embeddings=True, batch_size=64))
 
 
 def doc_text(tool) -> str:
