@@ -244,6 +244,32 @@ def test_in_prompt_layout(tmp_path):
         in_prompt_layout(RECORDS, set(), tmp_path / "missing.txt")
 
 
+def test_in_prompt_layout_random_demos(tmp_path):
+    """pick="random": k demos drawn per record (the same for the same seed, others for another),
+    of the template's shape first; never the record's own question, never a held-out record."""
+    from toolken.generation.demos import in_prompt_layout
+
+    path = tmp_path / "t.txt"
+    path.write_text(TEMPLATE)
+    records = RECORDS + [_two_step()]
+    blocks = lambda r: r.context.split("\n\n")[1:-1]  # noqa: E731 — the demos, header cut
+    for seed in range(6):
+        got = in_prompt_layout(records, {3}, path, k=2, pick="random", seed=seed)
+        assert got == in_prompt_layout(records, {3}, path, k=2, pick="random", seed=seed)
+        for r, g in zip(records, got):
+            demos = blocks(g)
+            assert len(demos) == 2 and len(set(demos)) == 2
+            assert r.text not in demos and RECORDS[3].text not in demos
+            assert demos[0] != records[4].text  # the one-step texts come first (3 of them)
+    three = blocks(in_prompt_layout(records, {3}, path, k=3, pick="random")[0])
+    assert sorted(three[:2]) == sorted([RECORDS[1].text, RECORDS[2].text]) and three[2] == records[4].text
+    draws = {tuple(blocks(in_prompt_layout(records, {3}, path, k=2, pick="random", seed=s)[0]))
+             for s in range(12)}
+    assert len(draws) > 1  # not always the same demos
+    with pytest.raises(ValueError, match="train_prompt_demo_pick='bm25' is not one of"):
+        in_prompt_layout(records, set(), path, k=1, pick="bm25")
+
+
 def _two_step() -> Record:
     text = "Q: A farm has 5 cows, 2 pigs and 3 more cows. How many animals?\nA: 5+2=7. 7+3=10. So, 10."
     a, b = text.index("=7") + 1, text.index("=10") + 1

@@ -218,7 +218,8 @@ def test_train_prompt_reads_texts_in_the_prompt_layout(tmp_path, capsys):
 
 @pytest.mark.parametrize("over, match", [
     ({"train_prompt_demos": 2}, "train_prompt_demos needs train_prompt"),
-    ({"train_prompt": "p.txt", "train_prompt_demos": -1}, "must be an int >= 0")])
+    ({"train_prompt": "p.txt", "train_prompt_demos": -1}, "must be an int >= 0"),
+    ({"train_prompt_demo_pick": "bm25"}, "train_prompt_demo_pick=.bm25. is not one of")])
 def test_bad_train_prompt_settings(tmp_path, over, match):
     with pytest.raises(ConfigError, match=match):
         tiny_cfg(tmp_path, **over)

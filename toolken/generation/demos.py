@@ -14,6 +14,7 @@ which loads offline: ``pip install 'toolken[embeddings]'``).
 
 from __future__ import annotations
 
+import random
 import re
 import warnings
 from collections import Counter
@@ -41,6 +42,9 @@ class Example:
     @property
     def multi_step(self) -> bool:
         return self.calls >= 2
+
+
+DEMO_PICKS = ("nearest", "random")  # how training chooses the prompt demos it reads behind
 
 
 def question_of(record: Record) -> str:
@@ -198,13 +202,17 @@ def retrieved_template(template: str, demos: list[str]) -> str:
 
 
 def in_prompt_layout(records: list[Record], held: set[int], template: str | Path,
-                     k: int = 0) -> list[Record]:
+                     k: int = 0, pick: str = "nearest", seed: int = 0) -> list[Record]:
     """The records with ``context`` set to the prompt ``template`` up to the line of its
     ``[QUESTION]``, so that training reads each text where generation will write it. k > 0:
-    the template's demos are replaced by the k training texts whose questions are most similar
-    (BM25) to the record's, of the template's shape (``multi_step``) first, as generation
-    shows them; never the record itself, a record with the same question, or a held-out
+    the template's demos are replaced by k training texts of the template's shape
+    (``multi_step``) first: with ``pick="nearest"`` those whose questions are most similar
+    (BM25) to the record's, most similar first, as generation shows them; with ``"random"``
+    k drawn at random (by ``seed`` and the record's place), so that the demos are no near-copies
+    of the text. Never the record itself, a record with the same question, or a held-out
     record (indices in ``held``)."""
+    if pick not in DEMO_PICKS:
+        raise ValueError(f"train_prompt_demo_pick={pick!r} is not one of {list(DEMO_PICKS)}")
     path = Path(template)
     try:
         template = path.read_text(encoding="utf-8")
@@ -217,9 +225,17 @@ def in_prompt_layout(records: list[Record], held: set[int], template: str | Path
                         exclude={question_of(records[i]) for i in held})
         shape, same = multi_step(template), Counter(e.question for e in pool.examples)
     out = []
-    for r in records:
+    for i, r in enumerate(records):
         filled = template
-        if k:  # BM25's best k of the template's shape (examples with this very question left out)
+        if k and pick == "random":
+            q, rng = question_of(r), random.Random(f"{seed}:{i}")
+            others = [j for j, e in enumerate(pool.examples) if e.question != q]
+            fits = [j for j in others if pool.examples[j].multi_step == shape]
+            found = rng.sample(fits, min(k, len(fits)))
+            rest = [j for j in others if pool.examples[j].multi_step != shape]
+            found += rng.sample(rest, min(k - len(found), len(rest)))
+            filled = retrieved_template(template, [pool.examples[j].text for j in found])
+        elif k:  # BM25's best k of the template's shape (examples with this very question left out)
             q = question_of(r)
             # a prefix of the ranking; all of it when fewer than k there have the shape
             order = pool._search(q, 4 * (k + same[q]) + 16)

@@ -16,6 +16,7 @@ import yaml
 
 from ..core.base import DEFAULT_BASE_MODEL
 from ..generation.config import GenerationConfig
+from ..generation.demos import DEMO_PICKS
 from ..core.data import FORMATS
 
 
@@ -39,6 +40,8 @@ class TrainConfig:
     train_prompt: str | None = None  # a prompt file with [QUESTION]: each text is read in its
     # layout (its header and demos before the text, unlabelled), as generation will see it
     train_prompt_demos: int = 0  # >0: the k most similar training texts replace its demos
+    train_prompt_demo_pick: str = "nearest"  # nearest (BM25, as generation retrieves them) |
+    # random (k training texts drawn per text: demos that are no near-copies of it)
     # head
     init: str = "random"  # random (the paper) | embedding (name + description) | predicted
     # (resume_from's description -> toolken map: `toolken fit-predictor`)
@@ -150,6 +153,9 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: train_prompt_demos={cfg.train_prompt_demos!r} must be an int >= 0")
     if cfg.train_prompt_demos and not cfg.train_prompt:
         raise ConfigError(f"{where}: train_prompt_demos needs train_prompt=PROMPT_FILE")
+    if cfg.train_prompt_demo_pick not in DEMO_PICKS:
+        raise ConfigError(f"{where}: train_prompt_demo_pick={cfg.train_prompt_demo_pick!r} is not "
+                          f"one of {list(DEMO_PICKS)}")
     for key in ("epochs", "batch_size", "feature_batch_tokens", "vocab_chunk", "log_every", "lr",
                 "feature_memory_mb"):
         if getattr(cfg, key) <= 0:

@@ -155,7 +155,7 @@ def prepare_data(cfg: TrainConfig, base, tools: list[str], train: list[Record],
     n_train = len(records) - len(dev_records)
     if cfg.train_prompt:
         records = in_prompt_layout(records, set(dev_records.tolist()), cfg.train_prompt,
-                                   cfg.train_prompt_demos)
+                                   cfg.train_prompt_demos, cfg.train_prompt_demo_pick, cfg.seed)
     labelled = label_records(records, base.tokenizer, tools, base.vocab_size, cfg.max_length,
                              cfg.only_toolken_positions)
     if verbose:
