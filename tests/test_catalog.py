@@ -12,6 +12,7 @@ from toolken.tools.catalog import (CatalogError, base_name, domain_task, hub_ids
                              unique_names)
 from toolken.tools.registry import NAME_RULE
 from toolken.tools import PackError, load_pack
+from toolken.tools.synth import load_needs
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {"hf": "huggingface_api.jsonl", "torchhub": "torchhub_api.jsonl",
@@ -126,6 +127,17 @@ def test_apibench_pack(catalog):
         pack = load_pack(REPO / "tools" / "apibench.py", local_models={})
     assert pack.names == catalog.names
     assert pack["tfhub.universal-sentence-encoder"].meta["api_call"].startswith("hub.load(")
+    # the users' needs of each tool's domain (data/apibench_needs.yaml) as its example requests
+    needs = load_needs(REPO / "data" / "apibench_needs.yaml")
+    for t in pack:
+        want = needs.get(t.meta["record"]["domain"].strip().lower())
+        assert t.meta.get("requests") == (list(want) if want else None), t.name
+    assert pack["hf.sentence-transformers.all-MiniLM-L6-v2"].meta["requests"]
+    bare = load_pack(REPO / "tools" / "apibench.py", local_models={}, catalogues=["tensorflowhub"], needs=None)
+    assert not any("requests" in t.meta for t in bare)
+    with pytest.raises(PackError, match="needs: .*missing.yaml"):
+        load_pack(REPO / "tools" / "apibench.py", local_models={}, catalogues=["torchhub"],
+                  needs=str(REPO / "missing.yaml"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seen = load_pack(REPO / "tools" / "apibench.py",  # default local models: none needed

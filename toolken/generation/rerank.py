@@ -24,7 +24,11 @@ best vocabulary token, as in the paper's fallback. Three ways (``Reranker``):
   catalogue record's reported performance, its description; statistics over the candidates),
   scaled to the best candidate's, times ``lexical``, is added to the similarity: a model id
   the question names ("a DistilBERT model fine-tuned on SST-2") tells apart APIs whose
-  documentation reads alike.
+  documentation reads alike. With ``requests`` > 0, the best cosine between the question and
+  a candidate's example requests (``tool.meta["requests"]``: what users ask for it in their
+  own words, e.g. its APIBench domain's needs, ``tools/apibench.py``), times ``requests``, is
+  added too (a candidate without requests counts the lowest among the candidates): the
+  documentation says what an API is, the requests how users ask for that kind of API.
 
 Every decision is recorded in ``Generation.reranks``: candidates, scores, choice.
 """
@@ -57,6 +61,20 @@ class RerankTrace:
     at: int = 0  # character offset in Generation.text where the decision was taken
 
 
+@dataclass(frozen=True)
+class EmbedWeights:
+    """The ``embed`` rerank's extra terms, each added to the similarity: ``lexical`` x BM25
+    over the candidate's identity, ``requests`` x the best cosine with its example requests."""
+
+    lexical: float = 0.0
+    requests: float = 0.0
+
+    def __post_init__(self):
+        for name in ("lexical", "requests"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"rerank {name} weight must be at least 0, got {getattr(self, name)}")
+
+
 class Reranker:
     """Rerank the top-k toolkens with the frozen base model, or reject them all.
 
@@ -75,7 +93,7 @@ class Reranker:
     """
 
     def __init__(self, model, registry, top_k: int, none_bias: float = 0.0, method: str = "pmi",
-                 temperature: float = 0.01, lexical: float = 0.0):
+                 temperature: float = 0.01, weights: "EmbedWeights | None" = None):
         if top_k < 1:
             raise ValueError(f"rerank top_k must be at least 1, got {top_k}")
         if method == "choice" and top_k >= len(LABELS):
@@ -85,13 +103,13 @@ class Reranker:
             raise ValueError(f"rerank method {method!r} is not one of {list(METHODS)}")
         if not temperature > 0:
             raise ValueError(f"rerank temperature must be positive, got {temperature}")
-        if not lexical >= 0:
-            raise ValueError(f"rerank lexical weight must be at least 0, got {lexical}")
         self.model, self.registry, self.method = model, registry, method
         self.top_k, self.none_bias, self.temperature = top_k, float(none_bias), float(temperature)
-        self.lexical = float(lexical)
+        weights = weights or EmbedWeights()
+        self.lexical, self.requests = weights.lexical, weights.requests
         self.embedder = None  # texts -> (n, e) unit vectors for ``embed``; None: all-MiniLM-L6-v2
         self._docs: dict[str, torch.Tensor] = {}  # tool -> its documentation's unit vector
+        self._asks: dict[tuple, torch.Tensor] = {}  # example requests -> their unit vectors
         self._header = None  # (cache, n_tokens) of HEADER
         self._prior: dict[str, float] = {}  # tool -> log P(description | CONTENT_FREE)
 
@@ -162,8 +180,26 @@ class Reranker:
             bm = torch.tensor(bm25_scores(question, [identity_text(t) for t in tools]))
             if bm.max() > 0:
                 sim = sim + self.lexical * bm / bm.max()
+        if self.requests:
+            sim = sim + self.requests * self._request_sims(q, tools, embed)
         scores = torch.log_softmax(z.float(), -1) + sim / self.temperature
         return scores.tolist() + [self.none_bias]
+
+    def _request_sims(self, q: torch.Tensor, tools, embed) -> torch.Tensor:
+        """(k,) each candidate's best cosine between ``q`` and its example requests
+        (``meta["requests"]``); the lowest of those for a candidate without requests, 0 when
+        none has any. Each set of requests is embedded once."""
+        asks = [tuple((t.meta or {}).get("requests") or ()) for t in tools]
+        missing = list(dict.fromkeys(a for a in asks if a and a not in self._asks))
+        if missing:
+            vecs = embed([r for a in missing for r in a])
+            at = 0
+            for a in missing:
+                self._asks[a], at = vecs[at:at + len(a)], at + len(a)
+        best = [float((self._asks[a] @ q).max()) if a else None for a in asks]
+        known = [b for b in best if b is not None]
+        low = min(known) if known else 0.0
+        return torch.tensor([low if b is None else b for b in best])
 
     def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
         tok, V = self.model.tokenizer, self.model.vocab_size
