@@ -217,8 +217,9 @@ def test_embed_lexical_scores_equal_a_plain_computation(m):
 
 def test_embed_requests_scores_equal_a_plain_computation(m):
     """requests > 0: + requests x the best cosine between the question and the candidate's
-    example requests (meta["requests"]), inside the temperature; a candidate without requests
-    counts the lowest of the others'; each set of requests is embedded once."""
+    example requests (meta["requests"]) less its mean over the candidates that have some,
+    inside the temperature; a candidate without requests counts 0; each set of requests is
+    embedded once."""
     asks = {"sub": ["take one number away from another", "how much is left"],
             "add": ["put two amounts together"]}
     for name, a in asks.items():
@@ -232,8 +233,8 @@ def test_embed_requests_scores_equal_a_plain_computation(m):
         def requests(question, names):
             q = fake_embed([question])[0]
             best = {n: max(float(v @ q) for v in fake_embed(a)) for n, a in asks.items()}
-            low = min(best.values())  # no requests: the lowest of the others'
-            return [0.7 * best.get(n, low) for n in names]
+            mean = sum(best.values()) / len(best)  # over sub and add; mul has no requests
+            return [0.7 * (best[n] - mean) if n in best else 0.0 for n in names]
 
         _check_embed_terms(m, r, ("How much is left of 9 after 4?", "Put 2 and 3 together."), requests)
         asked = [t for c in calls for t in c if t in asks["sub"] + asks["add"]]

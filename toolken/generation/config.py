@@ -94,8 +94,9 @@ class GenerationConfig:
                                     "similarity (0: off)", minimum=0.0)
     rerank_requests: float = _f(0.0, "embed: + this weight x the best cosine between the question "
                                      "and the candidate's example requests (tool.meta['requests'], "
-                                     "e.g. its domain's user needs), added to the similarity; a "
-                                     "candidate without any counts the candidates' lowest (0: off)",
+                                     "e.g. its domain's user needs) less its mean over the "
+                                     "candidates that have some, added to the similarity; a "
+                                     "candidate without any counts 0 (0: off)",
                                 minimum=0.0)
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "

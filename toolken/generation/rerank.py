@@ -27,7 +27,7 @@ best vocabulary token, as in the paper's fallback. Three ways (``Reranker``):
   documentation reads alike. With ``requests`` > 0, the best cosine between the question and
   a candidate's example requests (``tool.meta["requests"]``: what users ask for it in their
   own words, e.g. its APIBench domain's needs, ``tools/apibench.py``), times ``requests``, is
-  added too (a candidate without requests counts the lowest among the candidates): the
+  added too, less its mean over the candidates that have requests (one without counts 0): the
   documentation says what an API is, the requests how users ask for that kind of API.
 
 Every decision is recorded in ``Generation.reranks``: candidates, scores, choice.
@@ -187,8 +187,9 @@ class Reranker:
 
     def _request_sims(self, q: torch.Tensor, tools, embed) -> torch.Tensor:
         """(k,) each candidate's best cosine between ``q`` and its example requests
-        (``meta["requests"]``); the lowest of those for a candidate without requests, 0 when
-        none has any. Each set of requests is embedded once."""
+        (``meta["requests"]``) less the mean of those over the candidates that have some; 0 for
+        a candidate without requests (neither favoured nor held back against the others).
+        Each set of requests is embedded once."""
         asks = [tuple((t.meta or {}).get("requests") or ()) for t in tools]
         missing = list(dict.fromkeys(a for a in asks if a and a not in self._asks))
         if missing:
@@ -198,8 +199,8 @@ class Reranker:
                 self._asks[a], at = vecs[at:at + len(a)], at + len(a)
         best = [float((self._asks[a] @ q).max()) if a else None for a in asks]
         known = [b for b in best if b is not None]
-        low = min(known) if known else 0.0
-        return torch.tensor([low if b is None else b for b in best])
+        mean = sum(known) / len(known) if known else 0.0
+        return torch.tensor([0.0 if b is None else b - mean for b in best])
 
     def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
         tok, V = self.model.tokenizer, self.model.vocab_size
