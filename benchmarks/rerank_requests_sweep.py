@@ -10,8 +10,9 @@ rerank, made with ``rerank_requests`` W (``--made-with W``, default 0: its recor
 hold W x the term, taken out before each weight is put in); DEV.json the questions it was run on
 (Gorilla's JSONL, ``outputs/apibench_testdev/*.json``). The requests are the pack's
 ``meta["requests"]`` (``tools/apibench.py``: ``data/apibench_needs.yaml``), centred over the
-candidates that have some, as ``toolken.generation.rerank`` adds them. Prints, per weight and
-report, domain and exact-API counts; weight 0 reproduces the report's own figures.
+candidates that have some: ``toolken.generation.rerank.request_sims``, the term the rerank
+adds. Prints, per weight and report, domain and exact-API counts; weight 0 reproduces the
+report's own figures.
 """
 
 from __future__ import annotations
@@ -25,43 +26,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toolken.evaluation.api_match import ApiIndex  # noqa: E402
 from toolken.evaluation.metrics import score  # noqa: E402
+from toolken.generation.rerank import request_sims  # noqa: E402
 from toolken.tools import load_pack  # noqa: E402
 
 SHARED_API = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "apibench" / "api"
-
-
-def request_terms(question_vec, names: list[str], tools: dict, asks: dict) -> list[float]:
-    """Each candidate's best cosine with its requests less the mean over those that have
-    some (0 without): the term ``rerank_requests`` weighs. ``asks``: requests -> vectors."""
-    best = [float((asks[tuple(r)] @ question_vec).max()) if (r := tools[n].meta.get("requests")) else None
-            for n in names]
-    known = [b for b in best if b is not None]
-    mean = sum(known) / len(known) if known else 0.0
-    return [0.0 if b is None else b - mean for b in best]
 
 
 def replay(report: dict, questions: list[str], tools: dict, apis, embed, weights, made_with=0.0,
            temperature=0.01):
     """{weight: (domain right, exact API, n)} for one report made with ``rerank_requests``
     ``made_with``."""
-    recs = report["predictions"]
+    recs, asks = report["predictions"], {}
     qv = embed(questions)
-    sets = {tuple(t.meta["requests"]) for p in recs for n in p["reranks"][0]["candidates"]
-            if (t := tools[n]).meta.get("requests")}
-    sets = list(sets)
-    flat = embed([r for s in sets for r in s])
-    asks, at = {}, 0
-    for s in sets:
-        asks[s], at = flat[at:at + len(s)], at + len(s)
+    terms = [request_sims(q, [tools[n] for n in p["reranks"][0]["candidates"]], embed, asks).tolist()
+             for p, q in zip(recs, qv)]
     out = {}
     for w in weights:
         dom = ex = 0
-        for p, q in zip(recs, qv):
+        for p, t in zip(recs, terms):
             rr = p["reranks"][0]
             names, scores = rr["candidates"], rr["scores"][:len(rr["candidates"])]
-            terms = request_terms(q, names, tools, asks)
             best = max(range(len(names)),
-                       key=lambda i: scores[i] + (w - made_with) * terms[i] / temperature)
+                       key=lambda i: scores[i] + (w - made_with) * t[i] / temperature)
             s = score(report["benchmark"], tools[names[best]].meta.get("api_call", ""), p["gold"], apis=apis)
             dom, ex = dom + s["correct"], ex + s["exact"]
         out[w] = (dom, ex, len(recs))

@@ -181,26 +181,9 @@ class Reranker:
             if bm.max() > 0:
                 sim = sim + self.lexical * bm / bm.max()
         if self.requests:
-            sim = sim + self.requests * self._request_sims(q, tools, embed)
+            sim = sim + self.requests * request_sims(q, tools, embed, self._asks)
         scores = torch.log_softmax(z.float(), -1) + sim / self.temperature
         return scores.tolist() + [self.none_bias]
-
-    def _request_sims(self, q: torch.Tensor, tools, embed) -> torch.Tensor:
-        """(k,) each candidate's best cosine between ``q`` and its example requests
-        (``meta["requests"]``) less the mean of those over the candidates that have some; 0 for
-        a candidate without requests (neither favoured nor held back against the others).
-        Each set of requests is embedded once."""
-        asks = [tuple((t.meta or {}).get("requests") or ()) for t in tools]
-        missing = list(dict.fromkeys(a for a in asks if a and a not in self._asks))
-        if missing:
-            vecs = embed([r for a in missing for r in a])
-            at = 0
-            for a in missing:
-                self._asks[a], at = vecs[at:at + len(a)], at + len(a)
-        best = [float((self._asks[a] @ q).max()) if a else None for a in asks]
-        known = [b for b in best if b is not None]
-        mean = sum(known) / len(known) if known else 0.0
-        return torch.tensor([0.0 if b is None else b - mean for b in best])
 
     def _choice_scores(self, question, answer_so_far, tools, stats) -> list[float]:
         tok, V = self.model.tokenizer, self.model.vocab_size
@@ -271,6 +254,25 @@ def option_logprobs(model, cache, z: torch.Tensor, options: list[list[int]]) -> 
         ids = options[i]
         out[i] += float(sum(lp[j, t - 1, ids[t]] for t in range(1, len(ids))))
     return out
+
+
+def request_sims(q: torch.Tensor, tools, embed, cache: dict) -> torch.Tensor:
+    """(k,) each tool's best cosine between ``q`` and its example requests
+    (``meta["requests"]``) less the mean of those over the tools that have some; 0 for a tool
+    without requests (neither favoured nor held back against the others): the term the
+    ``embed`` rerank weighs by ``requests``. ``cache``: requests -> their unit vectors, each
+    set embedded once by ``embed``."""
+    asks = [tuple((t.meta or {}).get("requests") or ()) for t in tools]
+    missing = list(dict.fromkeys(a for a in asks if a and a not in cache))
+    if missing:
+        vecs = embed([r for a in missing for r in a])
+        at = 0
+        for a in missing:
+            cache[a], at = vecs[at:at + len(a)], at + len(a)
+    best = [float((cache[a] @ q).max()) if a else None for a in asks]
+    known = [b for b in best if b is not None]
+    mean = sum(known) / len(known) if known else 0.0
+    return torch.tensor([0.0 if b is None else b - mean for b in best])
 
 
 def doc_text(tool) -> str:
