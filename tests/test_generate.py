@@ -326,3 +326,63 @@ def test_tool_choice_required_calls_where_a_toolken_came_closest(tiny_base, monk
         assert (r.text, r.token_ids) == (a.text, a.token_ids)
     with pytest.raises(ValueError, match="tool_choice='always' is not one of"):
         m.generate("Q: hi", tool_choice="always")
+
+
+def test_unused_number_rewinds_go_back_to_the_sentence_start(tiny_base):
+    """unused_number_rewinds: an answer that ends having written the answer marker while a
+    number of the question is unused goes back to the start of the marker's sentence, not before
+    the last call's result (computed here from the text by a plain scan), and goes on with the
+    best other token there (a plain forward with that token masked); the text before is kept
+    token for token and nothing streamed is taken back."""
+    from toolken.generation.decode import generate_batch, question_numbers, unused_numbers
+
+    m = model_with(tiny_base, add)
+    prompt, question = "Q: 2 and 3? A:", "How much is 987654 and 3?"
+    kw = dict(max_new_tokens=14, toolken_bias=1e4, max_tool_calls=1)  # a call first, then text
+    auto = m.generate(prompt, question=question, **kw)
+    assert auto.calls and auto.calls[0].end
+    P = len(m.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    out = auto.token_ids[P:]
+    text = lambda ids: m.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    late = auto.text[auto.calls[0].end:]
+    marker = late[len(late) // 2:][:2]  # written after the call
+    at = auto.text.lower().rfind(marker.lower())
+    start = auto.calls[0].end
+    for i, ch in enumerate(auto.text[:at]):  # after the last sentence end before the marker
+        if ch == "\n" or (ch in ".!?:" and auto.text[i + 1:i + 2].isspace()):
+            start = max(start, i + 1)
+    k = max(k for k in range(len(out) + 1) if len(text(out[:k])) <= start)
+    args = auto.calls[0].argument_text
+    assert 0 < k < len(out) and unused_numbers(question_numbers(question), auto.text + args)  # 987654
+    g = m.generate(prompt, question=question, unused_number_rewinds=1, answer_marker=marker, **kw)
+    assert g.token_ids[:P + k] == auto.token_ids[:P + k]
+    z, _ = m(torch.tensor([auto.token_ids[:P + k]]))
+    z = z[0, -1, :m.vocab_size].clone()
+    z[out[k]] = float("-inf")
+    assert g.token_ids[P + k] == int(z.argmax()) != out[k]
+    items = list(m.stream(prompt, question=question, unused_number_rewinds=1, answer_marker=marker, **kw))
+    assert "".join(e.text for e in items[:-1]) == items[-1].text == g.text
+    batch = generate_batch(m, [prompt, "Q: x"], questions=[question, "y"], unused_number_rewinds=1,
+                           answer_marker=marker, batch_size=2, **kw)
+    assert batch[0].token_ids == g.token_ids
+    # no number in the question, or no question (a bare prompt: its own numbers do not count):
+    # the marker is written, and the answer is the same as without the option
+    for q in ("How much?", None):
+        r0 = m.generate(prompt, question=q, **kw)
+        late = r0.text[r0.calls[0].end:].strip()
+        mark = late[len(late) // 2:][:2]
+        assert len(mark) == 2
+        r1 = m.generate(prompt, question=q, unused_number_rewinds=1, answer_marker=mark, **kw)
+        assert r1.token_ids == r0.token_ids
+    with pytest.raises(ValueError, match="answer_marker"):
+        m.generate(prompt, answer_marker=" ")
+
+
+def test_question_numbers_and_unused_numbers():
+    from toolken.generation.decode import question_numbers, unused_numbers
+
+    n = question_numbers("38 boxes at $4.25, $27.50 for delivery, a 6% tax, 1,260 eggs, -14 C")
+    assert n == ((38.0,), (4.25,), (27.5,), (6.0, 0.06), (1260.0,), (-14.0,))
+    assert unused_numbers(n, "38 * 4.25 = 161.5; 1 - 0.06 = 0.94; 1260 / 12; -14 + 9") == [(27.5,)]
+    assert unused_numbers(n, "27.5, 6 and 1,260 of 38 4.25-14") == []
+    assert question_numbers("the 3rd row of the 12th box, a base-10 log, no digits") == ()

@@ -51,6 +51,15 @@ class GenerationConfig:
                                   "where a toolken came closest to winning (its logit + bias - the "
                                   "best token's), the best toolken chosen there; text streams "
                                   "from the first call on", ("auto", "required"))
+    unused_number_rewinds: int = _f(0, "an answer that ends having written answer_marker while "
+                                       "a number of the question appears neither in it nor in its "
+                                       "calls' arguments goes back to the start of the marker's "
+                                       "sentence and goes on with another first token there; at "
+                                       "most this many times (0: off; needs a question: a template "
+                                       "or chat, not a bare prompt); text streams up to the last "
+                                       "call's result", minimum=0)
+    answer_marker: str = _f("answer is", "unused_number_rewinds: the words that give the final "
+                                         "answer (any case)")
     tool_timeout: float = _f(5.0, "seconds a tool may run", minimum=0.0)
     max_result_chars: int = _f(200, "a longer tool result is cut", minimum=1)
     close_results: bool = _f(False, "no digit right after a tool result, or after a '.' or ',' "
@@ -119,6 +128,8 @@ class GenerationConfig:
                     raise ValueError(f"seed={value!r} must be an integer or null")
                 continue
             _check_type(f, value)
+        if not self.answer_marker.strip():
+            raise ValueError("answer_marker='' must name the words that give the final answer")
 
     # ------------------------------------------------------------------ building
     def replace(self, **overrides) -> "GenerationConfig":

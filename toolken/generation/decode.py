@@ -18,7 +18,9 @@ masked, with explicit position ids, so a row sees exactly the tokens it would se
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
@@ -26,10 +28,10 @@ from typing import Iterator
 import torch
 
 from ..core.data import result_join
-from ..tools.arguments import parse_arguments
 from ..tools.forms import read_written_call
 from .config import GenerationConfig
 from .steps import GenerationError, held, lookup_draft, new_cache, pick, stop_at
+from .tool_mode import run_arguments
 
 __all__ = ["CallTrace", "Event", "Generation", "GenerationError", "generate", "generate_batch",
            "resolve_config", "stream"]
@@ -170,6 +172,12 @@ class _Row:
     best_gap: float = float("-inf")  # tool_choice required: the best toolken's logit - the best
     best_at: int = -1  # token's, at its highest before any call, and the step it was at
     force: bool = False  # tool_choice required: this step chooses the best toolken
+    numbers: tuple = ()  # unused_number_rewinds: the question's numbers, each as its values
+    marks: list = field(default_factory=list)  # len(out) after each step
+    rewinds: int = 0  # unused_number_rewinds taken
+    back_to: int = -1  # the token this row goes back to (unused_number_rewinds)
+    barred: tuple = ()  # tokens that may not follow out[:barred_at]
+    barred_at: int = -1
     reason: str = "max_new_tokens"
     done: bool = False
 
@@ -197,10 +205,8 @@ def _run(model, prompts: list, questions: list, cfg: GenerationConfig, seeds: li
     rows = [_new_row(model, p, q, cfg, ctx, s) for p, q, s in zip(prompts, questions, seeds)]
     yield from _decode(ctx, rows, list(range(len(rows))))
     if cfg.tool_choice == "required":  # no call: again from where a toolken came closest
-        again = {b: _rewound(model, r) for b, r in enumerate(rows) if not r.calls and r.best_at >= 0}
-        if again:
-            yield from _decode(ctx, list(again.values()), list(again))
-            rows = [again.get(b, r) for b, r in enumerate(rows)]
+        rows = yield from _again(ctx, rows, _rewound, lambda c, r: not r.calls and r.best_at >= 0, once=True)
+    rows = yield from _again(ctx, rows, _taken_back, _goes_back)  # unused_number_rewinds
     wall = time.perf_counter() - t0
     gens = []
     for b, r in enumerate(rows):
@@ -236,14 +242,81 @@ def _decode(ctx: _Context, rows: list[_Row], index: list[int]):
                     r.reason, r.done = "context", True
 
 
+def _again(ctx: _Context, rows: list[_Row], restart, which, once: bool = False):
+    """Decode again the rows ``which`` picks, each as ``restart`` makes it, until none is
+    picked (or ``once``); returns the batch's rows."""
+    while again := {b: restart(ctx.model, r) for b, r in enumerate(rows) if which(ctx, r)}:
+        yield from _decode(ctx, list(again.values()), list(again))
+        rows = [again.get(b, r) for b, r in enumerate(rows)]
+        if once:
+            break
+    return rows
+
+
 def _rewound(model, r: _Row) -> _Row:
     """A row that ended without a call, back at the step where a toolken came closest to
     winning (``tool_choice`` required); that step will choose the best toolken. The work of
     the first pass stays counted."""
     out = r.out[:r.best_at]
     return _Row(ids=r.ids, question=r.question, gen=r.gen, out=out, stats=dict(r.stats),
+                marks=[m for m in r.marks if m <= r.best_at],
                 text=model.tokenizer.decode(out, skip_special_tokens=True), steps=r.best_at,
-                prompt_tail=r.prompt_tail, force=True)
+                prompt_tail=r.prompt_tail, force=True, numbers=r.numbers, rewinds=r.rewinds)
+
+
+def _taken_back(model, r: _Row) -> _Row:
+    """A row whose answer gave its final answer with a number of the question unused
+    (``unused_number_rewinds``), back at the start of that sentence, whose first token is now
+    barred there (with those barred before, when it comes back to the same token)."""
+    k = r.back_to
+    barred = (*r.barred, r.out[k]) if r.barred_at == k else (r.out[k],)
+    best = r.best_at < k
+    return dataclasses.replace(
+        r, out=r.out[:k], text=model.tokenizer.decode(r.out[:k], skip_special_tokens=True),
+        marks=[m for m in r.marks if m <= k], steps=sum(m <= k for m in r.marks), z=None, pos=0,
+        drafts=[], reason="max_new_tokens", done=False, rewinds=r.rewinds + 1, back_to=-1,
+        barred=barred, barred_at=k, best_gap=r.best_gap if best else float("-inf"),
+        best_at=r.best_at if best else -1)
+
+
+_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)-?\d[\d,]*(?:\.\d+)?(%?)(?!\d|\.\d|(?:st|nd|rd|th)\b)")  # not 3rd
+_SENTENCE_END = re.compile(r"[.!?:](?=\s)|\n")
+
+
+def question_numbers(question: str) -> tuple[tuple[float, ...], ...]:
+    """The numbers written in digits in ``question``, each as the values that count as using
+    it in an answer (``6%``: 6 and 0.06; ``1,234``: 1234); not ``3rd`` or ``base-10``."""
+    values = [(_value(m), m.group(1)) for m in _NUMBER.finditer(question)]
+    return tuple((v, v / 100) if pct else (v,) for v, pct in values)
+
+
+def _value(m: re.Match) -> float:
+    return float(m.group().rstrip("%").replace(",", ""))
+
+
+def unused_numbers(numbers, answer: str) -> list[tuple[float, ...]]:
+    """The numbers (as ``question_numbers`` gives them) none of whose values the answer writes
+    (either sign: ``-14`` is used in ``9-14``)."""
+    written = [abs(_value(m)) for m in _NUMBER.finditer(answer)]
+    return [n for n in numbers if not any(abs(abs(v) - w) <= 1e-9 * max(1.0, abs(v))
+                                          for v in n for w in written)]
+
+
+def _goes_back(ctx: _Context, r: _Row) -> bool:
+    """unused_number_rewinds: the finished answer wrote the answer marker, and a number of the
+    question appears neither in its text nor in its calls' arguments: it will go back to the
+    start of the marker's sentence (``r.back_to``), where that is after the text streamed."""
+    if not r.numbers or r.rewinds >= ctx.cfg.unused_number_rewinds or r.reason not in (
+            "eos", "stop", "max_new_tokens"):
+        return False
+    at = r.text.lower().rfind(ctx.cfg.answer_marker.lower())
+    used = " ".join([r.text] + [c.argument_text or "" for c in r.calls])
+    if at < r.emitted or not unused_numbers(r.numbers, used):
+        return False
+    start = max([m.end() for m in _SENTENCE_END.finditer(r.text, 0, at)] + [r.emitted])
+    decode = ctx.model.tokenizer.decode
+    r.back_to = max(k for k in range(len(r.out) + 1) if len(decode(r.out[:k], skip_special_tokens=True)) <= start)
+    return r.back_to < len(r.out)
 
 
 def _context(model, cfg: GenerationConfig) -> _Context:
@@ -286,7 +359,9 @@ def _new_row(model, prompt, question, cfg: GenerationConfig, ctx: _Context, seed
         raise GenerationError(f"prompt of {len(ids)} tokens + max_new_tokens={cfg.max_new_tokens} "
                               f"exceeds the model's context of {ctx.limit} tokens")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return _Row(ids=ids, question=question, gen=gen, prompt_tail=text[-200:] if ctx.forms else "")
+    numbers = question_numbers(question) if cfg.unused_number_rewinds and question != text else ()
+    return _Row(ids=ids, question=question, gen=gen, prompt_tail=text[-200:] if ctx.forms else "",
+                numbers=numbers)
 
 
 def _prefill(model, rows: list[_Row], cfg: GenerationConfig):
@@ -373,6 +448,8 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
         zz[V:][~ctx.allowed] = float("-inf")
     if len(r.calls) >= cfg.max_tool_calls:
         zz[V:] = float("-inf")
+    if r.barred and len(r.out) == r.barred_at:  # unused_number_rewinds: another first token
+        zz[list(r.barred)] = float("-inf")
     if ctx.digits is not None and r.calls and (r.calls[-1].end == len(r.text) or (
             r.calls[-1].end == len(r.text) - 1 and r.text[-1] in ".,")):
         zz[ctx.digits] = float("-inf")  # a result is a whole number: not 45 -> 450, 45.5, 45,5
@@ -431,6 +508,7 @@ def _advance(ctx: _Context, r: _Row, b: int, cache, lookahead: int):
         r.stats["decoded"] += 1
     r.out += new_ids
     r.steps += 1
+    r.marks.append(len(r.out))
     yield from _update_text(ctx, r, b, trace)
     if r.done or accepted:
         return []
@@ -455,6 +533,8 @@ def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
         trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
         yield b, Event("tool_result", text=new_text[r.emitted:], call=trace)
         r.emitted = len(new_text)
+    elif r.numbers and r.rewinds < ctx.cfg.unused_number_rewinds:
+        pass  # held after the last call's result: the answer may go back to a sentence start
     else:  # hold back what may be the start of a stop string
         yield from _stream_to(r, b, len(new_text) - (0 if hit is not None else held(new_text, ctx.cfg.stop)))
     if not r.done and r.out[-1] in ctx.eos and not ctx.cfg.ignore_eos:
@@ -475,9 +555,7 @@ def _call_tool(ctx: _Context, tool, r: _Row, sample, trace: CallTrace, written=N
     try:
         if written is not None:
             trace.written, trace.argument_text = written.expression, written.argument_text + ")"
-            trace.arguments = parse_arguments(trace.argument_text, tool.parameters)
-            res = tool.call(trace.arguments, timeout=ctx.cfg.tool_timeout,
-                            max_chars=ctx.cfg.max_result_chars)
+            trace.arguments, res = run_arguments(tool, trace.argument_text, ctx.cfg)
         else:
             res = ctx.tool_mode.call(tool, r.question, r.text, sample, r.stats, trace, ctx.cfg)
     except Exception as e:  # noqa: BLE001 — a tool never crashes a generation

@@ -115,12 +115,9 @@ class ToolMode:
         runs = []  # (text, args or None, ToolResult or error, logp)
         for text, logp in cands:
             try:
-                args = parse_arguments(text, tool.parameters)
+                runs.append((text, *run_arguments(tool, text, config), logp))
             except ValueError as e:
                 runs.append((text, None, f"arguments: {e}", logp))
-                continue
-            runs.append((text, args, tool.call(args, timeout=config.tool_timeout,
-                                              max_chars=config.max_result_chars), logp))
         ok = [r for r in runs if r[1] is not None and r[2].ok]
         if len(cands) > 1:
             trace.candidates = [{"argument_text": t, "logprob": round(lp, 4),
@@ -137,3 +134,11 @@ class ToolMode:
         if best[1] is None:
             raise GenerationError(best[2])
         return best[2]
+
+
+def run_arguments(tool, text: str, config: GenerationConfig):
+    """``(arguments, ToolResult)``: ``text`` (an argument list, ``12, 5)``) parsed for ``tool``
+    (ValueError when it does not fit) and the tool run under ``config``'s timeout and result
+    size; what tool mode's candidates and a call written in the answer both do."""
+    args = parse_arguments(text, tool.parameters)
+    return args, tool.call(args, timeout=config.tool_timeout, max_chars=config.max_result_chars)
