@@ -386,3 +386,35 @@ def test_question_numbers_and_unused_numbers():
     assert unused_numbers(n, "38 * 4.25 = 161.5; 1 - 0.06 = 0.94; 1260 / 12; -14 + 9") == [(27.5,)]
     assert unused_numbers(n, "27.5, 6 and 1,260 of 38 4.25-14") == []
     assert question_numbers("the 3rd row of the 12th box, a base-10 log, no digits") == ()
+
+
+def test_an_answer_goes_back_to_its_marker_sentence_unless_every_number_is_used(tiny_base):
+    """unused_number_rewinds' choice on a finished answer: the start of the marker's sentence,
+    unless each number of the question is in the text or in a call's arguments, the marker lies
+    in text already streamed, or the rewinds are spent."""
+    from types import SimpleNamespace
+
+    from toolken.generation.config import GenerationConfig
+    from toolken.generation.decode import CallTrace, _goes_back, _Row, question_numbers
+
+    m = model_with(tiny_base, add)
+    text = "It is 38 * 4.25 = 161.5. So, the answer is 161.5."
+    q = "38 pens at 4.25 and 27.50 for delivery?"
+    out = m.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert m.tokenizer.decode(out, skip_special_tokens=True) == text
+    ctx = SimpleNamespace(cfg=GenerationConfig(unused_number_rewinds=1), model=m)
+
+    def row(question=q, calls=(), **kw):
+        return _Row(ids=[], question=question, gen=None, out=list(out), text=text, calls=list(calls),
+                    numbers=question_numbers(question), reason="eos", **kw)
+
+    r = row()
+    assert _goes_back(ctx, r)
+    assert m.tokenizer.decode(out[:r.back_to], skip_special_tokens=True) == "It is 38 * 4.25 = 161.5."
+    assert not _goes_back(ctx, row(calls=[CallTrace(tool="subtract", argument_text="161.5, 27.5)")]))
+    assert not _goes_back(ctx, row(question="38 pens at 4.25?"))
+    assert not _goes_back(ctx, row(emitted=len(text) - 1))  # the marker was streamed already
+    assert not _goes_back(ctx, row(rewinds=1))
+    late = _Row(ids=[], question=q, gen=None, out=list(out), text=text, numbers=question_numbers(q),
+                reason="context")
+    assert not _goes_back(ctx, late)

@@ -205,7 +205,8 @@ def _run(model, prompts: list, questions: list, cfg: GenerationConfig, seeds: li
     rows = [_new_row(model, p, q, cfg, ctx, s) for p, q, s in zip(prompts, questions, seeds)]
     yield from _decode(ctx, rows, list(range(len(rows))))
     if cfg.tool_choice == "required":  # no call: again from where a toolken came closest
-        rows = yield from _again(ctx, rows, _rewound, lambda c, r: not r.calls and r.best_at >= 0, once=True)
+        rows = yield from _again(ctx, rows, _rewound, lambda c, r: not r.calls and r.best_at >= 0,
+                                 once=True)
     rows = yield from _again(ctx, rows, _taken_back, _goes_back)  # unused_number_rewinds
     wall = time.perf_counter() - t0
     gens = []
@@ -279,7 +280,8 @@ def _taken_back(model, r: _Row) -> _Row:
         best_at=r.best_at if best else -1)
 
 
-_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)-?\d[\d,]*(?:\.\d+)?(%?)(?!\d|\.\d|(?:st|nd|rd|th)\b)")  # not 3rd
+# a number in digits (its % sign kept apart), not the 10 of base-10 nor the 3 of 3rd
+_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)-?\d[\d,]*(?:\.\d+)?(%?)(?!\d|\.\d|(?:st|nd|rd|th)\b)")
 _SENTENCE_END = re.compile(r"[.!?:](?=\s)|\n")
 
 
@@ -315,7 +317,8 @@ def _goes_back(ctx: _Context, r: _Row) -> bool:
         return False
     start = max([m.end() for m in _SENTENCE_END.finditer(r.text, 0, at)] + [r.emitted])
     decode = ctx.model.tokenizer.decode
-    r.back_to = max(k for k in range(len(r.out) + 1) if len(decode(r.out[:k], skip_special_tokens=True)) <= start)
+    r.back_to = max(k for k in range(len(r.out) + 1)
+                    if len(decode(r.out[:k], skip_special_tokens=True)) <= start)
     return r.back_to < len(r.out)
 
 
