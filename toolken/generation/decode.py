@@ -304,12 +304,17 @@ def unused_numbers(numbers, answer: str) -> list[tuple[float, ...]]:
                                           for v in n for w in written)]
 
 
+def _may_go_back(cfg: GenerationConfig, r: _Row) -> bool:
+    """unused_number_rewinds: the row has question numbers and rewinds left (its text after
+    the last call's result is held back from the stream meanwhile)."""
+    return bool(r.numbers) and r.rewinds < cfg.unused_number_rewinds
+
+
 def _goes_back(ctx: _Context, r: _Row) -> bool:
     """unused_number_rewinds: the finished answer wrote the answer marker, and a number of the
     question appears neither in its text nor in its calls' arguments: it will go back to the
     start of the marker's sentence (``r.back_to``), where that is after the text streamed."""
-    if not r.numbers or r.rewinds >= ctx.cfg.unused_number_rewinds or r.reason not in (
-            "eos", "stop", "max_new_tokens"):
+    if not _may_go_back(ctx.cfg, r) or r.reason not in ("eos", "stop", "max_new_tokens"):
         return False
     at = r.text.lower().rfind(ctx.cfg.answer_marker.lower())
     used = " ".join([r.text] + [c.argument_text or "" for c in r.calls])
@@ -536,7 +541,7 @@ def _update_text(ctx: _Context, r: _Row, b: int, trace: CallTrace | None):
         trace.start, trace.end = len(new_text) - len(trace.result), len(new_text)
         yield b, Event("tool_result", text=new_text[r.emitted:], call=trace)
         r.emitted = len(new_text)
-    elif r.numbers and r.rewinds < ctx.cfg.unused_number_rewinds:
+    elif _may_go_back(ctx.cfg, r):
         pass  # held after the last call's result: the answer may go back to a sentence start
     else:  # hold back what may be the start of a stop string
         yield from _stream_to(r, b, len(new_text) - (0 if hit is not None else held(new_text, ctx.cfg.stop)))
