@@ -1,7 +1,7 @@
 """Write the hand-written FuncQA / GSM8K-XL test-style dev sets in the published formats,
 with gold answers computed by the tool pack (FuncQA) or exactly with fractions (GSM8K-XL).
 
-    python data/dev/make_math_dev.py            # rewrites the four files below
+    python data/dev/make_math_dev.py            # rewrites the five files below
     python data/dev/make_math_dev.py --check    # exit 1 if a written file is out of date
 
 Sources (hand-written, see data/dev/README.md) -> outputs, next to this script:
@@ -13,6 +13,8 @@ Sources (hand-written, see data/dev/README.md) -> outputs, next to this script:
   "calculation"}`` like ``format_sample_mh.json``; a block per question ("Q: ...", then
   one call per line, ``#k`` = the k-th call's full-precision result).
 - ``funcqa_mh_source_b.txt`` -> ``funcqa_mh_dev_b.json``: a second multi-hop set (set B),
+  same format and converter.
+- ``funcqa_mh_source_c.txt`` -> ``funcqa_mh_dev_c.json``: a third multi-hop set (set C),
   same format and converter.
 - ``gsm8k_xl_source.txt`` -> ``gsm8k_xl_dev.jsonl``: the gsm8k-xl test format (``question``
   with ``{v_i}``, ``answer``, ``v``, ``r``, ``reasoning_process``, ``result``,
@@ -187,10 +189,12 @@ def build_all() -> dict[Path, str]:
     oh = one_hop(tools, HERE / "funcqa_oh_source.txt")
     mh = multi_hop(tools, HERE / "funcqa_mh_source.txt")
     mh_b = multi_hop(tools, HERE / "funcqa_mh_source_b.txt")
+    mh_c = multi_hop(tools, HERE / "funcqa_mh_source_c.txt")
     gsm = gsm8k_xl(HERE / "gsm8k_xl_source.txt")
     return {HERE / "funcqa_oh_dev.json": json.dumps(oh, indent=1) + "\n",
             HERE / "funcqa_mh_dev.json": json.dumps(mh, indent=1) + "\n",
             HERE / "funcqa_mh_dev_b.json": json.dumps(mh_b, indent=1) + "\n",
+            HERE / "funcqa_mh_dev_c.json": json.dumps(mh_c, indent=1) + "\n",
             HERE / "gsm8k_xl_dev.jsonl": "".join(json.dumps(r) + "\n" for r in gsm)}
 
 
