@@ -143,6 +143,49 @@ def test_eval_paths_votes_over_greedy_and_sampled(checkpoints, tmp_path):
 
 def test_paths_is_checked():
     with pytest.raises(ValueError, match="--paths 0"):
-        evaluate(EvalConfig(bench="funcqa-oh", data="x", toolkens="y", paths=0))
+        evaluate(EvalConfig(bench="funcqa-oh", data="x", toolkens="y", generation={"paths": 0}))
     with pytest.raises(ValueError, match="applies to funcqa-oh, funcqa-mh, gsm8k-xl"):
-        evaluate(EvalConfig(bench="kamel", data="x", toolkens="y", paths=3))
+        evaluate(EvalConfig(bench="kamel", data="x", toolkens="y", generation={"paths": 3}))
+    with pytest.raises(ValueError, match="--path-temperature 0"):
+        evaluate(EvalConfig(bench="funcqa-oh", data="x", toolkens="y", generation={"path_temperature": 0}))
+
+
+def test_stored_paths_are_the_default_and_skipped_where_they_do_not_apply(checkpoints, tmp_path):
+    """A checkpoint whose generation_config.json stores paths: 2 is evaluated with 2 paths on
+    funcqa-oh without --paths (the same records as --paths 2 on the plain checkpoint); on
+    kamel the stored default does not apply: a note, and the greedy run."""
+    import shutil
+
+    from toolken.cli import main
+
+    def with_paths(name):
+        stored = tmp_path / name
+        shutil.copytree(checkpoints[name], stored)
+        gen = json.loads((stored / "generation_config.json").read_text())
+        (stored / "generation_config.json").write_text(json.dumps({**gen, "paths": 2}))
+        return stored
+
+    stored = with_paths("funcqa")
+    data = str(shared_path(*DATA["funcqa-oh"]))
+    common = ["eval", "funcqa-oh", "--data", data, "--tools", str(REPO / "tools" / "funcqa.py"),
+              "--limit", "2", "--max-new-tokens", "6", "--shared", str(SHARED)]
+    assert main(common + ["--toolkens", str(stored), "--out", str(tmp_path / "s.json")]) == 0
+    assert main(common + ["--toolkens", checkpoints["funcqa"], "--paths", "2",
+                          "--out", str(tmp_path / "f.json")]) == 0
+    by_default = json.loads((tmp_path / "s.json").read_text())["predictions"]
+    by_flag = json.loads((tmp_path / "f.json").read_text())["predictions"]
+    assert all(len(p["paths"]) == 2 for p in by_default)
+    assert [p["paths"] for p in by_default] == [p["paths"] for p in by_flag]
+    report = evaluate(EvalConfig(bench="kamel", data=str(shared_path(*DATA["kamel"])), limit=1,
+                                 toolkens=str(with_paths("kamel")), tools=str(REPO / "tools" / "kamel.py"),
+                                 shared=str(SHARED), generation={"max_new_tokens": 4}))
+    assert any(n.startswith("paths=2 skipped") for n in report["config"]["notes"])
+    assert "paths" not in report["predictions"][0]
+
+
+def test_eval_only_options_are_not_generate_flags(capsys):
+    from toolken.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "--paths" not in capsys.readouterr().out

@@ -124,8 +124,7 @@ def _eval(args) -> int:
     cfg = EvalConfig(bench=args.bench, data=args.data, method=args.method, toolkens=args.toolkens,
                      tools=args.tools, base_model=args.base_model, limit=args.limit, out=args.out,
                      template=args.template, shared=args.shared, api_docs=args.api_docs,
-                     generation=G.overrides_from(args), dtype=args.dtype, device=args.device,
-                     paths=args.paths, path_temperature=args.path_temperature)
+                     generation=G.overrides_from(args), dtype=args.dtype, device=args.device)
     report = evaluate(cfg)
     print(summary(report))
     if args.out:
@@ -245,7 +244,7 @@ def _generation_arguments(g, template_help: str) -> None:
                    "run as such; a checkpoint never chooses it. 'checkpoint': the copy of its "
                    "pack saved in the checkpoint folder (toolken_tools.py), if you trust it")
     g.add_argument("--template", help=template_help)
-    G.add_arguments(g)
+    G.add_arguments(g, skip=G.EVAL_ONLY)
     _tool_runner_arguments(g)
 
 
@@ -376,11 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--template", help="prompt file with [QUESTION]; default: the paper's for the method")
     e.add_argument("--shared", default="../shared/benchmarks", help="folder of the papers' prompts and API docs")
     e.add_argument("--api-docs", help="APIBench documentation <provider>_api.jsonl")
-    e.add_argument("--paths", type=int, default=1, help="self-consistency (funcqa-oh, funcqa-mh, "
-                   "gsm8k-xl; toolken or cot): the greedy answer and N-1 sampled ones, majority "
-                   "vote on the final number, ties to the greedy one (default 1: greedy only)")
-    e.add_argument("--path-temperature", type=float, default=0.7,
-                   help="temperature of the sampled paths (default %(default)s, top_p 0.95)")
     G.add_arguments(e)
     _placement_arguments(e)
     _tool_runner_arguments(e)

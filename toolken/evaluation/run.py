@@ -42,9 +42,6 @@ class EvalConfig:
     # checkpoint's generation_config.json (baselines: over the defaults)
     dtype: str | None = None  # the base model's dtype (None: auto, fp32 on CPU, bf16 on CUDA)
     device: str | None = None  # None: auto (CUDA when present)
-    paths: int = 1  # self-consistency (numeric benchmarks, toolken / cot): the greedy answer and
-    # paths - 1 sampled ones, majority vote on the final number (ties: the greedy one's)
-    path_temperature: float = 0.7  # the sampled paths' temperature (top_p 0.95)
 
 
 def check(cfg: EvalConfig) -> None:
@@ -57,14 +54,20 @@ def check(cfg: EvalConfig) -> None:
         raise ValueError("method toolken needs --toolkens CHECKPOINT_DIR")
     if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
         raise ValueError(f"--limit {cfg.limit}: give a positive number of examples (omit it for all)")
-    if isinstance(cfg.paths, bool) or not isinstance(cfg.paths, int) or cfg.paths < 1:
-        raise ValueError(f"--paths {cfg.paths!r}: give a positive number of reasoning paths")
-    if cfg.paths > 1 and (cfg.bench not in SELF_CONSISTENT or cfg.method not in ("toolken", "cot")):
-        raise ValueError(f"--paths {cfg.paths}: self-consistency votes on a final number: it applies "
+    paths = cfg.generation.get("paths", 1)
+    if isinstance(paths, bool) or not isinstance(paths, int) or paths < 1:
+        raise ValueError(f"--paths {paths!r}: give a positive number of reasoning paths")
+    if paths > 1 and not _self_consistent(cfg):
+        raise ValueError(f"--paths {paths}: self-consistency votes on a final number: it applies "
                          f"to {', '.join(SELF_CONSISTENT)} with method toolken or cot, not "
                          f"{cfg.bench} / {cfg.method}")
-    if not (isinstance(cfg.path_temperature, (int, float)) and 0 < cfg.path_temperature < float("inf")):
-        raise ValueError(f"--path-temperature {cfg.path_temperature!r}: give a positive number")
+    t = cfg.generation.get("path_temperature", 0.7)
+    if isinstance(t, bool) or not (isinstance(t, (int, float)) and 0 < t < float("inf")):
+        raise ValueError(f"--path-temperature {t!r}: give a positive number")
+
+
+def _self_consistent(cfg: EvalConfig) -> bool:
+    return cfg.bench in SELF_CONSISTENT and cfg.method in ("toolken", "cot")
 
 
 def no_examples(cfg: EvalConfig, skipped: list) -> str:
@@ -126,6 +129,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     gen = model.generation_config.replace(**cfg.generation)
     scope = catalogue_filter(cfg, model)
     notes += _demo_notes(cfg, family, gen)
+    if gen.paths > 1 and not _self_consistent(cfg):  # the checkpoint's stored default
+        note = (f"paths={gen.paths} skipped: self-consistency votes on a final number "
+                f"({', '.join(SELF_CONSISTENT)}, method toolken or cot), not {cfg.bench} / {cfg.method}")
+        print(f"toolken eval: {note}")
+        notes.append(note)
+        gen = gen.replace(paths=1)
     preds = _predict(cfg, family, model, examples, apis, gen.replace(**scope), progress)
     records = _scored(cfg, family, examples, preds, apis)
     report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
@@ -211,8 +220,8 @@ def _predict(cfg, family, model, examples, apis, gen, progress: bool = True) -> 
     if cfg.method == "icl":
         return run_icl(model, examples, template, read, gen)
     gen = gen.replace(max_tool_calls=0) if cfg.method == "cot" else gen
-    if cfg.paths > 1:
-        return run_paths(model, examples, template, read, gen, cfg.paths, cfg.path_temperature)
+    if gen.paths > 1:
+        return run_paths(model, examples, template, read, gen, gen.paths, gen.path_temperature)
     return run_toolken(model, examples, template, read, gen)
 
 

@@ -110,6 +110,11 @@ class GenerationConfig:
     # ---- the prompt
     prompt_demos: int = _f(0, "with a template ([QUESTION]) that has Q:/A: demos: the k "
                               "training texts most similar to the question replace them", minimum=0)
+    paths: int = _f(1, "toolken eval on funcqa-oh, funcqa-mh and gsm8k-xl (toolken, cot): "
+                       "self-consistency, the greedy answer and paths - 1 sampled ones "
+                       "(path_temperature, top_p 0.95), majority vote on the final number, ties "
+                       "to the greedy one; generate, chat and serve decode once", minimum=1)
+    path_temperature: float = _f(0.7, "paths: the sampled paths' temperature", minimum=1e-6)
     reuse_prompt: bool = _f(True, "reuse the KV cache of the longest prompt prefix seen before")
     prompt_lookup: int = _f(0, "greedy: verify k draft tokens looked up in the context per "
                                "forward pass (same text, fewer passes; batches of one)", minimum=0)
@@ -200,6 +205,9 @@ def _check_type(f, value) -> None:
 
 
 # ---------------------------------------------------------------------------- the CLI
+EVAL_ONLY = ("paths", "path_temperature")  # read by toolken eval alone
+
+
 def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per field (``--max-new-tokens``, ``--arg-demos``, ``--stop`` repeatable,
     ``--do-sample/--no-do-sample``); a flag not given leaves its field to the checkpoint."""
