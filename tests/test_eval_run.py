@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from toolken.evaluation.run import METHODS, EvalConfig, evaluate
+from toolken.evaluation.run import METHODS, EvalConfig, evaluate, summary
 from toolken.generation.config import GenerationConfig
 from toolken.model import ToolkenModel
 from toolken.tools.registry import load_pack
@@ -150,7 +150,7 @@ def test_paths_is_checked():
         evaluate(EvalConfig(bench="funcqa-oh", data="x", toolkens="y", generation={"path_temperature": 0}))
 
 
-def test_stored_paths_are_the_default_and_skipped_where_they_do_not_apply(checkpoints, tmp_path):
+def test_stored_paths_are_the_default_and_skipped_where_they_do_not_apply(checkpoints, tmp_path, capsys):
     """A checkpoint whose generation_config.json stores paths: 2 is evaluated with 2 paths on
     funcqa-oh without --paths (the same records as --paths 2 on the plain checkpoint); on
     kamel the stored default does not apply: a note, and the greedy run."""
@@ -170,16 +170,20 @@ def test_stored_paths_are_the_default_and_skipped_where_they_do_not_apply(checkp
     common = ["eval", "funcqa-oh", "--data", data, "--tools", str(REPO / "tools" / "funcqa.py"),
               "--limit", "2", "--max-new-tokens", "6", "--shared", str(SHARED)]
     assert main(common + ["--toolkens", str(stored), "--out", str(tmp_path / "s.json")]) == 0
+    assert "the checkpoint's stored paths" in capsys.readouterr().out
     assert main(common + ["--toolkens", checkpoints["funcqa"], "--paths", "2",
                           "--out", str(tmp_path / "f.json")]) == 0
     by_default = json.loads((tmp_path / "s.json").read_text())["predictions"]
     by_flag = json.loads((tmp_path / "f.json").read_text())["predictions"]
     assert all(len(p["paths"]) == 2 for p in by_default)
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["paths"] == 2 and "[paths 2]" in summary(written)
     assert [p["paths"] for p in by_default] == [p["paths"] for p in by_flag]
     report = evaluate(EvalConfig(bench="kamel", data=str(shared_path(*DATA["kamel"])), limit=1,
                                  toolkens=str(with_paths("kamel")), tools=str(REPO / "tools" / "kamel.py"),
                                  shared=str(SHARED), generation={"max_new_tokens": 4}))
     assert any(n.startswith("paths=2 skipped") for n in report["config"]["notes"])
+    assert report["paths"] == 1 and "[paths" not in summary(report)
     assert "paths" not in report["predictions"][0]
 
 

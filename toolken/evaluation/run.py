@@ -135,6 +135,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         print(f"toolken eval: {note}")
         notes.append(note)
         gen = gen.replace(paths=1)
+    elif gen.paths > 1 and "paths" not in cfg.generation:
+        print(f"toolken eval: {gen.paths} reasoning paths per question, the checkpoint's stored "
+              f"paths (self-consistency; --paths 1: greedy only)")
     preds = _predict(cfg, family, model, examples, apis, gen.replace(**scope), progress)
     records = _scored(cfg, family, examples, preds, apis)
     report = {"benchmark": cfg.bench, "method": cfg.method, "n": len(records),
@@ -152,6 +155,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             r["all_catalogues_prediction"] = e["prediction"]
     report["wall_seconds"] = round(time.perf_counter() - t0, 2)
     report["tool_filter"] = list(scope.get("tool_filter", gen.tool_filter))
+    report["paths"] = gen.paths
     if cfg.out:
         write_report(cfg.out, report)
     return report
@@ -272,5 +276,6 @@ def summary(report: dict) -> str:
         if isinstance(v, dict):  # all_catalogues: the same questions with every catalogue
             m += f"; {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
     scope = f" [tool_filter {' '.join(report['tool_filter'])}]" if report.get("tool_filter") else ""
+    scope += f" [paths {report['paths']}]" if report.get("paths", 1) > 1 else ""
     return (f"{report['benchmark']} / {report['method']}{scope}: n={report['n']} "
             f"(skipped {len(report['skipped'])}): {m} in {report['wall_seconds']} s")
