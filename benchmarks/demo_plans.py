@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toolken.core.data import load_jsonl  # noqa: E402
+from toolken.evaluation import load_benchmark  # noqa: E402
 from toolken.generation.demos import DemoPool  # noqa: E402
 from toolken.model import DEMOS_NAME  # noqa: E402
 from toolken.tools.registry import load_pack  # noqa: E402
@@ -27,14 +28,10 @@ from toolken.tools.registry import load_pack  # noqa: E402
 _CALL = re.compile(r"<(\w+)>\(")
 
 
-def plan(text: str) -> tuple[str, ...]:
-    """The tools a marked text or a gold calculation line calls, in order."""
-    return tuple(_CALL.findall(text))
-
-
 def first_demo_plan(pool: DemoPool, question: str) -> tuple[str, ...]:
+    """The tools the most similar multi-step text calls (``<tool>(...)=`` marks), in order."""
     best = pool.examples[pool._shaped(pool.ranked(question), True)[0]]
-    return plan(next(iter(best.tool_text.values()), ""))
+    return tuple(_CALL.findall(next(iter(best.tool_text.values()), "")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,15 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for report, data in zip(args.reports, args.data):
         preds = {str(x["id"]): x for x in json.loads(Path(report).read_text())["predictions"]}
-        dev = json.loads(Path(data).read_text())
+        examples, _ = load_benchmark("funcqa-mh", data)
         same = [0, 0]
         other = [0, 0]
-        for i, q in enumerate(dev):
-            pred = preds.get(str(i))
+        for ex in examples:
+            pred = preds.get(str(ex.id))
             if pred is None:
                 continue
-            gold = tuple(t for line in q["calculation"] for t in plan(line)[:1])
-            group = same if first_demo_plan(pool, q["question"]) == gold else other
+            gold = tuple(ex.meta.get("tools") or ())  # the loader's: the ops in the order they run
+            group = same if first_demo_plan(pool, ex.question) == gold else other
             group[0] += 1
             group[1] += bool(pred.get("correct"))
         print(f"| {Path(report).name} | {same[0] + other[0]} | {same[0]} | {same[1]} | {other[0]} | {other[1]} |")
